@@ -1,0 +1,65 @@
+"""What a user chooses: the method and its options, validated with messages that say what to change."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+from .errors import PtuneError
+
+METHODS = ("prompt", "ptuning", "deep", "finetune")
+INITS = ("random", "vocab", "labels")
+ENCODERS = ("lstm", "mlp", "none")
+
+# Prompt methods need far higher learning rates than fine-tuning (Lester: 0.3 with Adafactor;
+# P-tuning v2: 5e-3..3e-2 with AdamW). Measured on minilm in docs/RESULTS.md.
+DEFAULT_LR = {"prompt": 3e-2, "ptuning": 1e-2, "deep": 1e-2, "finetune": 5e-5}
+DEFAULT_LENGTH = {"prompt": 20, "ptuning": 8, "deep": 16, "finetune": 0}
+DEFAULT_EPOCHS = {"prompt": 10, "ptuning": 10, "deep": 10, "finetune": 3}
+
+
+@dataclass
+class MethodConfig:
+    method: Literal["prompt", "ptuning", "deep", "finetune"] = field(
+        default="deep", metadata={"help": "prompt (Lester), ptuning (Liu), deep (P-tuning v2) or finetune"})
+    length: int | None = field(default=None, metadata={"help": "number of prompt vectors (prompt, deep); ptuning takes it from the template"})
+    init: Literal["random", "vocab", "labels"] = field(
+        default="vocab", metadata={"help": "prompt init: random U(-0.5,0.5), vocab (sampled frequent tokens), labels (label-word embeddings)"})
+    template: str | None = field(default=None, metadata={"help": "ptuning template, e.g. '[P]*3 {text} [P] It was [P]*2 {label}'"})
+    encoder: Literal["lstm", "mlp", "none"] = field(default="lstm", metadata={"help": "ptuning prompt encoder"})
+    tune_backbone: bool = field(default=False, metadata={"help": "ptuning: also train the backbone"})
+    layers: str = field(default="all", metadata={"help": "deep: all, top:K, bottom:K or 0,2,5"})
+    reparam: bool = field(default=False, metadata={"help": "deep: MLP reparameterisation of the prefixes"})
+    reparam_hidden: int = field(default=512, metadata={"help": "deep: hidden width of the reparameterisation MLP"})
+    max_length: int = field(default=128, metadata={"help": "maximum tokens per example, prompts included"})
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise PtuneError(f"method {self.method!r} unknown: use one of {', '.join(METHODS)}")
+        if self.init not in INITS:
+            raise PtuneError(f"init {self.init!r} unknown: use one of {', '.join(INITS)}")
+        if self.encoder not in ENCODERS:
+            raise PtuneError(f"encoder {self.encoder!r} unknown: use one of {', '.join(ENCODERS)}")
+        if self.length is None:
+            self.length = DEFAULT_LENGTH[self.method]
+        if self.method in ("prompt", "deep") and self.length < 1:
+            raise PtuneError(f"length must be at least 1 for method {self.method}, got {self.length}")
+        if self.template is not None and self.method not in ("prompt", "ptuning"):
+            raise PtuneError(f"a template only applies to prompt/ptuning, not {self.method}; drop --template")
+        if self.tune_backbone and self.method != "ptuning":
+            raise PtuneError("tune_backbone applies to ptuning only (finetune already tunes the backbone)")
+
+    @property
+    def has_input_prompt(self) -> bool:
+        return self.method in ("prompt", "ptuning")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str = "config") -> "MethodConfig":
+        known = {f.name for f in fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise PtuneError(f"{source}: unknown method option(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
+        return cls(**data)

@@ -1,0 +1,273 @@
+"""Examples -> token ids -> padded batches, following a template.
+
+Texts are tokenised once, in bulk, without special tokens; each example is then assembled as
+``specials + template pieces + specials``. Continuous prompt positions carry a placeholder id
+and their index in ``prompt_index`` (-1 for real tokens); for tagging, ``word_index`` marks the
+first sub-token of every word (-1 elsewhere), so virtual tokens never carry a label.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import torch
+
+from .data.examples import TaggedExample, TextExample
+from .errors import PtuneError
+from .templates import Template
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class SpecialLayout:
+    """The special tokens a tokenizer wraps around one text or a pair, read off real encodings."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+    pair_middle: tuple[int, ...]
+    pair_suffix: tuple[int, ...]
+    second_type: int
+    uses_token_types: bool
+
+    @classmethod
+    def of(cls, tokenizer) -> "SpecialLayout":
+        a = tokenizer("a", add_special_tokens=False)["input_ids"]
+        b = tokenizer("b", add_special_tokens=False)["input_ids"]
+        single = tokenizer("a")["input_ids"]
+        pair = tokenizer("a", "b")
+        start = _find(single, a)
+        prefix, suffix = single[:start], single[start + len(a) :]
+        pair_ids = pair["input_ids"]
+        middle_start = len(prefix) + len(a)
+        b_start = _find(pair_ids, b, middle_start)
+        types = pair.get("token_type_ids")
+        return cls(
+            prefix=tuple(prefix),
+            suffix=tuple(suffix),
+            pair_middle=tuple(pair_ids[middle_start:b_start]),
+            pair_suffix=tuple(pair_ids[b_start + len(b) :]),
+            second_type=int(types[b_start]) if types else 0,
+            uses_token_types=types is not None,
+        )
+
+
+def _find(haystack: Sequence[int], needle: Sequence[int], start: int = 0) -> int:
+    for i in range(start, len(haystack) - len(needle) + 1):
+        if list(haystack[i : i + len(needle)]) == list(needle):
+            return i
+    raise PtuneError("tokenizer special-token layout not understood: report this backbone to ptune")
+
+
+@dataclass
+class Feature:
+    """One assembled example (before padding)."""
+
+    input_ids: list[int]
+    prompt_index: list[int]
+    word_index: list[int]
+    token_types: list[int]
+    pool: int
+    label: int | list[int] | None
+    num_words: int = 0
+
+
+class Encoder:
+    """Turns examples into Features for one tokenizer, template and label set."""
+
+    def __init__(self, tokenizer, template: Template, labels: Sequence[str], *, tagging: bool,
+                 decoder: bool, max_length: int = 128):
+        self.tokenizer = tokenizer
+        self.template = template
+        self.label_ids = {label: i for i, label in enumerate(labels)}
+        self.labels = list(labels)
+        self.tagging = tagging
+        self.decoder = decoder
+        self.max_length = max_length
+        self.layout = SpecialLayout.of(tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.slot_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else self.pad_id
+        # Discrete template words are tokenised once.
+        self._word_ids = {
+            part.value: tokenizer((" " + part.value) if decoder else part.value, add_special_tokens=False)["input_ids"]
+            for part in template.parts if part.kind == "words"
+        }
+
+    def _label(self, example) -> int | list[int] | None:
+        if self.tagging:
+            if example.tags is None:
+                return None
+            return [self.label_ids[tag] if tag in self.label_ids else self._unknown(tag) for tag in example.tags]
+        if example.label is None:
+            return None
+        return self.label_ids[example.label] if example.label in self.label_ids else self._unknown(example.label)
+
+    def _unknown(self, label: str) -> int:
+        raise PtuneError(
+            f"label {label!r} was not seen in training (known: {', '.join(self.labels)}); "
+            "remove it or retrain with it in the training data"
+        )
+
+    def encode(self, examples: Sequence[TextExample | TaggedExample]) -> list[Feature]:
+        """Tokenise ``examples`` in bulk and assemble each with the template."""
+        if not examples:
+            return []
+        if self.tagging:
+            if not all(isinstance(e, TaggedExample) for e in examples):
+                raise PtuneError("a tagging task needs token/tag examples (CoNLL columns or a tokens field)")
+            encoded = self.tokenizer([list(e.tokens) for e in examples], is_split_into_words=True,
+                                     add_special_tokens=False)
+            texts = [(encoded["input_ids"][i], _first_subtokens(encoded.word_ids(i))) for i in range(len(examples))]
+            pairs = [None] * len(examples)
+        else:
+            if not all(isinstance(e, TextExample) for e in examples):
+                raise PtuneError("a classification task needs text examples (CSV/TSV/JSONL with a text field)")
+            texts = [(ids, None) for ids in self.tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]]
+            has_pair = [e.text_pair is not None for e in examples]
+            if any(has_pair) and not self.template.has_slot("text_pair"):
+                raise PtuneError(f"examples have a text_pair but the template {self.template.source!r} has no {{text_pair}} slot")
+            pair_texts = [e.text_pair if e.text_pair is not None else "" for e in examples]
+            pair_ids = self.tokenizer(pair_texts, add_special_tokens=False)["input_ids"] if any(has_pair) else None
+            pairs = [pair_ids[i] if pair_ids and has_pair[i] else None for i in range(len(examples))]
+        return [self._assemble(text, pair, self._label(example), example)
+                for (text, pair), example in zip(((t, p) for t, p in zip(texts, pairs)), examples)]
+
+    def _assemble(self, text, pair, label, example) -> Feature:
+        text_ids, firsts = text
+        pair_ids = pair or []
+        layout = self.layout
+        use_pair = self.template.has_slot("text_pair")
+        fixed = len(layout.prefix) + (len(layout.pair_middle) + len(layout.pair_suffix) if use_pair else len(layout.suffix))
+        for part in self.template.parts:
+            if part.kind == "prompt":
+                fixed += part.count
+            elif part.kind == "words":
+                fixed += len(self._word_ids[part.value])
+            elif part.value == "label" and not self.decoder:
+                fixed += 1
+        budget = self.max_length - fixed
+        if budget < 1:
+            raise PtuneError(f"template {self.template.source!r} leaves no room for text within max_length={self.max_length}")
+        # Truncate the longer of text / text_pair first.
+        while len(text_ids) + len(pair_ids) > budget:
+            if len(text_ids) >= len(pair_ids):
+                text_ids = text_ids[:-1]
+            else:
+                pair_ids = pair_ids[:-1]
+
+        ids: list[int] = list(layout.prefix)
+        prompt_index = [-1] * len(ids)
+        word_index = [-1] * len(ids)
+        types = [0] * len(ids)
+        pool = 0 if not self.decoder else -1
+        next_prompt = 0
+        segment = 0
+
+        def extend(new_ids, *, prompts=None, words=None):
+            ids.extend(new_ids)
+            prompt_index.extend(prompts if prompts is not None else [-1] * len(new_ids))
+            word_index.extend(words if words is not None else [-1] * len(new_ids))
+            types.extend([segment] * len(new_ids))
+
+        for part in self.template.parts:
+            if part.kind == "prompt":
+                extend([self.pad_id] * part.count, prompts=list(range(next_prompt, next_prompt + part.count)))
+                next_prompt += part.count
+            elif part.kind == "words":
+                extend(self._word_ids[part.value])
+            elif part.value == "text":
+                words = [w if keep else -1 for w, keep in firsts] if firsts is not None else None
+                extend(text_ids, words=words[: len(text_ids)] if words is not None else None)
+            elif part.value == "text_pair":
+                extend(list(layout.pair_middle))
+                segment = layout.second_type
+                extend(pair_ids)
+            else:  # label slot: the head reads here
+                if self.decoder:
+                    pool = len(ids) - 1
+                else:
+                    pool = len(ids)
+                    extend([self.slot_id])
+        extend(list(layout.pair_suffix if use_pair else layout.suffix))
+        if pool == -1:
+            pool = len(ids) - 1
+        num_words = len(example.tokens) if self.tagging else 0
+        return Feature(ids, prompt_index, word_index, types, pool, label, num_words)
+
+
+def _first_subtokens(word_ids: list[int | None]) -> list[tuple[int, bool]]:
+    """(word, is first sub-token) for each token of a pre-split sentence."""
+    out, previous = [], None
+    for word in word_ids:
+        out.append((word if word is not None else -1, word is not None and word != previous))
+        previous = word
+    return out
+
+
+def collate(features: Sequence[Feature], *, pad_id: int, left_pad: bool) -> dict[str, torch.Tensor]:
+    """Pad a list of Features into tensors.
+
+    Returns input_ids, attention_mask, token_type_ids, prompt_index, word_index: [B, T];
+    pool_index: [B]; labels: [B] (classification) or [B, W] (tagging, IGNORE-padded) if labelled;
+    num_words: [B].
+    """
+    length = max(len(f.input_ids) for f in features)
+    batch = len(features)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, length), dtype=torch.long)
+    types = torch.zeros((batch, length), dtype=torch.long)
+    prompt_index = torch.full((batch, length), -1, dtype=torch.long)
+    word_index = torch.full((batch, length), -1, dtype=torch.long)
+    pool = torch.zeros(batch, dtype=torch.long)
+    for row, f in enumerate(features):
+        n = len(f.input_ids)
+        start = length - n if left_pad else 0
+        span = slice(start, start + n)
+        input_ids[row, span] = torch.tensor(f.input_ids)
+        attention[row, span] = 1
+        types[row, span] = torch.tensor(f.token_types)
+        prompt_index[row, span] = torch.tensor(f.prompt_index)
+        word_index[row, span] = torch.tensor(f.word_index)
+        pool[row] = start + f.pool
+    out = {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "token_type_ids": types,
+        "prompt_index": prompt_index,
+        "word_index": word_index,
+        "pool_index": pool,
+        "num_words": torch.tensor([f.num_words for f in features]),
+    }
+    labels = [f.label for f in features]
+    if all(label is not None for label in labels):
+        if isinstance(labels[0], list):
+            width = max(1, max(len(label) for label in labels))
+            tags = torch.full((batch, width), IGNORE, dtype=torch.long)
+            for row, label in enumerate(labels):
+                tags[row, : len(label)] = torch.tensor(label, dtype=torch.long)
+            out["labels"] = tags
+        else:
+            out["labels"] = torch.tensor(labels, dtype=torch.long)
+    return out
+
+
+def batches(features: Sequence[Feature], batch_size: int, *, shuffle: bool, seed: int = 0,
+            bucket: int = 50) -> Iterator[list[int]]:
+    """Index batches; when shuffling, group similar lengths (within windows of ``bucket`` batches)
+    so dynamic padding wastes little, then shuffle the batch order."""
+    order = list(range(len(features)))
+    if not shuffle:
+        order.sort(key=lambda i: len(features[i].input_ids))
+        yield from (order[i : i + batch_size] for i in range(0, len(order), batch_size))
+        return
+    rng = random.Random(seed)
+    rng.shuffle(order)
+    window = batch_size * bucket
+    groups = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start : start + window], key=lambda i: len(features[i].input_ids))
+        groups.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(groups)
+    yield from groups

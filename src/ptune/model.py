@@ -1,0 +1,147 @@
+"""Where a prompt, a backbone and a head compose: one model class for every method and task.
+
+Input-level prompts replace the template's placeholder embeddings; deep prompts are handed to
+the attention layers through ``injection``; the head reads the final hidden states.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from . import injection
+from .backbones import Backbone
+from .config import MethodConfig
+from .encoding import Encoder, Feature
+from .heads import ClassificationHead, TokenHead
+from .prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
+from .templates import default_template, parse_template
+
+
+class PromptModel(nn.Module):
+    """backbone (frozen unless fine-tuning) + optional input prompt + optional deep prompt + head."""
+
+    def __init__(self, backbone: Backbone, config: MethodConfig, labels: Sequence[str], *, tagging: bool,
+                 pair: bool = False):
+        super().__init__()
+        self.backbone_ref = backbone  # not a submodule: its weights are not ours to save
+        self.config = config
+        self.labels = list(labels)
+        self.tagging = tagging
+        template = config.template or default_template(config.method, prompt_length=config.length, pair=pair)
+        self.template = parse_template(template)
+        self.encoder = Encoder(backbone.tokenizer, self.template, self.labels, tagging=tagging,
+                               decoder=backbone.is_decoder, max_length=config.max_length)
+        hidden = backbone.hidden_size
+        self.input_prompt = (InputPrompt(self.template.num_prompts, hidden, encoder=config.encoder if config.method == "ptuning" else "none")
+                             if config.has_input_prompt and self.template.num_prompts else None)
+        self.deep_prompt = (DeepPrompt(config.length, parse_layers(config.layers, backbone.num_layers), backbone.kv_heads,
+                                       backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden)
+                            if config.method == "deep" else None)
+        head_cls = TokenHead if tagging else ClassificationHead
+        self.head = head_cls(hidden, len(self.labels))
+        tune = config.method == "finetune" or config.tune_backbone
+        backbone.model.requires_grad_(tune)
+        if tune:
+            self.tuned_backbone = backbone.model  # registered: trained and saved with the prompt
+
+    @property
+    def backbone(self) -> Backbone:
+        return self.backbone_ref
+
+    # -- initialisation -------------------------------------------------------------------------
+    def initialise(self, *, frequent_ids: Sequence[int] | None = None, seed: int = 0) -> None:
+        """Initialise the input prompt per ``config.init`` (Lester et al. section 3.2)."""
+        if self.input_prompt is None:
+            return
+        generator = torch.Generator().manual_seed(seed)
+        embeddings = self.backbone.model.get_input_embeddings().weight.detach()
+        length = self.input_prompt.length
+        if self.config.init == "random":
+            init = random_uniform(length, embeddings.shape[1], generator=generator)
+        else:
+            ids = list(frequent_ids) if frequent_ids else default_frequent_ids(self.backbone.tokenizer, embeddings.shape[0])
+            init = sampled_vocab(embeddings, length, ids[:5000], generator=generator)
+            if self.config.init == "labels":
+                init = from_labels(embeddings, self.label_token_ids(), length, init)
+        with torch.no_grad():
+            self.input_prompt.embedding.copy_(init)
+
+    def label_token_ids(self) -> list[list[int]]:
+        """Token ids of each label's words ("B-PER" -> "per"; "positive" -> "positive")."""
+        tokenizer = self.backbone.tokenizer
+        words = [label.split("-", 1)[-1].replace("_", " ").lower() for label in self.labels]
+        prefix = " " if self.backbone.is_decoder else ""
+        return [tokenizer(prefix + word, add_special_tokens=False)["input_ids"] or [tokenizer.unk_token_id] for word in words]
+
+    # -- forward --------------------------------------------------------------------------------
+    def encode(self, examples) -> list[Feature]:
+        return self.encoder.encode(examples)
+
+    def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """batch of [B, T] tensors -> final hidden states [B, T, H]."""
+        model = self.backbone.model
+        input_ids = batch["input_ids"]
+        embeds = model.get_input_embeddings()(input_ids)
+        if self.input_prompt is not None:
+            vectors = self.input_prompt()  # [P, H]
+            virtual = batch["prompt_index"] >= 0
+            embeds = torch.where(virtual.unsqueeze(-1), vectors[batch["prompt_index"].clamp(min=0)], embeds)
+        kwargs = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
+        if self.encoder.layout.uses_token_types:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        if self.backbone.is_decoder:
+            # Left padding: count positions from each sequence's first real token.
+            kwargs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        prefixes = self.deep_prompt(input_ids.shape[0]) if self.deep_prompt is not None else None
+        with injection.prefixes_active(prefixes):
+            return model(**kwargs).last_hidden_state
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Logits: [B, C] (classification) or [N, C] over the batch's N words (tagging)."""
+        return self.head(self.hidden_states(batch), batch)
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return nn.functional.cross_entropy(self(batch), self.head.targets(batch))
+
+    @torch.no_grad()
+    def predict_batch(self, batch: dict[str, torch.Tensor]) -> list:
+        """Labels per example: a string (classification) or a list of tags, one per word."""
+        predicted = self(batch).argmax(-1).tolist()
+        if not self.tagging:
+            return [self.labels[i] for i in predicted]
+        out, cursor = [], 0
+        counts = (batch["word_index"] >= 0).sum(-1).tolist()
+        for count, words in zip(counts, batch["num_words"].tolist()):
+            tags = [self.labels[i] for i in predicted[cursor : cursor + count]]
+            out.append(tags + ["O"] * (words - count))  # words cut by max_length
+            cursor += count
+        return out
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+    def trainable_parameters(self) -> Iterable[nn.Parameter]:
+        return (p for p in self.parameters() if p.requires_grad)
+
+    def num_trainable(self) -> int:
+        return sum(p.numel() for p in self.trainable_parameters())
+
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        """What a prompt file holds: every parameter that training changes."""
+        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {name: t for name, t in self.state_dict().items() if name in names}
+
+
+def default_frequent_ids(tokenizer, vocab_size: int) -> list[int]:
+    """Without training text: non-special ids in vocabulary order (a frequency proxy for BPE)."""
+    special = set(tokenizer.all_special_ids)
+    return [i for i in range(vocab_size) if i not in special][:5000]
+
+
+def frequent_ids(features: Sequence[Feature], tokenizer, top: int = 5000) -> list[int]:
+    """The ``top`` most frequent non-special token ids in the encoded training data."""
+    special = set(tokenizer.all_special_ids)
+    counts = Counter(i for f in features for i, p in zip(f.input_ids, f.prompt_index) if p < 0 and i not in special)
+    return [i for i, _ in counts.most_common(top)]

@@ -1,0 +1,67 @@
+"""Deep prompts (P-tuning v2 / prefix tuning): trainable keys and values at chosen layers."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import PtuneError
+
+
+def parse_layers(spec: str | list[int], num_layers: int) -> list[int]:
+    """``all`` | ``top:k`` (the k layers nearest the output) | ``bottom:k`` | ``0,2,5``."""
+    if isinstance(spec, list):
+        layers = spec
+    elif spec == "all":
+        layers = list(range(num_layers))
+    elif spec.startswith(("top:", "bottom:")):
+        side, _, count = spec.partition(":")
+        if not count.isdigit() or not 1 <= int(count) <= num_layers:
+            raise PtuneError(f"layers {spec!r}: k must be between 1 and {num_layers}")
+        k = int(count)
+        layers = list(range(num_layers - k, num_layers)) if side == "top" else list(range(k))
+    else:
+        try:
+            layers = [int(part) for part in spec.split(",")]
+        except ValueError:
+            raise PtuneError(f"layers {spec!r}: use all, top:K, bottom:K or a comma list like 0,2,5") from None
+    bad = [layer for layer in layers if not 0 <= layer < num_layers]
+    if bad or not layers or len(set(layers)) != len(layers):
+        raise PtuneError(f"layers {spec!r}: need distinct layer numbers in 0..{num_layers - 1}")
+    return sorted(layers)
+
+
+class DeepPrompt(nn.Module):
+    """Per-layer prefix keys/values, optionally reparameterised by an MLP (P-tuning v2).
+
+    Without reparameterisation the prefix is one parameter [P, n_layers * 2 * kvH * D]; with it,
+    a [P, H] embedding goes through Linear-Tanh-Linear to that size (Li & Liang 2021).
+    """
+
+    def __init__(self, length: int, layers: list[int], kv_heads: int, head_dim: int, hidden: int, *,
+                 reparam: bool = False, reparam_hidden: int = 512, dropout: float = 0.1,
+                 init: torch.Tensor | None = None):
+        super().__init__()
+        self.length, self.layers, self.kv_heads, self.head_dim = length, list(layers), kv_heads, head_dim
+        self.reparam = reparam
+        width = len(layers) * 2 * kv_heads * head_dim
+        if reparam:
+            self.embedding = nn.Parameter(torch.randn(length, hidden) * 0.02 if init is None else init.clone())
+            self.mlp = nn.Sequential(nn.Linear(hidden, reparam_hidden), nn.Tanh(), nn.Linear(reparam_hidden, width))
+        else:
+            self.prefix = nn.Parameter(torch.randn(length, width) * 0.02 if init is None else init.clone())
+        self.dropout = nn.Dropout(dropout)
+
+    def flat(self) -> torch.Tensor:
+        """Returns [P, n_layers * 2 * kvH * D]."""
+        return self.mlp(self.embedding) if self.reparam else self.prefix
+
+    def forward(self, batch_size: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """Returns {layer: (keys, values)}, each [B, kvH, P, D]."""
+        prefix = self.dropout(self.flat())
+        prefix = prefix.view(self.length, len(self.layers), 2, self.kv_heads, self.head_dim)
+        prefix = prefix.permute(1, 2, 3, 0, 4)  # [layers, 2, kvH, P, D]
+        return {
+            layer: (prefix[i, 0].expand(batch_size, -1, -1, -1), prefix[i, 1].expand(batch_size, -1, -1, -1))
+            for i, layer in enumerate(self.layers)
+        }
