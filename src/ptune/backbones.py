@@ -11,7 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -74,6 +74,12 @@ class Backbone:
     name: str
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
+    identity: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Taken once, at load: the weights a prompt was trained against.
+        if not self.identity:
+            self.identity = self._identity()
 
     @property
     def config(self):
@@ -107,7 +113,10 @@ class Backbone:
         return sum(p.numel() for p in self.model.parameters())
 
     def fingerprint(self) -> dict:
-        """Identity of the weights a prompt was trained against: shapes plus an embedding hash."""
+        """Identity of the pretrained weights: shapes plus an embedding hash (taken at load)."""
+        return dict(self.identity)
+
+    def _identity(self) -> dict:
         embeddings = self.model.get_input_embeddings().weight.detach()
         digest = hashlib.sha256(embeddings.float().contiguous().numpy().tobytes()).hexdigest()[:16]
         return {

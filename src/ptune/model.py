@@ -6,6 +6,7 @@ the attention layers through ``injection``; the head reads the final hidden stat
 
 from __future__ import annotations
 
+import copy
 from collections import Counter
 from typing import Iterable, Sequence
 
@@ -43,14 +44,25 @@ class PromptModel(nn.Module):
                             if config.method == "deep" else None)
         head_cls = TokenHead if tagging else ClassificationHead
         self.head = head_cls(hidden, len(self.labels))
-        tune = config.method == "finetune" or config.tune_backbone
-        backbone.model.requires_grad_(tune)
-        if tune:
-            self.tuned_backbone = backbone.model  # registered: trained and saved with the prompt
+        if config.method == "finetune" or config.tune_backbone:
+            # A private, trainable copy: the shared backbone stays frozen for every other task.
+            self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True)
+
+    @classmethod
+    def for_task(cls, backbone: Backbone, task, config: MethodConfig | None = None) -> "PromptModel":
+        """A model shaped for ``task`` (its labels, tagging or classification, sentence pairs)."""
+        pair = any(getattr(e, "text_pair", None) is not None for e in task.train[:1000])
+        return cls(backbone, config or MethodConfig(), task.labels, tagging=task.kind == "tagging", pair=pair)
 
     @property
     def backbone(self) -> Backbone:
         return self.backbone_ref
+
+    @property
+    def transformer(self) -> nn.Module:
+        """The network the forward pass runs: the shared frozen one, or this model's tuned copy."""
+        tuned = getattr(self, "tuned_backbone", None)
+        return tuned if tuned is not None else self.backbone.model
 
     # -- initialisation -------------------------------------------------------------------------
     def initialise(self, *, frequent_ids: Sequence[int] | None = None, seed: int = 0) -> None:
@@ -83,7 +95,7 @@ class PromptModel(nn.Module):
 
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """batch of [B, T] tensors -> final hidden states [B, T, H]."""
-        model = self.backbone.model
+        model = self.transformer
         input_ids = batch["input_ids"]
         embeds = model.get_input_embeddings()(input_ids)
         if self.input_prompt is not None:

@@ -1,0 +1,129 @@
+"""Prompt files: one safetensors file of tensors with ptune's JSON description in its header.
+
+Written atomically (temporary file, fsync, rename): a crash never leaves a half-written file in
+place of a good one. Never pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .backbones import Backbone, load_backbone
+from .config import MethodConfig
+from .errors import PtuneError
+from .model import PromptModel
+
+FORMAT = "ptune-prompt"
+VERSION = 1
+HEADER_KEY = "ptune"
+REQUIRED = ("format", "version", "method", "task", "backbone")
+
+
+def atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` then move the finished file over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric: str,
+                metrics: dict | None = None) -> dict:
+    """Write ``model``'s trainable tensors and description to ``path``; returns the header."""
+    tensors = {name: t.detach().contiguous().cpu() for name, t in model.trainable_state().items()}
+    header = {
+        "format": FORMAT,
+        "version": VERSION,
+        "method": model.config.to_dict(),
+        "task": {"name": task_name, "kind": "tagging" if model.tagging else "classification",
+                 "labels": model.labels, "metric": metric, "pair": model.template.has_slot("text_pair")},
+        "backbone": model.backbone.fingerprint(),
+        "trainable_params": model.num_trainable(),
+        "backbone_params": model.backbone.num_parameters(),
+        "metrics": metrics or {},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)}))
+    return header
+
+
+def read_header(path: str | Path) -> dict:
+    """The JSON description of a prompt file, validated."""
+    path = Path(path)
+    if not path.is_file():
+        raise PtuneError(f"{path}: no such prompt file")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise PtuneError(f"{path}: not a readable safetensors prompt file ({error}); re-save or re-train it") from error
+    if HEADER_KEY not in metadata:
+        raise PtuneError(f"{path}: safetensors file without a ptune header; was it written by `ptune train`?")
+    try:
+        header = json.loads(metadata[HEADER_KEY])
+    except json.JSONDecodeError as error:
+        raise PtuneError(f"{path}: ptune header is not valid JSON ({error})") from error
+    missing = [key for key in REQUIRED if key not in header]
+    if missing or header.get("format") != FORMAT:
+        raise PtuneError(f"{path}: ptune header lacks {', '.join(missing) or 'the format tag'}; re-save the prompt")
+    if header["version"] > VERSION:
+        raise PtuneError(f"{path}: prompt format version {header['version']} is newer than this ptune; upgrade ptune")
+    return header
+
+
+def check_backbone(path: Path, header: dict, backbone: Backbone) -> None:
+    """Refuse a prompt trained on other weights, naming both backbones."""
+    expected, actual = header["backbone"], backbone.fingerprint()
+    keys = ("model_type", "num_layers", "hidden_size", "kv_heads", "head_dim", "vocab_size", "embedding_sha256")
+    if any(expected.get(k) != actual.get(k) for k in keys):
+        raise PtuneError(
+            f"{path}: trained for backbone {expected.get('name')!r} ({expected.get('model_type')}, "
+            f"{expected.get('num_layers')} layers, hidden {expected.get('hidden_size')}) but the loaded backbone is "
+            f"{actual['name']!r} ({actual['model_type']}, {actual['num_layers']} layers, hidden {actual['hidden_size']}); "
+            f"load it with --backbone {expected.get('name')}"
+        )
+
+
+def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptModel:
+    """Rebuild the PromptModel saved at ``path`` on ``backbone`` (loaded from the header if None)."""
+    path = Path(path)
+    header = read_header(path)
+    if backbone is None:
+        backbone = load_backbone(header["backbone"]["name"])
+    check_backbone(path, header, backbone)
+    config = MethodConfig.from_dict(header["method"], source=str(path))
+    task = header["task"]
+    model = PromptModel(backbone, config, task["labels"], tagging=task["kind"] == "tagging", pair=task.get("pair", False))
+    tensors = {}
+    with safe_open(str(path), framework="pt") as handle:
+        for key in handle.keys():
+            tensors[key] = handle.get_tensor(key)
+    expected = set(model.trainable_state())
+    if set(tensors) != expected:
+        missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)
+        raise PtuneError(f"{path}: tensors do not match the method (missing {missing[:3]}, unexpected {extra[:3]}); re-train")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, tensor in tensors.items():
+            if params[name].shape != tensor.shape:
+                raise PtuneError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(params[name].shape)}")
+            params[name].copy_(tensor)
+    model.header = header
+    model.eval()
+    return model

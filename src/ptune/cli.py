@@ -1,0 +1,309 @@
+"""The ``ptune`` command: train, evaluate, predict, inspect.
+
+Every user-fixable problem surfaces as one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from .config import MethodConfig
+from .errors import PtuneError
+from .training import TrainConfig
+
+console = Console(stderr=True)
+out = Console()
+
+
+# -- argument plumbing ----------------------------------------------------------------------------
+def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
+    """One ``--option`` per dataclass field; help text from the field's metadata."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+            parser.add_argument(flag, type=kind, default=None, help=help_text)
+
+
+def _dataclass_from(cls, args: argparse.Namespace, config_file: dict, skip: Sequence[str] = ()):
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        cli_value = getattr(args, f.name, None)
+        if cli_value is not None:
+            values[f.name] = cli_value
+        elif f.name in config_file:
+            values[f.name] = config_file[f.name]
+    return cls(**values)
+
+
+def _read_config(path: str | None) -> dict:
+    """A JSON config file whose keys are option names (``lr``, ``method``...); CLI flags win."""
+    if not path:
+        return {}
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PtuneError(f"{file}: config file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PtuneError(f"{file}: not valid JSON ({error}); fix the file") from None
+    if not isinstance(data, dict):
+        raise PtuneError(f"{file}: a config file must be a JSON object of option names to values")
+    known = {f.name for f in dataclasses.fields(MethodConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
+    known |= {"task", "train", "dev", "test", "backbone", "out"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PtuneError(f"{file}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return data
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_time=False)])
+    logging.getLogger("ptune").setLevel(logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _load_task(args: argparse.Namespace, config_file: dict):
+    from .data import from_files, get_task
+
+    name = args.task or config_file.get("task")
+    train_file = args.train or config_file.get("train")
+    if name and train_file:
+        raise PtuneError("give either --task NAME or --train FILE (with --dev/--test), not both")
+    if name:
+        return get_task(name)
+    if not train_file:
+        raise PtuneError("no data: give --task conll2003|rotten_tomatoes or --train FILE [--dev FILE] [--test FILE]")
+    return from_files(train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"))
+
+
+# -- commands -------------------------------------------------------------------------------------
+def cmd_train(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .evaluation import evaluate
+    from .model import PromptModel
+    from .training import train
+
+    config_file = _read_config(args.config)
+    method = _dataclass_from(MethodConfig, args, config_file)
+    train_config = _dataclass_from(TrainConfig, args, config_file, skip=("progress",))
+    train_config.progress = not args.quiet
+    task = _load_task(args, config_file)
+    out_dir = Path(args.out or config_file.get("out") or f"runs/{task.name}-{method.method}")
+    backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),
+                             trust_remote_code=args.trust_remote_code)
+    model = PromptModel.for_task(backbone, task, method)
+    console.log(f"{method.method} on {task.name} with {backbone.name}: {model.num_trainable():,} trainable parameters "
+                f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)")
+    result = train(model, task, train_config, out_dir=out_dir)
+    summary = {"task": task.name, "method": method.method, "backbone": backbone.name, "best_epoch": result.best_epoch,
+               "dev": result.dev, "train_seconds": round(result.seconds, 1), "prompt": str(result.prompt_path),
+               "trainable_params": model.num_trainable(),
+               "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters()}
+    if task.test:
+        summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.print_json(json.dumps(summary))
+    return 0
+
+
+def _load_prompt_and_backbone(args: argparse.Namespace):
+    from .backbones import load_backbone
+    from .checkpoint import load_prompt, read_header
+
+    header = read_header(args.prompt)
+    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
+    return load_prompt(args.prompt, backbone)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import check_labels, get_task, read_examples
+    from .data.tasks import Task
+    from .evaluation import evaluate
+
+    model = _load_prompt_and_backbone(args)
+    header = model.header
+    if args.data:
+        examples, source = read_examples(args.data), args.data
+    else:
+        task = get_task(args.task or header["task"]["name"])
+        examples, source = getattr(task, args.split), f"{task.name}/{args.split}"
+    if not examples:
+        raise PtuneError(f"{source}: no examples to evaluate")
+    trained = Task(header["task"]["name"], header["task"]["kind"], header["task"]["labels"], [], [], [], header["task"]["metric"])
+    check_labels(trained, examples, source)
+    scores = evaluate(model, examples, header["task"]["metric"], batch_size=args.batch_size, progress=not args.quiet)
+    out.print_json(json.dumps({"prompt": args.prompt, "data": source, "examples": len(examples), **scores}))
+    return 0
+
+
+def _read_inputs(args: argparse.Namespace, tagging: bool) -> list:
+    from .data import TaggedExample, TextExample
+
+    rows: list = []
+    if args.text:
+        rows = [{"text": text} for text in args.text]
+    else:
+        source = sys.stdin if args.input in (None, "-") else None
+        name = "stdin" if source else args.input
+        try:
+            lines = source.read().splitlines() if source else Path(args.input).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            raise PtuneError(f"{name}: input file not found") from None
+        except UnicodeDecodeError as error:
+            raise PtuneError(f"{name}: not UTF-8 ({error.reason} at byte {error.start}); re-encode it as UTF-8") from None
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                row = {"text": line}  # plain text lines are accepted too
+            if isinstance(row, str):
+                row = {"text": row}
+            if not isinstance(row, dict) or not isinstance(row.get("text", row.get("tokens")), (str, list)):
+                raise PtuneError(f"{name}:{number}: expected a JSON object with a 'text' (or 'tokens') field, or plain text")
+            rows.append(row)
+    if not rows:
+        raise PtuneError("nothing to predict: give --text, or JSONL / plain-text lines on --input or stdin")
+    if tagging:
+        return [TaggedExample(tuple(row["tokens"]) if "tokens" in row else tuple(row["text"].split())) for row in rows]
+    return [TextExample(row["text"], text_pair=row.get("text_pair")) for row in rows]
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    from .evaluation import predict
+
+    model = _load_prompt_and_backbone(args)
+    examples = _read_inputs(args, model.tagging)
+    for example, prediction in zip(examples, predict(model, examples, batch_size=args.batch_size)):
+        if model.tagging:
+            entities = [{"text": " ".join(example.tokens[s : e + 1]), "type": kind, "start": s, "end": e + 1}
+                        for kind, s, e in get_entities(prediction)]
+            record = {"tokens": list(example.tokens), "tags": prediction, "entities": entities}
+        else:
+            record = {"text": example.text, "label": prediction}
+        out.print(json.dumps(record, ensure_ascii=False), soft_wrap=True, highlight=False)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from .checkpoint import read_header
+
+    header = read_header(args.prompt)
+    size = Path(args.prompt).stat().st_size
+    trainable, total = header.get("trainable_params", 0), header.get("backbone_params", 0)
+    if args.json:
+        out.print_json(json.dumps({**header, "file_bytes": size}))
+        return 0
+    table = Table(show_header=False, box=None)
+    method = header["method"]
+    rows = [
+        ("file", f"{args.prompt} ({size:,} bytes)"),
+        ("method", method["method"] + _method_detail(method)),
+        ("task", f"{header['task']['name']} ({header['task']['kind']}, {len(header['task']['labels'])} labels)"),
+        ("backbone", f"{header['backbone']['name']} ({header['backbone']['model_type']}, "
+                     f"{header['backbone']['num_layers']} layers, hidden {header['backbone']['hidden_size']})"),
+        ("trainable", f"{trainable:,} parameters = {100 * trainable / max(total, 1):.3f}% of {total:,}"),
+        ("metrics", json.dumps(header.get("metrics", {}))),
+        ("created", header.get("created", "?")),
+    ]
+    for key, value in rows:
+        table.add_row(f"[bold]{key}", value)
+    out.print(table)
+    return 0
+
+
+def _method_detail(method: dict) -> str:
+    if method["method"] == "deep":
+        return f" (length {method['length']}, layers {method['layers']}, reparam {method['reparam']})"
+    if method["method"] in ("prompt", "ptuning"):
+        detail = f" (init {method['init']}" + (f", encoder {method['encoder']}" if method["method"] == "ptuning" else "")
+        return detail + (f", template {method['template']!r})" if method.get("template") else f", length {method['length']})")
+    return ""
+
+
+# -- entry point ----------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ptune", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a prompt (or fine-tune) on a task")
+    train.add_argument("--config", help="JSON file of options (flags override it)")
+    train.add_argument("--task", help="built-in task: conll2003 or rotten_tomatoes")
+    train.add_argument("--train", help="your training file (CoNLL columns, CSV/TSV/JSONL, or a datasets folder)")
+    train.add_argument("--dev", help="your dev file (model selection, early stopping)")
+    train.add_argument("--test", help="your test file (scored once at the end)")
+    train.add_argument("--backbone", help="minilm, smollm2, a hub id or a local folder (default minilm)")
+    train.add_argument("--out", help="output folder (default runs/TASK-METHOD)")
+    _add_dataclass_options(train, MethodConfig)
+    _add_dataclass_options(train, TrainConfig, skip=("progress",))
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="score a prompt file on a task split or a data file")
+    evaluate.add_argument("prompt", help="prompt file (.safetensors)")
+    evaluate.add_argument("--task", help="built-in task (default: the one it was trained on)")
+    evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"))
+    evaluate.add_argument("--data", help="a labelled data file instead of a task (domain shift)")
+    evaluate.add_argument("--backbone", help="override the backbone recorded in the prompt file")
+    evaluate.add_argument("--batch-size", type=int, default=64)
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="label texts (or tag sentences) with a prompt file; JSON lines out")
+    predict.add_argument("prompt", help="prompt file (.safetensors)")
+    predict.add_argument("--text", nargs="+", help="texts to label (tagging: words split on spaces)")
+    predict.add_argument("--input", help="JSONL ({'text': ...}) or plain-text file; '-' or absent reads stdin")
+    predict.add_argument("--backbone", help="override the backbone recorded in the prompt file")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.set_defaults(func=cmd_predict)
+
+    inspect = sub.add_parser("inspect", help="describe a prompt file: method, parameters, size")
+    inspect.add_argument("prompt", help="prompt file (.safetensors)")
+    inspect.add_argument("--json", action="store_true", help="print the full header as JSON")
+    inspect.set_defaults(func=cmd_inspect)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args.verbose or args.command == "train")
+    try:
+        return args.func(args)
+    except PtuneError as error:
+        console.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

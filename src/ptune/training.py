@@ -1,0 +1,163 @@
+"""The training loop: per-method optimiser defaults, warmup and decay, dev evaluation each epoch,
+early stopping, best-state keeping, JSONL metrics, a curve PNG and the prompt file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_scheduler
+
+from .checkpoint import save_prompt
+from .config import DEFAULT_EPOCHS, DEFAULT_LR
+from .data.tasks import Task
+from .encoding import batches, collate
+from .errors import PtuneError
+from .evaluation import gold_labels, predict_features
+from .metrics import MAIN_KEY, score
+from .model import PromptModel, frequent_ids
+from .reports import plot_curve
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int | None = field(default=None, metadata={"help": "epochs (default per method)"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimiser steps"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step"})
+    lr: float | None = field(default=None, metadata={"help": "learning rate (default per method)"})
+    weight_decay: float = 0.01
+    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
+    scheduler: str = field(default="linear", metadata={"help": "linear | cosine | constant_with_warmup"})
+    max_grad_norm: float = 1.0
+    patience: int = field(default=3, metadata={"help": "stop after this many epochs without dev improvement (0: never)"})
+    seed: int = 0
+    train_limit: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
+    eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples"})
+    progress: bool = True
+
+    def resolved(self, method: str) -> "TrainConfig":
+        out = TrainConfig(**asdict(self))
+        out.epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS[method]
+        out.lr = self.lr if self.lr is not None else DEFAULT_LR[method]
+        if out.epochs < 1 or out.batch_size < 1 or out.lr <= 0:
+            raise PtuneError("epochs and batch_size must be at least 1 and lr positive")
+        return out
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    dev: dict[str, float]
+    history: list[dict]
+    prompt_path: Path | None
+    seconds: float
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
+          out_dir: str | Path | None = None) -> TrainResult:
+    """Train ``model`` on ``task.train``, select on ``task.dev``; writes metrics.jsonl, curve.png
+    and prompt.safetensors (the best epoch) into ``out_dir`` when given."""
+    config = (config or TrainConfig()).resolved(model.config.method)
+    seed_everything(config.seed)
+    train_examples = task.train[: config.train_limit] if config.train_limit else task.train
+    dev_examples = task.dev[: config.eval_limit] if config.eval_limit else task.dev
+    if not train_examples:
+        raise PtuneError(f"task {task.name}: no training examples")
+    train_features = model.encode(train_examples)
+    dev_features = model.encode(dev_examples) if dev_examples else []
+    model.initialise(frequent_ids=frequent_ids(train_features, model.backbone.tokenizer), seed=config.seed)
+
+    steps_per_epoch = math.ceil(len(train_features) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    if config.max_steps:
+        total_steps = min(total_steps, config.max_steps)
+    params = list(model.trainable_parameters())
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    scheduler = get_scheduler(config.scheduler, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    out = Path(out_dir) if out_dir else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.jsonl").write_text("")
+    main_key = MAIN_KEY[task.metric]
+    history: list[dict] = []
+    best_score, best_epoch, best_state, best_dev = -math.inf, 0, None, {}
+    stale, step, started = 0, 0, time.perf_counter()
+    encoder = model.encoder
+    log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters",
+             model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable())
+
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        losses = []
+        groups = list(batches(train_features, config.batch_size, shuffle=True, seed=config.seed + epoch))
+        bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False)
+        for indices in bar:
+            batch = collate([train_features[i] for i in indices], pad_id=encoder.pad_id, left_pad=encoder.decoder)
+            loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            step += 1
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
+            if config.max_steps and step >= config.max_steps:
+                break
+        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
+                  "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2)}
+        if dev_features:
+            dev = score(task.metric, gold_labels(dev_examples), predict_features(model, dev_features))
+            record.update({f"dev_{k}": v for k, v in dev.items()})
+            current = dev[main_key]
+        else:
+            dev, current = {}, -float(np.mean(losses))
+        history.append(record)
+        log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+        if out:
+            with open(out / "metrics.jsonl", "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if current > best_score:
+            best_score, best_epoch, best_dev, stale = current, epoch, dev, 0
+            best_state = {k: v.detach().clone() for k, v in model.trainable_state().items()}
+        else:
+            stale += 1
+            if config.patience and stale >= config.patience:
+                log.info("early stop: no dev improvement for %d epochs", stale)
+                break
+        if config.max_steps and step >= config.max_steps:
+            break
+
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    model.eval()
+    prompt_path = None
+    if out:
+        prompt_path = out / "prompt.safetensors"
+        save_prompt(prompt_path, model, task_name=task.name, metric=task.metric,
+                    metrics={f"dev_{k}": v for k, v in best_dev.items()} | {"best_epoch": best_epoch})
+        plot_curve(history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
+    return TrainResult(best_epoch, best_dev, history, prompt_path, time.perf_counter() - started)
