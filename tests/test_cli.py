@@ -1,0 +1,116 @@
+"""The CLI end to end on real MiniLM and real data: train, inspect, predict, evaluate, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ptune.cli import main
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A deep prompt trained for a few steps on real rotten_tomatoes data through the CLI."""
+    out = tmp_path_factory.mktemp("run")
+    code = main(["-q", "train", "--task", "rotten_tomatoes", "--method", "deep", "--length", "4", "--layers", "top:2",
+                 "--max-steps", "6", "--epochs", "1", "--train-limit", "96", "--eval-limit", "64",
+                 "--batch-size", "16", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def test_train_writes_prompt_metrics_curve_results(trained):
+    assert (trained / "prompt.safetensors").stat().st_size < 100_000
+    records = [json.loads(line) for line in (trained / "metrics.jsonl").read_text().splitlines()]
+    assert records and "dev_accuracy" in records[0] and "train_loss" in records[0]
+    assert (trained / "curve.png").read_bytes()[:4] == b"\x89PNG"
+    results = json.loads((trained / "results.json").read_text())
+    assert 0 <= results["test"]["accuracy"] <= 1 and results["trainable_percent"] < 3
+
+
+def test_inspect(trained, capsys):
+    assert main(["inspect", str(trained / "prompt.safetensors")]) == 0
+    shown = capsys.readouterr().out
+    assert "deep" in shown and "trainable" in shown and "bytes" in shown and "% of" in shown
+
+
+def test_predict_text_and_jsonl(trained, tmp_path, capsys):
+    assert main(["predict", str(trained / "prompt.safetensors"), "--text", "a wonderful film", "an awful mess"]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["text"] for line in lines] == ["a wonderful film", "an awful mess"]
+    assert all(line["label"] in ("negative", "positive") for line in lines)
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"text": "moving and funny"}\nplain text works too\n')
+    assert main(["predict", str(trained / "prompt.safetensors"), "--input", str(data)]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+def test_evaluate_on_a_data_file(trained, tmp_path, capsys):
+    data = tmp_path / "shift.csv"
+    data.write_text("text,label\nloved it,positive\nhated it,negative\n")
+    assert main(["evaluate", str(trained / "prompt.safetensors"), "--data", str(data)]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["examples"] == 2 and 0 <= result["accuracy"] <= 1
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_bad_conll_columns(tmp_path, capsys):
+    bad = tmp_path / "train.conll"
+    bad.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-PER\n")
+    assert main(["train", "--train", str(bad), "--method", "deep"]) == 2
+    err = error_line(capsys)
+    assert "train.conll:4" in err and "columns" in err
+
+
+def test_unseen_label(tmp_path, capsys):
+    train, dev = tmp_path / "train.csv", tmp_path / "dev.csv"
+    train.write_text("text,label\ngood,positive\nbad,negative\n")
+    dev.write_text("text,label\nmeh,neutral\n")
+    assert main(["train", "--train", str(train), "--dev", str(dev)]) == 2
+    err = error_line(capsys)
+    assert "dev.csv" in err and "neutral" in err
+
+
+def test_empty_file(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    assert main(["train", "--train", str(empty)]) == 2
+    assert "empty.jsonl" in error_line(capsys)
+
+
+def test_non_utf8_file(tmp_path, capsys):
+    latin = tmp_path / "latin.conll"
+    latin.write_bytes("Paris B-LOC\n\nS\xe3o B-LOC\n".encode("latin-1"))
+    assert main(["train", "--train", str(latin)]) == 2
+    err = error_line(capsys)
+    assert "latin.conll" in err and "UTF-8" in err and ":3" in err
+
+
+def test_prompt_for_another_backbone(trained, tiny_bert_dir, capsys):
+    assert main(["predict", str(trained / "prompt.safetensors"), "--backbone", str(tiny_bert_dir), "--text", "hi"]) == 2
+    err = error_line(capsys)
+    assert "prompt.safetensors" in err and "minilm" in err and str(tiny_bert_dir) in err
+
+
+def test_corrupted_prompt_file(tmp_path, capsys):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    assert main(["inspect", str(broken)]) == 2
+    assert "broken.safetensors" in error_line(capsys)
+
+
+def test_console_script_has_no_traceback(tmp_path):
+    """The installed `ptune` entry point, as a user runs it."""
+    missing = tmp_path / "nope.safetensors"
+    done = subprocess.run([sys.executable, "-m", "ptune.cli", "inspect", str(missing)], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "nope.safetensors" in done.stderr
