@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .checkpoint import save_prompt
-from .config import DEFAULT_EPOCHS, DEFAULT_LR
+from .config import DEFAULT_EPOCHS, MethodConfig
 from .data.tasks import Task
 from .encoding import batches, collate
 from .errors import PtuneError
@@ -45,10 +45,11 @@ class TrainConfig:
     eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples"})
     progress: bool = True
 
-    def resolved(self, method: str) -> "TrainConfig":
+    def resolved(self, method: MethodConfig) -> "TrainConfig":
+        """A copy with the method's default epochs and learning rate filled in."""
         out = TrainConfig(**asdict(self))
-        out.epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS[method]
-        out.lr = self.lr if self.lr is not None else DEFAULT_LR[method]
+        out.epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS[method.method]
+        out.lr = self.lr if self.lr is not None else method.default_lr
         if out.epochs < 1 or out.batch_size < 1 or out.lr <= 0:
             raise PtuneError("epochs and batch_size must be at least 1 and lr positive")
         return out
@@ -73,7 +74,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
           out_dir: str | Path | None = None) -> TrainResult:
     """Train ``model`` on ``task.train``, select on ``task.dev``; writes metrics.jsonl, curve.png
     and prompt.safetensors (the best epoch) into ``out_dir`` when given."""
-    config = (config or TrainConfig()).resolved(model.config.method)
+    config = (config or TrainConfig()).resolved(model.config)
     seed_everything(config.seed)
     train_examples = task.train[: config.train_limit] if config.train_limit else task.train
     dev_examples = task.dev[: config.eval_limit] if config.eval_limit else task.dev
