@@ -38,7 +38,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: Sequence[
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-            parser.add_argument(flag, type=kind, default=None, help=help_text)
+            parser.add_argument(flag, type=kind, default=None, help=help_text, choices=f.metadata.get("choices"))
 
 
 def _dataclass_from(cls, args: argparse.Namespace, config_file: dict, skip: Sequence[str] = ()):
@@ -153,6 +153,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         examples, source = getattr(task, args.split), f"{task.name}/{args.split}"
     if not examples:
         raise PtuneError(f"{source}: no examples to evaluate")
+    unlabelled = next((i for i, e in enumerate(examples, 1) if getattr(e, "label", getattr(e, "tags", None)) is None), None)
+    if unlabelled is not None:
+        raise PtuneError(f"{source}: example {unlabelled} has no label; evaluate needs labelled data (use predict for unlabelled)")
     trained = Task(header["task"]["name"], header["task"]["kind"], header["task"]["labels"], [], [], [], header["task"]["metric"])
     check_labels(trained, examples, source)
     scores = evaluate(model, examples, header["task"]["metric"], batch_size=args.batch_size, progress=not args.quiet)
@@ -250,7 +253,7 @@ def _method_detail(method: dict) -> str:
 
 # -- entry point ----------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ptune", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="ptune", description="Prompt tuning of frozen Hugging Face transformers.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow model code from the hub (off by default)")

@@ -23,12 +23,12 @@ DEFAULT_EPOCHS = {"prompt": 10, "ptuning": 10, "deep": 10, "finetune": 3}
 @dataclass
 class MethodConfig:
     method: Literal["prompt", "ptuning", "deep", "finetune"] = field(
-        default="deep", metadata={"help": "prompt (Lester), ptuning (Liu), deep (P-tuning v2) or finetune"})
+        default="deep", metadata={"help": "prompt (Lester), ptuning (Liu), deep (P-tuning v2) or finetune", "choices": METHODS})
     length: int | None = field(default=None, metadata={"help": "number of prompt vectors (prompt, deep); ptuning takes it from the template"})
     init: Literal["random", "vocab", "labels"] = field(
-        default="vocab", metadata={"help": "prompt init: random U(-0.5,0.5), vocab (sampled frequent tokens), labels (label-word embeddings)"})
+        default="vocab", metadata={"help": "prompt init: random U(-0.5,0.5), vocab (sampled frequent tokens), labels (label-word embeddings)", "choices": INITS})
     template: str | None = field(default=None, metadata={"help": "ptuning template, e.g. '[P]*3 {text} [P] It was [P]*2 {label}'"})
-    encoder: Literal["lstm", "mlp", "none"] = field(default="lstm", metadata={"help": "ptuning prompt encoder"})
+    encoder: Literal["lstm", "mlp", "none"] = field(default="lstm", metadata={"help": "ptuning prompt encoder", "choices": ENCODERS})
     tune_backbone: bool = field(default=False, metadata={"help": "ptuning: also train the backbone"})
     layers: str = field(default="all", metadata={"help": "deep: all, top:K, bottom:K or 0,2,5"})
     reparam: bool = field(default=False, metadata={"help": "deep: MLP reparameterisation of the prefixes"})
