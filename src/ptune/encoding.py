@@ -132,7 +132,7 @@ class Encoder:
             pair_ids = self.tokenizer(pair_texts, add_special_tokens=False)["input_ids"] if any(has_pair) else None
             pairs = [pair_ids[i] if pair_ids and has_pair[i] else None for i in range(len(examples))]
         return [self._assemble(text, pair, self._label(example), example)
-                for (text, pair), example in zip(((t, p) for t, p in zip(texts, pairs)), examples)]
+                for text, pair, example in zip(texts, pairs, examples)]
 
     def _assemble(self, text, pair, label, example) -> Feature:
         text_ids, firsts = text

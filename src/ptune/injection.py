@@ -63,11 +63,11 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
         attention_mask = torch.ones(batch, 1, length, keys, dtype=torch.bool, device=query.device)
         if getattr(module, "is_causal", False):
             attention_mask = attention_mask.tril(keys - length)
-    if attention_mask.dtype == torch.bool:
-        prefix_columns = torch.ones(*attention_mask.shape[:-1], prefix_length, dtype=torch.bool, device=query.device)
-    else:  # additive float mask
-        prefix_columns = torch.zeros(*attention_mask.shape[:-1], prefix_length, dtype=attention_mask.dtype, device=query.device)
-    attention_mask = torch.cat([prefix_columns.expand(attention_mask.shape[0], *prefix_columns.shape[1:]), attention_mask], dim=-1)
+    # Prefix columns are always attended: True in a boolean mask, 0 in an additive one.
+    attend = True if attention_mask.dtype == torch.bool else 0.0
+    prefix_columns = torch.full((*attention_mask.shape[:-1], prefix_length), attend, dtype=attention_mask.dtype,
+                                device=attention_mask.device)
+    attention_mask = torch.cat([prefix_columns, attention_mask], dim=-1)
     kwargs["is_causal"] = False
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
 
