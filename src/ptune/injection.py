@@ -19,8 +19,9 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTN_IMPLEMENTATION = "ptune"
 
-# layer index -> (keys [B, kvH, P, D], values [B, kvH, P, D])
-Prefixes = dict[int, tuple[torch.Tensor, torch.Tensor]]
+# layer index -> (keys [B, kvH, P, D], values [B, kvH, P, D]) or, when examples of one batch
+# carry prefixes of different lengths or layers (mixed tasks), (keys, values, attend [B, P] bool).
+Prefixes = dict[int, tuple[torch.Tensor, ...]]
 _active: ContextVar[Prefixes | None] = ContextVar("ptune_prefixes", default=None)
 
 
@@ -46,13 +47,13 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     """SDPA with this layer's prefix prepended to keys/values.
 
     query: [B, H, T, D]; key, value: [B, kvH, S, D]; attention_mask: bool [B, 1, T, S] (True =
-    attend) or None. Prefix columns are always attended.
+    attend) or None. Prefix columns are attended unless the prefix entry carries a [B, P] mask.
     """
     prefixes = _active.get()
     layer = getattr(module, "layer_idx", None)
     if prefixes is None or layer not in prefixes:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    prefix_key, prefix_value = prefixes[layer]
+    prefix_key, prefix_value, *prefix_attend = prefixes[layer]
     batch, _, length, _ = query.shape
     prefix_length = prefix_key.shape[2]
     key = torch.cat([prefix_key.to(key.dtype), key], dim=2)
@@ -63,10 +64,17 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
         attention_mask = torch.ones(batch, 1, length, keys, dtype=torch.bool, device=query.device)
         if getattr(module, "is_causal", False):
             attention_mask = attention_mask.tril(keys - length)
-    # Prefix columns are always attended: True in a boolean mask, 0 in an additive one.
-    attend = True if attention_mask.dtype == torch.bool else 0.0
-    prefix_columns = torch.full((*attention_mask.shape[:-1], prefix_length), attend, dtype=attention_mask.dtype,
-                                device=attention_mask.device)
+    # Prefix columns are attended (True in a boolean mask, 0 in an additive one) unless a
+    # per-example mask says this example has no prefix there.
+    if prefix_attend:
+        columns = prefix_attend[0][:, None, None, :].expand(batch, 1, attention_mask.shape[-2], prefix_length)
+    else:
+        columns = torch.ones(batch, 1, attention_mask.shape[-2], prefix_length, dtype=torch.bool, device=query.device)
+    if attention_mask.dtype == torch.bool:
+        prefix_columns = columns.expand(*attention_mask.shape[:-1], prefix_length)
+    else:
+        prefix_columns = torch.zeros_like(columns, dtype=attention_mask.dtype).masked_fill(
+            ~columns, torch.finfo(attention_mask.dtype).min).expand(*attention_mask.shape[:-1], prefix_length)
     attention_mask = torch.cat([prefix_columns, attention_mask], dim=-1)
     kwargs["is_causal"] = False
     return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)

@@ -95,22 +95,10 @@ class PromptModel(nn.Module):
 
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """batch of [B, T] tensors -> final hidden states [B, T, H]."""
-        model = self.transformer
-        input_ids = batch["input_ids"]
-        embeds = model.get_input_embeddings()(input_ids)
-        if self.input_prompt is not None:
-            vectors = self.input_prompt()  # [P, H]
-            virtual = batch["prompt_index"] >= 0
-            embeds = torch.where(virtual.unsqueeze(-1), vectors[batch["prompt_index"].clamp(min=0)], embeds)
-        kwargs = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
-        if self.encoder.layout.uses_token_types:
-            kwargs["token_type_ids"] = batch["token_type_ids"]
-        if self.backbone.is_decoder:
-            # Left padding: count positions from each sequence's first real token.
-            kwargs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-        prefixes = self.deep_prompt(input_ids.shape[0]) if self.deep_prompt is not None else None
-        with injection.prefixes_active(prefixes):
-            return model(**kwargs).last_hidden_state
+        vectors = self.input_prompt() if self.input_prompt is not None else None
+        prefixes = self.deep_prompt(batch["input_ids"].shape[0]) if self.deep_prompt is not None else None
+        return run_backbone(self.transformer, batch, prompt_vectors=vectors, prefixes=prefixes,
+                            token_types=self.encoder.layout.uses_token_types, decoder=self.backbone.is_decoder)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Logits: [B, C] (classification) or [N, C] over the batch's N words (tagging)."""
@@ -144,6 +132,32 @@ class PromptModel(nn.Module):
         """What a prompt file holds: every parameter that training changes."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {name: t for name, t in self.state_dict().items() if name in names}
+
+
+def run_backbone(transformer: nn.Module, batch: dict[str, torch.Tensor], *, prompt_vectors: torch.Tensor | None,
+                 prefixes: injection.Prefixes | None, token_types: bool, decoder: bool) -> torch.Tensor:
+    """One forward pass with prompts in place; returns final hidden states [B, T, H].
+
+    prompt_vectors: [P, H] shared by the batch, or [B, P, H] per example (mixed tasks); they
+    replace the embeddings wherever ``batch["prompt_index"]`` [B, T] is >= 0.
+    """
+    input_ids = batch["input_ids"]
+    embeds = transformer.get_input_embeddings()(input_ids)
+    if prompt_vectors is not None:
+        index = batch["prompt_index"].clamp(min=0)
+        if prompt_vectors.dim() == 2:
+            chosen = prompt_vectors[index]
+        else:
+            chosen = prompt_vectors[torch.arange(index.shape[0], device=index.device).unsqueeze(1), index]
+        embeds = torch.where((batch["prompt_index"] >= 0).unsqueeze(-1), chosen, embeds)
+    kwargs = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
+    if token_types:
+        kwargs["token_type_ids"] = batch["token_type_ids"]
+    if decoder:
+        # Left padding: count positions from each sequence's first real token.
+        kwargs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    with injection.prefixes_active(prefixes):
+        return transformer(**kwargs).last_hidden_state
 
 
 def default_frequent_ids(tokenizer, vocab_size: int) -> list[int]:

@@ -1,0 +1,167 @@
+"""One frozen backbone, many task prompts: batches whose examples each carry their own task.
+
+A ``PromptBank`` holds several PromptModels that share one backbone. Each example is encoded by
+its task's template, the batch is padded together, every example gets its own task's input
+prompt vectors and deep prefixes (padded to the longest, masked per example), and each task's
+head reads its own rows: the same outputs as running each task alone, in one forward pass.
+Prompt ensembling is the special case of N prompts of one task over repeated examples.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Sequence
+
+import torch
+from torch import nn
+
+from .encoding import Feature, collate
+from .errors import PtuneError
+from .model import PromptModel, run_backbone
+
+
+class PromptBank(nn.Module):
+    """Named PromptModels on one shared frozen backbone."""
+
+    def __init__(self, models: dict[str, PromptModel]):
+        super().__init__()
+        if not models:
+            raise PtuneError("a prompt bank needs at least one prompt")
+        first = next(iter(models.values())).backbone
+        for name, model in models.items():
+            if model.backbone is not first:
+                raise PtuneError(f"prompt {name!r} is on another backbone object; load every prompt on one backbone")
+            if getattr(model, "tuned_backbone", None) is not None:
+                raise PtuneError(f"prompt {name!r} tunes its own backbone copy ({model.config.method}); it cannot share one")
+        self.models = nn.ModuleDict(models)
+        self.backbone = first
+        self.names = list(models)
+
+    def encode(self, items: Sequence[tuple[str, object]]) -> list[tuple[int, Feature]]:
+        """(task name, example) pairs -> (task index, feature), each encoded by its task's template."""
+        out: list[tuple[int, Feature] | None] = [None] * len(items)
+        by_task: dict[str, list[int]] = {}
+        for i, (name, _) in enumerate(items):
+            if name not in self.models:
+                raise PtuneError(f"unknown task {name!r}; loaded: {', '.join(self.names)}")
+            by_task.setdefault(name, []).append(i)
+        for name, rows in by_task.items():
+            features = self.models[name].encode([items[i][1] for i in rows])
+            for i, feature in zip(rows, features):
+                out[i] = (self.names.index(name), feature)
+        return out  # type: ignore[return-value]
+
+    def collate(self, encoded: Sequence[tuple[int, Feature]]) -> dict[str, torch.Tensor]:
+        encoder = next(iter(self.models.values())).encoder
+        batch = collate([f for _, f in encoded], pad_id=encoder.pad_id, left_pad=encoder.decoder)
+        batch["task_index"] = torch.tensor([t for t, _ in encoded])
+        return batch
+
+    def _prompt_table(self, task_index: torch.Tensor) -> torch.Tensor | None:
+        """Per-example input prompt vectors [B, P_max, H], or None if no task has any."""
+        vectors = {i: self.models[name].input_prompt() for i, name in enumerate(self.names)
+                   if self.models[name].input_prompt is not None and (task_index == i).any()}
+        if not vectors:
+            return None
+        longest = max(v.shape[0] for v in vectors.values())
+        sample = next(iter(vectors.values()))
+        table = sample.new_zeros(len(task_index), longest, sample.shape[1])
+        for i, v in vectors.items():
+            table[task_index == i, : v.shape[0]] = v
+        return table
+
+    def _prefixes(self, task_index: torch.Tensor):
+        """Per-example deep prefixes: {layer: (keys, values, attend)}, keys/values [B, kvH, P_max, D]."""
+        deep = {i: self.models[name].deep_prompt for i, name in enumerate(self.names)
+                if self.models[name].deep_prompt is not None and (task_index == i).any()}
+        if not deep:
+            return None
+        batch, longest = len(task_index), max(p.length for p in deep.values())
+        shape = (batch, self.backbone.kv_heads, longest, self.backbone.head_dim)
+        out = {}
+        for i, prompt in deep.items():
+            rows = task_index == i
+            for layer, (keys, values) in prompt(1).items():
+                if layer not in out:
+                    out[layer] = (keys.new_zeros(shape), keys.new_zeros(shape),
+                                  torch.zeros(batch, longest, dtype=torch.bool, device=keys.device))
+                all_keys, all_values, attend = out[layer]
+                all_keys[rows, :, : prompt.length] = keys[0]
+                all_values[rows, :, : prompt.length] = values[0]
+                attend[rows, : prompt.length] = True
+        return out
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per-example logits: [C] for classification, [W, C] over the words for tagging."""
+        task_index = batch["task_index"]
+        encoder = next(iter(self.models.values())).encoder
+        hidden = run_backbone(self.backbone.model, batch, prompt_vectors=self._prompt_table(task_index),
+                              prefixes=self._prefixes(task_index), token_types=encoder.layout.uses_token_types,
+                              decoder=encoder.decoder)
+        out: list[torch.Tensor | None] = [None] * len(task_index)
+        for i, name in enumerate(self.names):
+            rows = (task_index == i).nonzero(as_tuple=True)[0]
+            if len(rows) == 0:
+                continue
+            model = self.models[name]
+            sub = {key: value[rows] for key, value in batch.items()}
+            logits = model.head(hidden[rows], sub)
+            if model.tagging:
+                counts = (sub["word_index"] >= 0).sum(-1).tolist()
+                for row, part in zip(rows.tolist(), logits.split(counts)):
+                    out[row] = part
+            else:
+                for row, part in zip(rows.tolist(), logits):
+                    out[row] = part
+        return out  # type: ignore[return-value]
+
+    @torch.no_grad()
+    def predict(self, items: Sequence[tuple[str, object]], *, batch_size: int = 64) -> list:
+        """Labels (or tag lists) for (task name, example) pairs, batched across tasks."""
+        self.eval()
+        out = []
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            encoded = self.encode(chunk)
+            for (name, example), (_, feature), logits in zip(chunk, encoded, self(self.collate(encoded))):
+                out.append(_labels(self.models[name], logits, feature))
+        return out
+
+
+def _labels(model: PromptModel, logits: torch.Tensor, feature: Feature):
+    ids = logits.argmax(-1).tolist()
+    if not model.tagging:
+        return model.labels[ids]
+    tags = [model.labels[i] for i in ids]
+    return tags + ["O"] * (feature.num_words - len(tags))
+
+
+@torch.no_grad()
+def ensemble_predict(models: Sequence[PromptModel], examples: Sequence, *, combine: Literal["vote", "mean"] = "mean",
+                     batch_size: int = 64) -> list:
+    """Predictions of N prompts for one task, combined, with ONE backbone pass per batch of
+    examples: each example is repeated N times, each copy carrying a different prompt."""
+    labels = models[0].labels
+    if any(m.labels != labels or m.tagging != models[0].tagging for m in models):
+        raise PtuneError("ensemble members must be prompts for the same task (same labels and head)")
+    bank = PromptBank({str(i): m for i, m in enumerate(models)}).eval()
+    n = len(models)
+    out = []
+    per_batch = max(1, batch_size // n)
+    for start in range(0, len(examples), per_batch):
+        chunk = examples[start : start + per_batch]
+        items = [(str(i), example) for example in chunk for i in range(n)]
+        encoded = bank.encode(items)
+        logits = bank(bank.collate(encoded))
+        for j, example in enumerate(chunk):
+            members = torch.stack(logits[j * n : (j + 1) * n])  # [N, C] or [N, W, C]
+            if combine == "mean":
+                ids = members.softmax(-1).mean(0).argmax(-1)
+            elif combine == "vote":
+                votes = members.argmax(-1)  # [N] or [N, W]
+                ids = torch.mode(votes, dim=0).values  # ties: the smallest label id
+            else:
+                raise PtuneError(f"combine must be 'vote' or 'mean', got {combine!r}")
+            feature = encoded[j * n][1]
+            out.append(_labels(models[0], torch.nn.functional.one_hot(ids, len(labels)).float(), feature))
+    return out
+
