@@ -114,3 +114,22 @@ def test_console_script_has_no_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-m", "ptune.cli", "inspect", str(missing)], capture_output=True, text=True)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr and "nope.safetensors" in done.stderr
+
+
+def test_inspect_neighbours_deep_prompt_needs_layer_zero(trained, capsys):
+    # The fixture prompts only the top 2 layers: keys are compared at layer 0, so this is refused.
+    assert main(["inspect", str(trained / "prompt.safetensors"), "--neighbours", "3"]) == 2
+    assert "layer 0" in error_line(capsys)
+
+
+def test_inspect_neighbours_of_a_soft_prompt(tmp_path, capsys):
+    out = tmp_path / "soft"
+    assert main(["-q", "train", "--task", "rotten_tomatoes", "--method", "prompt", "--length", "3", "--init", "labels",
+                 "--max-steps", "1", "--epochs", "1", "--train-limit", "16", "--eval-limit", "16", "--out", str(out)]) == 0
+    capsys.readouterr()
+    png = tmp_path / "n.png"
+    assert main(["inspect", str(out / "prompt.safetensors"), "--neighbours", "4", "--png", str(png)]) == 0
+    shown = capsys.readouterr().out
+    # labels init: the first two vectors start as the label words themselves (one step barely moves them)
+    assert "negative" in shown and "positive" in shown
+    assert png.read_bytes()[:4] == b"\x89PNG"

@@ -239,7 +239,26 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for key, value in rows:
         table.add_row(f"[bold]{key}", value)
     out.print(table)
+    if args.neighbours:
+        _print_neighbours(args)
     return 0
+
+
+def _print_neighbours(args: argparse.Namespace) -> None:
+    from .interpret import nearest_tokens, plot_neighbours
+
+    model = _load_prompt_and_backbone(args)
+    found = nearest_tokens(model, args.neighbours)
+    table = Table(title=f"nearest vocabulary tokens ({found.space}, cosine)")
+    table.add_column("prompt vector", justify="right")
+    for rank in range(args.neighbours):
+        table.add_column(f"#{rank + 1}")
+    for index, (tokens, sims) in enumerate(zip(found.tokens, found.similarities)):
+        table.add_row(str(index), *(f"{t} ({s:.2f})" for t, s in zip(tokens, sims)))
+    out.print(table)
+    png = Path(args.png) if args.png else Path(args.prompt).with_suffix(".neighbours.png")
+    plot_neighbours(found, png, title=f"{args.prompt}")
+    out.print(f"plot: {png}")
 
 
 def _method_detail(method: dict) -> str:
@@ -291,6 +310,9 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = sub.add_parser("inspect", help="describe a prompt file: method, parameters, size")
     inspect.add_argument("prompt", help="prompt file (.safetensors)")
     inspect.add_argument("--json", action="store_true", help="print the full header as JSON")
+    inspect.add_argument("--neighbours", type=int, metavar="K", help="list the K nearest vocabulary tokens of each prompt vector")
+    inspect.add_argument("--png", help="where to draw the neighbours (default: next to the prompt file)")
+    inspect.add_argument("--backbone", help="override the backbone recorded in the prompt file")
     inspect.set_defaults(func=cmd_inspect)
     return parser
 

@@ -23,6 +23,8 @@ ATTN_IMPLEMENTATION = "ptune"
 # carry prefixes of different lengths or layers (mixed tasks), (keys, values, attend [B, P] bool).
 Prefixes = dict[int, tuple[torch.Tensor, ...]]
 _active: ContextVar[Prefixes | None] = ContextVar("ptune_prefixes", default=None)
+# layer index -> list that receives that layer's keys [B, kvH, T, D] (for interpretability)
+_captured: ContextVar[dict[int, list] | None] = ContextVar("ptune_captured_keys", default=None)
 
 
 @contextlib.contextmanager
@@ -33,6 +35,17 @@ def prefixes_active(prefixes: Prefixes | None) -> Iterator[None]:
         yield
     finally:
         _active.reset(token)
+
+
+@contextlib.contextmanager
+def capturing_keys(layer: int) -> Iterator[list[torch.Tensor]]:
+    """Collect the keys that layer ``layer`` computes during the enclosed forward passes."""
+    store: list[torch.Tensor] = []
+    token = _captured.set({layer: store})
+    try:
+        yield store
+    finally:
+        _captured.reset(token)
 
 
 def _materialised_mask(*args, **kwargs):
@@ -51,6 +64,9 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     """
     prefixes = _active.get()
     layer = getattr(module, "layer_idx", None)
+    captured = _captured.get()
+    if captured is not None and layer in captured:
+        captured[layer].append(key.detach())
     if prefixes is None or layer not in prefixes:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     prefix_key, prefix_value, *prefix_attend = prefixes[layer]
