@@ -125,5 +125,6 @@ def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptMod
                 raise PtuneError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(params[name].shape)}")
             params[name].copy_(tensor)
     model.header = header
+    model.initialised = True
     model.eval()
     return model

@@ -1,4 +1,4 @@
-"""The ``ptune`` command: train, evaluate, predict, inspect.
+"""The ``ptune`` command: train, evaluate, predict, inspect, serve.
 
 Every user-fixable problem surfaces as one line on stderr and a non-zero exit, never a traceback.
 """
@@ -198,17 +198,13 @@ def _read_inputs(args: argparse.Namespace, tagging: bool) -> list:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from seqeval.metrics.sequence_labeling import get_entities
-
-    from .evaluation import predict
+    from .evaluation import entities, predict
 
     model = _load_prompt_and_backbone(args)
     examples = _read_inputs(args, model.tagging)
     for example, prediction in zip(examples, predict(model, examples, batch_size=args.batch_size)):
         if model.tagging:
-            entities = [{"text": " ".join(example.tokens[s : e + 1]), "type": kind, "start": s, "end": e + 1}
-                        for kind, s, e in get_entities(prediction)]
-            record = {"tokens": list(example.tokens), "tags": prediction, "entities": entities}
+            record = {"tokens": list(example.tokens), "tags": prediction, "entities": entities(example.tokens, prediction)}
         else:
             record = {"text": example.text, "label": prediction}
         out.print(json.dumps(record, ensure_ascii=False), soft_wrap=True, highlight=False)
@@ -259,6 +255,30 @@ def _print_neighbours(args: argparse.Namespace) -> None:
     png = Path(args.png) if args.png else Path(args.prompt).with_suffix(".neighbours.png")
     plot_neighbours(found, png, title=f"{args.prompt}")
     out.print(f"plot: {png}")
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .backbones import load_backbone
+    from .checkpoint import read_header
+    from .server import Limits, create_app
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise PtuneError(f"{folder}: not a folder; give the folder that holds the prompt files (*.safetensors)")
+    name = args.backbone
+    if name is None:
+        first = next(iter(sorted(folder.glob("*.safetensors"))), None)
+        name = read_header(first)["backbone"]["name"] if first else "minilm"
+    backbone = load_backbone(name, trust_remote_code=args.trust_remote_code)
+    limits = Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                    max_batch=args.max_batch, window_ms=args.window_ms)
+    app = create_app(folder, backbone, limits)
+    console.log(f"serving {len(app.state.registry.models)} task(s) from {folder} on {backbone.name} at "
+                f"http://{args.host}:{args.port} (docs at /docs)")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _method_detail(method: dict) -> str:
@@ -314,6 +334,18 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--png", help="where to draw the neighbours (default: next to the prompt file)")
     inspect.add_argument("--backbone", help="override the backbone recorded in the prompt file")
     inspect.set_defaults(func=cmd_inspect)
+
+    serve = sub.add_parser("serve", help="HTTP server: every prompt file in a folder is a task, one backbone")
+    serve.add_argument("folder", help="folder of prompt files; each file's stem is a task name")
+    serve.add_argument("--backbone", help="backbone (default: the one the first prompt file names)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--max-batch", type=int, default=64, help="most texts in one forward pass")
+    serve.add_argument("--window-ms", type=float, default=5.0, help="how long to gather requests into a batch")
+    serve.add_argument("--max-body-bytes", type=int, default=1_000_000)
+    serve.add_argument("--max-texts", type=int, default=256, help="most texts in one request")
+    serve.add_argument("--max-text-chars", type=int, default=4000, help="longest text accepted")
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

@@ -42,3 +42,11 @@ def evaluate(model: PromptModel, examples: Sequence, metric: str, *, batch_size:
              progress: bool = False) -> dict[str, float]:
     """Score predictions on labelled ``examples`` with ``metric`` (accuracy or entity_f1)."""
     return score(metric, gold_labels(examples), predict(model, examples, batch_size=batch_size, progress=progress))
+
+
+def entities(tokens: Sequence[str], tags: Sequence[str]) -> list[dict]:
+    """Entity spans of an IOB tag sequence: text, type, start and end (word offsets, end exclusive)."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [{"text": " ".join(tokens[start : end + 1]), "type": kind, "start": start, "end": end + 1}
+            for kind, start, end in get_entities(list(tags))]

@@ -42,6 +42,7 @@ class PromptModel(nn.Module):
         self.deep_prompt = (DeepPrompt(config.length, parse_layers(config.layers, backbone.num_layers), backbone.kv_heads,
                                        backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden)
                             if config.method == "deep" else None)
+        self.initialised = False  # set by initialise() or by loading trained tensors
         head_cls = TokenHead if tagging else ClassificationHead
         self.head = head_cls(hidden, len(self.labels))
         if config.method == "finetune" or config.tune_backbone:
@@ -67,6 +68,7 @@ class PromptModel(nn.Module):
     # -- initialisation -------------------------------------------------------------------------
     def initialise(self, *, frequent_ids: Sequence[int] | None = None, seed: int = 0) -> None:
         """Initialise the input prompt per ``config.init`` (Lester et al. section 3.2)."""
+        self.initialised = True
         if self.input_prompt is None:
             return
         generator = torch.Generator().manual_seed(seed)

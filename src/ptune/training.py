@@ -82,7 +82,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         raise PtuneError(f"task {task.name}: no training examples")
     train_features = model.encode(train_examples)
     dev_features = model.encode(dev_examples) if dev_examples else []
-    model.initialise(frequent_ids=frequent_ids(train_features, model.backbone.tokenizer), seed=config.seed)
+    if not model.initialised:  # a loaded or shared prompt continues from where it is
+        model.initialise(frequent_ids=frequent_ids(train_features, model.backbone.tokenizer), seed=config.seed)
 
     steps_per_epoch = math.ceil(len(train_features) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs

@@ -1,0 +1,163 @@
+"""The real server process over real HTTP on loopback: batching across tasks, limits, hot-adding."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+
+from ptune.checkpoint import load_prompt, save_prompt
+from ptune.cli import build_parser
+from ptune.config import MethodConfig
+from ptune.data import TaggedExample, TextExample
+from ptune.evaluation import predict
+from ptune.model import PromptModel
+
+TEXTS = ["a gripping , beautifully acted film", "dull and overlong", "not bad at all", "the worst thing this year"]
+
+
+def make_prompt(backbone, folder, name, method, *, tagging=False, seed=0):
+    labels = ["O", "B-PER", "I-PER", "B-LOC"] if tagging else ["negative", "positive"]
+    model = PromptModel(backbone, MethodConfig(method=method, length=4), labels, tagging=tagging)
+    model.initialise(seed=seed)
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(torch.randn_like(p))
+    path = folder / f"{name}.safetensors"
+    save_prompt(path, model, task_name=name, metric="entity_f1" if tagging else "accuracy")
+    return path
+
+
+def request(port, path, body=None, *, raw: bytes | None = None, headers=None):
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                 headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+@pytest.fixture(scope="module")
+def server(minilm, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("prompts")
+    make_prompt(minilm, folder, "sentiment", "deep", seed=1)
+    make_prompt(minilm, folder, "soft", "prompt", seed=2)
+    make_prompt(minilm, folder, "ner", "ptuning", tagging=True, seed=3)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "ptune.cli", "serve", str(folder), "--port", str(port),
+                                "--max-texts", "16", "--max-text-chars", "500", "--max-body-bytes", "20000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if request(port, "/health")[0] == 200:
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        process.kill()
+        pytest.fail("server did not start: " + process.stdout.read())
+    yield port, folder
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def reference(minilm, folder, name, texts):
+    model = load_prompt(folder / f"{name}.safetensors", minilm)
+    examples = [TaggedExample(tuple(t.split())) for t in texts] if model.tagging else [TextExample(t) for t in texts]
+    return predict(model, examples)
+
+
+def test_default_bind_is_loopback():
+    assert build_parser().parse_args(["serve", "somewhere"]).host == "127.0.0.1"
+
+
+def test_health_tasks_and_docs(server):
+    port, _ = server
+    status, body = request(port, "/health")
+    assert status == 200 and body["status"] == "ok"
+    status, body = request(port, "/tasks")
+    assert sorted(t["task"] for t in body["tasks"]) == ["ner", "sentiment", "soft"]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json") as response:
+        assert "/predict" in json.loads(response.read())["paths"]
+
+
+def test_predict_one_task_matches_in_process(server, minilm):
+    port, folder = server
+    status, body = request(port, "/predict", {"task": "sentiment", "texts": TEXTS})
+    assert status == 200
+    assert [p["label"] for p in body["predictions"]] == reference(minilm, folder, "sentiment", TEXTS)
+
+
+def test_predict_mixed_tasks_in_one_request(server, minilm):
+    port, folder = server
+    items = [{"task": "soft", "text": TEXTS[0]}, {"task": "ner", "text": "Peter Blackburn visited Brussels"},
+             {"task": "sentiment", "text": TEXTS[1]}]
+    status, body = request(port, "/predict", {"items": items})
+    assert status == 200
+    got = body["predictions"]
+    assert got[0]["label"] == reference(minilm, folder, "soft", [TEXTS[0]])[0]
+    assert got[1]["tags"] == reference(minilm, folder, "ner", ["Peter Blackburn visited Brussels"])[0]
+    assert got[2]["label"] == reference(minilm, folder, "sentiment", [TEXTS[1]])[0]
+
+
+def test_concurrent_requests_for_different_tasks(server, minilm):
+    port, folder = server
+    jobs = [("sentiment", TEXTS[i % 4 :]) for i in range(4)] + [("soft", TEXTS[: i + 1]) for i in range(4)]
+    before = request(port, "/health")[1]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda job: request(port, "/predict", {"task": job[0], "texts": job[1]}), jobs))
+    after = request(port, "/health")[1]
+    assert after["requests"] - before["requests"] == len(jobs)
+    assert after["batches"] - before["batches"] < len(jobs)  # requests for different tasks shared passes
+    for (task, texts), (status, body) in zip(jobs, answers):
+        assert status == 200
+        assert [p["label"] for p in body["predictions"]] == reference(minilm, folder, task, texts)
+
+
+@pytest.mark.parametrize("raw, status, words", [
+    (b'{"task": "sentiment", "texts": ["x"', 400, "malformed JSON"),
+    (b'[1, 2]', 422, "invalid request"),
+    (json.dumps({"task": "nope", "texts": ["x"]}).encode(), 404, "unknown task"),
+    (json.dumps({"task": "../../etc/passwd", "texts": ["x"]}).encode(), 404, "unknown task"),
+    (json.dumps({"task": "sentiment", "texts": ["x"] * 17}).encode(), 413, "limit is 16"),
+    (json.dumps({"task": "sentiment", "texts": ["x" * 501]}).encode(), 413, "limit is 500"),
+    (json.dumps({"task": "sentiment", "texts": []}).encode(), 422, "empty"),
+    (json.dumps({"items": [{"task": "soft"}]}).encode(), 422, "task and text"),
+    (b"x" * 30000, 413, "over 20000 bytes"),
+])
+def test_bad_input_gets_a_clear_json_error(server, raw, status, words):
+    port, _ = server
+    got, body = request(port, "/predict", raw=raw)
+    assert got == status and words in body["error"]
+    assert request(port, "/health")[0] == 200  # still serving
+
+
+def test_hot_added_prompt_is_served_without_restart(server, minilm, tmp_path):
+    port, folder = server
+    path = make_prompt(minilm, tmp_path, "late", "deep", seed=9)
+    shutil.copy(path, folder / "late.safetensors")
+    status, body = request(port, "/predict", {"task": "late", "texts": TEXTS[:2]})
+    assert status == 200
+    assert [p["label"] for p in body["predictions"]] == reference(minilm, folder, "late", TEXTS[:2])
+
+
+def test_a_corrupt_prompt_file_is_reported_not_fatal(server):
+    port, folder = server
+    (folder / "broken.safetensors").write_bytes(b"not a safetensors file")
+    status, body = request(port, "/tasks")
+    assert status == 200 and "broken" in body["failed"] and "broken" not in [t["task"] for t in body["tasks"]]
