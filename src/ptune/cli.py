@@ -89,7 +89,7 @@ def _setup_logging(verbose: bool) -> None:
 def _load_task(args: argparse.Namespace, config_file: dict):
     from .data import from_files, get_task
 
-    name = args.task or config_file.get("task")
+    name = args.task[0] if args.task else config_file.get("task")
     train_file = args.train or config_file.get("train")
     if name and train_file:
         raise PtuneError("give either --task NAME or --train FILE (with --dev/--test), not both")
@@ -111,11 +111,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     method = _dataclass_from(MethodConfig, args, config_file)
     train_config = _dataclass_from(TrainConfig, args, config_file, skip=("progress",))
     train_config.progress = not args.quiet
+    names = args.task or ([config_file["task"]] if isinstance(config_file.get("task"), str) else config_file.get("task"))
+    if names and len(names) > 1:
+        return _train_multitask(args, names, method, train_config, config_file)
     task = _load_task(args, config_file)
     out_dir = Path(args.out or config_file.get("out") or f"runs/{task.name}-{method.method}")
     backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),
                              trust_remote_code=args.trust_remote_code)
     model = PromptModel.for_task(backbone, task, method)
+    if args.init_from:
+        _continue_from(model, Path(args.init_from))
     console.log(f"{method.method} on {task.name} with {backbone.name}: {model.num_trainable():,} trainable parameters "
                 f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)")
     result = train(model, task, train_config, out_dir=out_dir)
@@ -125,6 +130,47 @@ def cmd_train(args: argparse.Namespace) -> int:
                "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters()}
     if task.test:
         summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    out.print_json(json.dumps(summary))
+    return 0
+
+
+def _continue_from(model, path: Path) -> None:
+    """Start from a saved prompt (e.g. a multi-task one) instead of a fresh initialisation."""
+    from .checkpoint import load_prompt
+
+    start = load_prompt(path, model.backbone)
+    if start.config.method != model.config.method or start.labels != model.labels:
+        raise PtuneError(f"{path}: a {start.config.method} prompt for labels {start.labels} cannot start a "
+                         f"{model.config.method} run on labels {model.labels}; pass matching --method and task")
+    mine = model.trainable_state()
+    for name, tensor in start.trainable_state().items():
+        if name not in mine or mine[name].shape != tensor.shape:
+            raise PtuneError(f"{path}: tensor {name} does not fit this run's options (length, layers, template?)")
+    model.load_state_dict(start.trainable_state(), strict=False)
+    model.initialised = True
+
+
+def _train_multitask(args, names, method, train_config, config_file) -> int:
+    from .backbones import load_backbone
+    from .data import get_task
+    from .evaluation import evaluate
+    from .multitask import shared_prompt_bank, train_multitask
+
+    if args.train or args.init_from:
+        raise PtuneError("multi-task training takes built-in tasks (--task A B ...); --train/--init-from apply to one task")
+    tasks = [get_task(name) for name in names]
+    out_dir = Path(args.out or config_file.get("out") or f"runs/{'+'.join(names)}-{method.method}")
+    backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"), trust_remote_code=args.trust_remote_code)
+    bank = shared_prompt_bank(backbone, tasks, method)
+    results = train_multitask(bank, tasks, train_config, out_dir=out_dir)
+    summary = {"tasks": names, "method": method.method, "backbone": backbone.name, "per_task": {}}
+    for task in tasks:
+        model, result = bank.models[task.name], results[task.name]
+        summary["per_task"][task.name] = {
+            "dev": result.dev, "prompt": str(result.prompt_path), "best_epoch": result.best_epoch,
+            "test": evaluate(model, task.test, task.metric) if task.test else None,
+        }
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     out.print_json(json.dumps(summary))
     return 0
@@ -300,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a prompt (or fine-tune) on a task")
     train.add_argument("--config", help="JSON file of options (flags override it)")
-    train.add_argument("--task", help="built-in task: conll2003 or rotten_tomatoes")
+    train.add_argument("--task", nargs="+", help="built-in task: conll2003 or rotten_tomatoes; several: multi-task "
+                                                 "training with one shared prompt and a head per task")
+    train.add_argument("--init-from", help="start from this prompt file (continue a run or a multi-task prompt)")
     train.add_argument("--train", help="your training file (CoNLL columns, CSV/TSV/JSONL, or a datasets folder)")
     train.add_argument("--dev", help="your dev file (model selection, early stopping)")
     train.add_argument("--test", help="your test file (scored once at the end)")

@@ -210,8 +210,8 @@ def collate(features: Sequence[Feature], *, pad_id: int, left_pad: bool) -> dict
     """Pad a list of Features into tensors.
 
     Returns input_ids, attention_mask, token_type_ids, prompt_index, word_index: [B, T];
-    pool_index: [B]; labels: [B] (classification) or [B, W] (tagging, IGNORE-padded) if labelled;
-    num_words: [B].
+    pool_index: [B]; num_words: [B]; for labelled features, labels: [B] (class ids) and/or
+    tags: [B, W] (tag ids per word, IGNORE-padded).
     """
     length = max(len(f.input_ids) for f in features)
     batch = len(features)
@@ -240,16 +240,18 @@ def collate(features: Sequence[Feature], *, pad_id: int, left_pad: bool) -> dict
         "pool_index": pool,
         "num_words": torch.tensor([f.num_words for f in features]),
     }
+    # Class ids go to "labels" [B], tag ids to "tags" [B, W]; a batch mixing tasks may have both
+    # (IGNORE where a row has none).
     labels = [f.label for f in features]
-    if all(label is not None for label in labels):
-        if isinstance(labels[0], list):
-            width = max(1, max(len(label) for label in labels))
-            tags = torch.full((batch, width), IGNORE, dtype=torch.long)
-            for row, label in enumerate(labels):
+    if any(isinstance(label, int) for label in labels):
+        out["labels"] = torch.tensor([label if isinstance(label, int) else IGNORE for label in labels])
+    if any(isinstance(label, list) for label in labels):
+        width = max(1, max(len(label) for label in labels if isinstance(label, list)))
+        tags = torch.full((batch, width), IGNORE, dtype=torch.long)
+        for row, label in enumerate(labels):
+            if isinstance(label, list):
                 tags[row, : len(label)] = torch.tensor(label, dtype=torch.long)
-            out["labels"] = tags
-        else:
-            out["labels"] = torch.tensor(labels, dtype=torch.long)
+        out["tags"] = tags
     return out
 
 

@@ -9,7 +9,7 @@ Prompt ensembling is the special case of N prompts of one task over repeated exa
 
 from __future__ import annotations
 
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 from torch import nn
@@ -90,29 +90,36 @@ class PromptBank(nn.Module):
                 attend[rows, : prompt.length] = True
         return out
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Per-example logits: [C] for classification, [W, C] over the words for tagging."""
+    def task_outputs(self, batch: dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, dict]]:
+        """One backbone pass; then, per task present: (name, rows [n], head logits, the rows' batch)."""
         task_index = batch["task_index"]
         encoder = next(iter(self.models.values())).encoder
         hidden = run_backbone(self.backbone.model, batch, prompt_vectors=self._prompt_table(task_index),
                               prefixes=self._prefixes(task_index), token_types=encoder.layout.uses_token_types,
                               decoder=encoder.decoder)
-        out: list[torch.Tensor | None] = [None] * len(task_index)
         for i, name in enumerate(self.names):
             rows = (task_index == i).nonzero(as_tuple=True)[0]
-            if len(rows) == 0:
-                continue
-            model = self.models[name]
-            sub = {key: value[rows] for key, value in batch.items()}
-            logits = model.head(hidden[rows], sub)
-            if model.tagging:
-                counts = (sub["word_index"] >= 0).sum(-1).tolist()
-                for row, part in zip(rows.tolist(), logits.split(counts)):
-                    out[row] = part
+            if len(rows):
+                sub = {key: value[rows] for key, value in batch.items()}
+                yield name, rows, self.models[name].head(hidden[rows], sub), sub
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Per-example logits: [C] for classification, [W, C] over the words for tagging."""
+        out: list[torch.Tensor | None] = [None] * len(batch["task_index"])
+        for name, rows, logits, sub in self.task_outputs(batch):
+            if self.models[name].tagging:
+                parts = logits.split((sub["word_index"] >= 0).sum(-1).tolist())
             else:
-                for row, part in zip(rows.tolist(), logits):
-                    out[row] = part
+                parts = list(logits)
+            for row, part in zip(rows.tolist(), parts):
+                out[row] = part
         return out  # type: ignore[return-value]
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean over the tasks in the batch of each task's cross-entropy (multi-task training)."""
+        losses = [nn.functional.cross_entropy(logits, self.models[name].head.targets(sub))
+                  for name, _, logits, sub in self.task_outputs(batch)]
+        return torch.stack(losses).mean()
 
     @torch.no_grad()
     def predict(self, items: Sequence[tuple[str, object]], *, batch_size: int = 64) -> list:

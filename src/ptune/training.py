@@ -10,6 +10,7 @@ import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -90,22 +91,12 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     if config.max_steps:
         total_steps = min(total_steps, config.max_steps)
     params = list(model.trainable_parameters())
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr,
-    )
-    scheduler = get_scheduler(config.scheduler, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
-    out = Path(out_dir) if out_dir else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.jsonl").write_text("")
+    optimizer, scheduler = make_optimiser(params, config, total_steps)
+    out = prepare_out_dir(out_dir)
     main_key = MAIN_KEY[task.metric]
     history: list[dict] = []
-    best_score, best_epoch, best_state, best_dev = -math.inf, 0, None, {}
-    stale, step, started = 0, 0, time.perf_counter()
+    selection = Selection(config.patience)
+    step, started = 0, time.perf_counter()
     encoder = model.encoder
     log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters",
              model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable())
@@ -138,28 +129,68 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         else:
             dev, current = {}, -float(np.mean(losses))
         history.append(record)
-        log.info("epoch %d: %s", epoch, {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
-        if out:
-            with open(out / "metrics.jsonl", "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-        if current > best_score:
-            best_score, best_epoch, best_dev, stale = current, epoch, dev, 0
-            best_state = {k: v.detach().clone() for k, v in model.trainable_state().items()}
-        else:
-            stale += 1
-            if config.patience and stale >= config.patience:
-                log.info("early stop: no dev improvement for %d epochs", stale)
-                break
+        log_epoch(out, record)
+        if selection.update(epoch, current, dev, model.trainable_state):
+            break
         if config.max_steps and step >= config.max_steps:
             break
 
-    if best_state is not None:
-        model.load_state_dict(best_state, strict=False)
+    if selection.state is not None:
+        model.load_state_dict(selection.state, strict=False)
     model.eval()
     prompt_path = None
     if out:
         prompt_path = out / "prompt.safetensors"
         save_prompt(prompt_path, model, task_name=task.name, metric=task.metric,
-                    metrics={f"dev_{k}": v for k, v in best_dev.items()} | {"best_epoch": best_epoch})
+                    metrics={f"dev_{k}": v for k, v in selection.dev.items()} | {"best_epoch": selection.epoch})
         plot_curve(history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
-    return TrainResult(best_epoch, best_dev, history, prompt_path, time.perf_counter() - started)
+    return TrainResult(selection.epoch, selection.dev, history, prompt_path, time.perf_counter() - started)
+
+
+def make_optimiser(params: list[torch.nn.Parameter], config: TrainConfig, total_steps: int):
+    """AdamW (no weight decay on biases and norms) with warmup and decay over ``total_steps``."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
+    scheduler = get_scheduler(config.scheduler, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
+                              num_training_steps=total_steps)
+    return optimizer, scheduler
+
+
+def prepare_out_dir(out_dir: str | Path | None) -> Path | None:
+    if not out_dir:
+        return None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.jsonl").write_text("")
+    return out
+
+
+def log_epoch(out: Path | None, record: dict) -> None:
+    log.info("epoch %d: %s", record["epoch"], {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
+    if out:
+        with open(out / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class Selection:
+    """Keeps the best epoch's trainable state by dev score and decides early stopping."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.score, self.epoch, self.dev, self.state, self.stale = -math.inf, 0, {}, None, 0
+
+    def update(self, epoch: int, score: float, dev: dict, state: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        """Record an epoch; returns True when training should stop."""
+        if score > self.score:
+            self.score, self.epoch, self.dev, self.stale = score, epoch, dev, 0
+            self.state = {k: v.detach().clone() for k, v in state().items()}
+            return False
+        self.stale += 1
+        if self.patience and self.stale >= self.patience:
+            log.info("early stop: no dev improvement for %d epochs", self.stale)
+            return True
+        return False

@@ -46,4 +46,4 @@ class TokenHead(nn.Module):
     def targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Gold tag ids [N], aligned with ``forward``'s rows."""
         rows, _ = (batch["word_index"] >= 0).nonzero(as_tuple=True)
-        return batch["labels"][rows, batch["word_index"][batch["word_index"] >= 0]]
+        return batch["tags"][rows, batch["word_index"][batch["word_index"] >= 0]]
