@@ -133,3 +133,15 @@ def test_inspect_neighbours_of_a_soft_prompt(tmp_path, capsys):
     # labels init: the first two vectors start as the label words themselves (one step barely moves them)
     assert "negative" in shown and "positive" in shown
     assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_an_ensemble(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    assert main(["-q", "train", "--task", "rotten_tomatoes", "--method", "deep", "--length", "4", "--layers", "top:2",
+                 "--seed", "7", "--max-steps", "2", "--epochs", "1", "--train-limit", "32", "--eval-limit", "16",
+                 "--out", str(other)]) == 0
+    capsys.readouterr()
+    files = [str(trained / "prompt.safetensors"), str(other / "prompt.safetensors")]
+    assert main(["evaluate", "--ensemble", *files, "--combine", "vote", "--split", "dev"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ensemble"] == files and set(result["members"]) == set(files) and 0 <= result["accuracy"] <= 1

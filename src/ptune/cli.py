@@ -186,12 +186,20 @@ def _load_prompt_and_backbone(args: argparse.Namespace):
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .checkpoint import load_prompt, read_header
     from .data import check_labels, get_task, read_examples
     from .data.tasks import Task
-    from .evaluation import evaluate
+    from .evaluation import evaluate, gold_labels
+    from .metrics import score
+    from .mixed import ensemble_predict
 
-    model = _load_prompt_and_backbone(args)
-    header = model.header
+    paths = ([args.prompt] if args.prompt else []) + list(args.ensemble or [])
+    if not paths:
+        raise PtuneError("give a prompt file to evaluate, or several with --ensemble A B C")
+    header = read_header(paths[0])
+    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
+    models = [load_prompt(path, backbone) for path in paths]
     if args.data:
         examples, source = read_examples(args.data), args.data
     else:
@@ -204,8 +212,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise PtuneError(f"{source}: example {unlabelled} has no label; evaluate needs labelled data (use predict for unlabelled)")
     trained = Task(header["task"]["name"], header["task"]["kind"], header["task"]["labels"], [], [], [], header["task"]["metric"])
     check_labels(trained, examples, source)
-    scores = evaluate(model, examples, header["task"]["metric"], batch_size=args.batch_size, progress=not args.quiet)
-    out.print_json(json.dumps({"prompt": args.prompt, "data": source, "examples": len(examples), **scores}))
+    metric = header["task"]["metric"]
+    if len(models) == 1:
+        scores = evaluate(models[0], examples, metric, batch_size=args.batch_size, progress=not args.quiet)
+        out.print_json(json.dumps({"prompt": paths[0], "data": source, "examples": len(examples), **scores}))
+        return 0
+    combined = score(metric, gold_labels(examples), ensemble_predict(models, examples, combine=args.combine,
+                                                                     batch_size=args.batch_size))
+    members = {path: evaluate(model, examples, metric, batch_size=args.batch_size) for path, model in zip(paths, models)}
+    out.print_json(json.dumps({"ensemble": paths, "combine": args.combine, "data": source, "examples": len(examples),
+                               **combined, "members": members}))
     return 0
 
 
@@ -359,7 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.set_defaults(func=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="score a prompt file on a task split or a data file")
-    evaluate.add_argument("prompt", help="prompt file (.safetensors)")
+    evaluate.add_argument("prompt", nargs="?", help="prompt file (.safetensors)")
+    evaluate.add_argument("--ensemble", nargs="+", metavar="PROMPT",
+                          help="prompt files for one task, evaluated together in one batched pass")
+    evaluate.add_argument("--combine", choices=("mean", "vote"), default="mean",
+                          help="ensemble: mean of probabilities or majority vote")
     evaluate.add_argument("--task", help="built-in task (default: the one it was trained on)")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"))
     evaluate.add_argument("--data", help="a labelled data file instead of a task (domain shift)")
