@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from .backbones import Backbone
@@ -25,7 +24,8 @@ from .metrics import MAIN_KEY, score
 from .mixed import PromptBank
 from .model import PromptModel, frequent_ids
 from .reports import plot_curve
-from .training import Selection, TrainConfig, TrainResult, log_epoch, make_optimiser, prepare_out_dir, seed_everything
+from .training import (Selection, TrainConfig, TrainResult, log_epoch, make_optimiser, optimiser_step, prepare_out_dir,
+                       seed_everything)
 
 log = logging.getLogger(__name__)
 
@@ -86,12 +86,7 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
         groups = list(batches(features, config.batch_size, shuffle=True, seed=config.seed + epoch))
         for indices in tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False):
             loss = bank.loss(bank.collate([train_items[i] for i in indices]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm))
             step += 1
             if config.max_steps and step >= config.max_steps:
                 break

@@ -108,13 +108,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False)
         for indices in bar:
             batch = collate([train_features[i] for i in indices], pad_id=encoder.pad_id, left_pad=encoder.decoder)
-            loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            losses.append(loss.item())
+            losses.append(optimiser_step(model.loss(batch), params, optimizer, scheduler, config.max_grad_norm))
             step += 1
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
@@ -158,6 +152,16 @@ def make_optimiser(params: list[torch.nn.Parameter], config: TrainConfig, total_
     scheduler = get_scheduler(config.scheduler, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     return optimizer, scheduler
+
+
+def optimiser_step(loss: torch.Tensor, params, optimizer, scheduler, max_grad_norm: float) -> float:
+    """Backward, clip, step, schedule; returns the loss value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    return loss.item()
 
 
 def prepare_out_dir(out_dir: str | Path | None) -> Path | None:
