@@ -278,6 +278,23 @@ def test_hf_classification_maps_classlabels(tmp_path: Path, datasets_module) -> 
         read_hf(tmp_path / "sst", split="valid")
 
 
+def test_hf_dataset_folder_serves_each_role_by_split(tmp_path: Path, datasets_module) -> None:  # type: ignore[no-untyped-def]
+    from ptune.data import from_files
+
+    ds = datasets_module
+    features = ds.Features({"text": ds.Value("string"), "label": ds.ClassLabel(names=["negative", "positive"])})
+    ds.DatasetDict({
+        "train": ds.Dataset.from_dict({"text": ["bad", "good"], "label": [0, 1]}, features=features),
+        "validation": ds.Dataset.from_dict({"text": ["fine"], "label": [1]}, features=features),
+        "test": ds.Dataset.from_dict({"text": ["awful"], "label": [0]}, features=features),
+    }).save_to_disk(str(tmp_path / "sst"))
+    folder = str(tmp_path / "sst")
+    task = from_files(folder, folder, folder)
+    assert [e.text for e in task.train] == ["bad", "good"]
+    assert task.dev == [TextExample("fine", "positive")] and task.test == [TextExample("awful", "negative")]
+    assert read_examples(f"{folder}@validation") == [TextExample("fine", "positive")]
+
+
 def test_hf_tagging_single_saved_dataset(tmp_path: Path, datasets_module) -> None:  # type: ignore[no-untyped-def]
     ds = datasets_module
     features = ds.Features(

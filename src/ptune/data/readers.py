@@ -456,14 +456,19 @@ def _first_line(error: BaseException) -> str:
 
 
 def read_examples(path: PathLike, **kw: Any) -> list[TextExample] | list[TaggedExample]:
-    """Examples from any supported source, chosen by suffix; a folder is a saved HF dataset.
+    """Examples from any supported source, chosen by suffix; a folder is a saved HF dataset and
+    a name without a suffix (``glue`` style, ``owner/name``) a hub dataset.
 
-    `split` (default "train") is used only for folders; other keywords go to the reader.
+    ``SOURCE@split`` picks a split of a folder or hub dataset; otherwise `split` (default
+    "train") is used. Other keywords go to the reader.
     """
-    path = Path(path)
     split = kw.pop("split", None)
-    if path.is_dir():
-        return read_hf(path, split=split or "train", **kw)
+    text = str(path)
+    if "@" in text and not Path(text).exists():
+        text, split = text.rsplit("@", 1)
+    path = Path(text)
+    if path.is_dir() or (not path.exists() and not path.suffix):
+        return read_hf(text, split=split or "train", **kw)
     suffix = path.suffix.lower()
     if suffix in CONLL_SUFFIXES:
         return read_conll(path, **kw)

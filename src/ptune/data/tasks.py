@@ -157,7 +157,8 @@ def from_files(
         raise PtuneError(f"unknown task kind {kind!r} — use 'classification' or 'tagging'")
     splits: dict[str, list] = {"train": [], "dev": [], "test": []}
     for split, path in given.items():
-        examples = read_examples(path)
+        # A dataset folder or hub name serves every role: read its conventionally named split.
+        examples = read_examples(path, split={"train": "train", "dev": "validation", "test": "test"}[split])
         file_kind: Kind = "tagging" if isinstance(examples[0], TaggedExample) else "classification"
         if kind is None:
             kind = file_kind
