@@ -145,3 +145,23 @@ def test_evaluate_an_ensemble(trained, tmp_path, capsys):
     assert main(["evaluate", "--ensemble", *files, "--combine", "vote", "--split", "dev"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["ensemble"] == files and set(result["members"]) == set(files) and 0 <= result["accuracy"] <= 1
+
+
+def test_config_file_sets_options_and_flags_win(tmp_path, capsys):
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"task": "rotten_tomatoes", "method": "prompt", "length": 3, "max_steps": 1,
+                                  "epochs": 1, "train_limit": 16, "eval_limit": 8, "out": str(tmp_path / "out")}))
+    assert main(["-q", "train", "--config", str(config), "--length", "2"]) == 0
+    header = json.loads(capsys.readouterr().out)
+    assert header["method"] == "prompt"
+    from ptune.checkpoint import read_header
+
+    assert read_header(tmp_path / "out" / "prompt.safetensors")["method"]["length"] == 2
+
+
+def test_config_file_with_an_unknown_option(tmp_path, capsys):
+    config = tmp_path / "bad.json"
+    config.write_text('{"task": "rotten_tomatoes", "learning_rate": 0.1}')
+    assert main(["train", "--config", str(config)]) == 2
+    err = error_line(capsys)
+    assert "bad.json" in err and "learning_rate" in err
