@@ -81,7 +81,8 @@ def write_report(records: list[dict], command: str) -> None:
         "",
         f"Command: `{command}` · machine: {platform.machine()}, 2 CPU threads, {platform.python_version()} · "
         f"date: {date.today().isoformat()} · backbone: minilm (all-MiniLM-L6-v2, 22.7M parameters, frozen except finetune).",
-        "Test-set scores of the epoch chosen on dev; nothing tuned on test.",
+        "Test-set scores of the epoch chosen on dev; nothing tuned on test. Train times include per-epoch dev "
+        "evaluation and were taken while other work shared the same 2 cores: read them as upper bounds.",
         "",
         "| task | method | test | dev | % of finetune | trainable params | trainable % | prompt file | train time | peak RSS |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
