@@ -134,7 +134,7 @@ def main() -> None:
             RESULTS.parent.mkdir(parents=True, exist_ok=True)
             records = sorted(previous.values(), key=lambda r: (r["task"], r["method"]))
             RESULTS.write_text(json.dumps(records, indent=2) + "\n")
-            write_report(records, "python benchmarks/core.py " + shlex.join(sys.argv[1:]))
+            write_report(records, " ".join(["python benchmarks/core.py", *map(shlex.quote, sys.argv[1:])]))
 
 
 if __name__ == "__main__":

@@ -125,15 +125,19 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=5)
     parser.add_argument("--depth-epochs", type=int, default=1)
     parser.add_argument("--only", nargs="+", default=["multitask", "ensemble", "depth", "neighbours"])
+    parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from many_tasks.json")
     args = parser.parse_args()
+    if args.report_only:
+        write_section("many_tasks", render(json.loads(RESULTS.read_text())))
+        return
     torch.set_num_threads(2)
     backbone = load_backbone("minilm")
     config = TrainConfig(epochs=args.epochs, patience=0, progress=False)
     rt, ner = limited("rotten_tomatoes", args.train_limit), limited("conll2003", args.train_limit)
     record = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    record.update({"command": "python benchmarks/many_tasks.py " + shlex.join(sys.argv[1:]),
+    record.update({"command": " ".join(["python benchmarks/many_tasks.py", *map(shlex.quote, sys.argv[1:])]),
                    "machine": f"{platform.machine()}, 2 CPU threads", "date": date.today().isoformat(),
-                   "train_limit": args.train_limit, "epochs": args.epochs})
+                   "train_limit": args.train_limit, "epochs": args.epochs, "depth_epochs": args.depth_epochs})
     steps = {"multitask": lambda: multitask_vs_single(backbone, [ner, rt], config),
              "ensemble": lambda: ensemble(backbone, rt, config, args.members),
              "depth": lambda: depth(backbone, rt, TrainConfig(epochs=args.depth_epochs, patience=0, progress=False),
@@ -170,8 +174,10 @@ def render(r: dict) -> str:
                   f"for {e['test_examples']} test examples x {len(e['members'])} prompts (examples repeated, prompts varied in one batch).", ""]
     if "depth" in r:
         d = r["depth"]
+        d = {order: {str(k): v for k, v in scores.items()} for order, scores in d.items()}  # JSON keys are strings
         ks = sorted(d["ascending"], key=int)
-        lines += ["### Prompt depth: same number of prompted layers, ascending vs descending (rotten_tomatoes test)", "",
+        lines += [f"### Prompt depth: same number of prompted layers, ascending vs descending (rotten_tomatoes test, "
+                  f"{r.get('depth_epochs', 1)} epoch per run)", "",
                   "![depth](depth.png)", "", "| k | " + " | ".join(ks) + " |", "| --- |" + " --- |" * len(ks),
                   "| ascending (bottom k) | " + " | ".join(pct(d["ascending"][k]) for k in ks) + " |",
                   "| descending (top k) | " + " | ".join(pct(d["descending"][k]) for k in ks) + " |", ""]

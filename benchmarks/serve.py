@@ -127,7 +127,7 @@ def main() -> None:
             process.terminate()
             process.wait(timeout=30)
     ratio = round(four["requests_per_s"] / one["requests_per_s"], 3)
-    command = "python benchmarks/serve.py " + shlex.join(sys.argv[1:])
+    command = " ".join(["python benchmarks/serve.py", *map(shlex.quote, sys.argv[1:])])
     record = {"command": command, "machine": f"{platform.machine()}, 2 CPU cores", "date": date.today().isoformat(),
               "one_task": one, "four_tasks_interleaved": four, "throughput_ratio": ratio}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
