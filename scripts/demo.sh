@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (idempotent), then the main job on the embedded defaults: a deep prompt (P-tuning v2)
-# on the frozen MiniLM encoder for rotten_tomatoes sentence polarity, about 5 minutes on 2 cores.
+# on the frozen MiniLM encoder for rotten_tomatoes sentence polarity (about 3.5 minutes of training on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
