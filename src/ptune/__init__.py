@@ -4,7 +4,7 @@
     task = ptune.get_task("rotten_tomatoes")
     model = ptune.PromptModel.for_task(ptune.load_backbone("minilm"), task, ptune.MethodConfig(method="deep"))
     ptune.train(model, task, out_dir="runs/rt")
-    print(ptune.evaluate(model, task.test, task.metric))
+    scores = ptune.evaluate(model, task.test, task.metric)   # {"accuracy": ...}
 """
 
 from .backbones import Backbone, load_backbone
