@@ -103,10 +103,11 @@ def _load_task(args: argparse.Namespace, config_file: dict):
 # -- commands -------------------------------------------------------------------------------------
 def cmd_train(args: argparse.Namespace) -> int:
     from .backbones import load_backbone
-    from .evaluation import evaluate
     from .model import PromptModel
     from .training import train
 
+    if args.resume:
+        return _resume_run(args)
     config_file = _read_config(args.config)
     method = _dataclass_from(MethodConfig, args, config_file)
     train_config = _dataclass_from(TrainConfig, args, config_file, skip=("progress",))
@@ -116,23 +117,82 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_multitask(args, names, method, train_config, config_file)
     task = _load_task(args, config_file)
     out_dir = Path(args.out or config_file.get("out") or f"runs/{task.name}-{method.method}")
-    backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),
-                             trust_remote_code=args.trust_remote_code)
+    _check_out_dir(out_dir, args.overwrite)
+    backbone_name = args.backbone or config_file.get("backbone", "minilm")
+    backbone = load_backbone(backbone_name, trust_remote_code=args.trust_remote_code)
     model = PromptModel.for_task(backbone, task, method)
     if args.init_from:
         _continue_from(model, Path(args.init_from))
     console.log(f"{method.method} on {task.name} with {backbone.name}: {model.num_trainable():,} trainable parameters "
                 f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)")
-    result = train(model, task, train_config, out_dir=out_dir)
-    summary = {"task": task.name, "method": method.method, "backbone": backbone.name, "best_epoch": result.best_epoch,
-               "dev": result.dev, "train_seconds": round(result.seconds, 1), "prompt": str(result.prompt_path),
-               "trainable_params": model.num_trainable(),
+    run = {"backbone": backbone_name, "trust_remote_code": args.trust_remote_code, "data": _data_spec(args, config_file)}
+    result = train(model, task, train_config, out_dir=out_dir, run=run)
+    return _finish(args, model, task, result, out_dir)
+
+
+def _finish(args, model, task, result, out_dir: Path) -> int:
+    from .evaluation import evaluate
+
+    backbone = model.backbone
+    summary = {"task": task.name, "method": model.config.method, "backbone": backbone.name,
+               "best_epoch": result.best_epoch, "dev": result.dev, "train_seconds": round(result.seconds, 1),
+               "prompt": str(result.prompt_path), "trainable_params": model.num_trainable(),
                "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters()}
     if task.test:
         summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet)
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     out.print_json(json.dumps(summary))
     return 0
+
+
+def _data_spec(args: argparse.Namespace, config_file: dict) -> dict:
+    """Where the data came from, with absolute paths, so ``--resume`` can find it again."""
+    name = args.task[0] if args.task else config_file.get("task")
+    if name:
+        return {"task": name}
+    files = {key: args.__dict__.get(key) or config_file.get(key) for key in ("train", "dev", "test")}
+    return {key: str(Path(value).resolve()) if value else None for key, value in files.items()}
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """A finished or interrupted run is never overwritten by accident."""
+    from .resume import CHECKPOINT
+
+    for name, what in ((CHECKPOINT, "an interrupted run"), ("prompt.safetensors", "a finished run")):
+        if (out_dir / name).exists() and not overwrite:
+            resume = f"`ptune train --resume {out_dir}` to continue it, " if name == CHECKPOINT else ""
+            raise PtuneError(f"{out_dir}: holds {what} ({name}); use {resume}--overwrite to replace it, "
+                             "or choose another --out")
+    if overwrite:
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+def _resume_run(args: argparse.Namespace) -> int:
+    """``ptune train --resume DIR``: every option comes from the checkpoint."""
+    from .backbones import load_backbone
+    from .data import from_files, get_task
+    from .model import PromptModel
+    from .resume import read_checkpoint
+    from .training import train
+
+    given = [f"--{f.name.replace('_', '-')}" for cls in (MethodConfig, TrainConfig) for f in dataclasses.fields(cls)
+             if getattr(args, f.name, None) is not None and f.name != "progress"]
+    given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "train", "dev", "test", "backbone", "out",
+                                                         "init_from") if getattr(args, name, None)]
+    if given:
+        raise PtuneError(f"--resume takes every option from the interrupted run; drop {', '.join(given)}")
+    out_dir = Path(args.resume)
+    run = read_checkpoint(out_dir).run
+    method = MethodConfig.from_dict(run["method"], source=f"{out_dir} checkpoint")
+    train_config = TrainConfig(**run["train"])
+    train_config.progress = not args.quiet
+    data = run["data"]
+    task = get_task(data["task"]) if data.get("task") else from_files(data["train"], data.get("dev"), data.get("test"))
+    backbone = load_backbone(run["backbone"], trust_remote_code=run.get("trust_remote_code", False))
+    model = PromptModel.for_task(backbone, task, method)
+    result = train(model, task, train_config, out_dir=out_dir, resume=True,
+                   run={k: run[k] for k in ("backbone", "trust_remote_code", "data")})
+    return _finish(args, model, task, result, out_dir)
 
 
 def _continue_from(model, path: Path) -> None:
@@ -157,6 +217,8 @@ def _train_multitask(args, names, method, train_config, config_file) -> int:
     from .evaluation import evaluate
     from .multitask import shared_prompt_bank, train_multitask
 
+    if args.resume:
+        raise PtuneError("--resume continues single-task runs; multi-task runs cannot be resumed yet")
     if args.train or args.init_from:
         raise PtuneError("multi-task training takes built-in tasks (--task A B ...); --train/--init-from apply to one task")
     tasks = [get_task(name) for name in names]
@@ -370,6 +432,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--test", help="your test file (scored once at the end)")
     train.add_argument("--backbone", help="minilm, smollm2, a hub id or a local folder (default minilm)")
     train.add_argument("--out", help="output folder (default runs/TASK-METHOD)")
+    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
     _add_dataclass_options(train, MethodConfig)
     _add_dataclass_options(train, TrainConfig, skip=("progress",))
     train.set_defaults(func=cmd_train)

@@ -67,8 +67,15 @@ class PromptModel(nn.Module):
 
     # -- initialisation -------------------------------------------------------------------------
     def initialise(self, *, frequent_ids: Sequence[int] | None = None, seed: int = 0) -> None:
-        """Initialise the input prompt per ``config.init`` (Lester et al. section 3.2)."""
+        """Draw every trainable weight from ``seed``: the head, the deep prompt, the prompt encoder, and
+        the input prompt per ``config.init`` (Lester et al. section 3.2)."""
         self.initialised = True
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for module in (self.head, self.deep_prompt, self.input_prompt):
+                for part in module.modules() if module is not None else ():
+                    if hasattr(part, "reset_parameters"):
+                        part.reset_parameters()
         if self.input_prompt is None:
             return
         generator = torch.Generator().manual_seed(seed)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 from tqdm.auto import tqdm
 
 from .backbones import Backbone
@@ -66,8 +67,13 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
         raise PtuneError("multi-task training: no training examples")
     if not first.initialised:
         first.initialise(frequent_ids=frequent_ids([f for _, f in train_items], bank.backbone.tokenizer), seed=config.seed)
+        for index, model in enumerate(bank.models.values()):
+            if model is not first:  # the prompt is shared: drawn once; each head from its own seed
+                with torch.random.fork_rng():
+                    torch.manual_seed(config.seed + index)
+                    model.head.reset_parameters()
     for model in bank.models.values():
-        model.initialised = True  # the prompt is shared: initialised once
+        model.initialised = True
 
     features = [f for _, f in train_items]
     total_steps = math.ceil(len(train_items) / config.batch_size) * config.epochs
@@ -102,7 +108,7 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
         mean = float(np.mean([scores[t.name][MAIN_KEY[t.metric]] for t in tasks if t.name in scores])) if scores else -record["train_loss"]
         record["dev_mean"] = mean
         history.append(record)
-        log_epoch(out, record)
+        log_epoch(out, history)
         if selection.update(epoch, mean, scores, bank.state_dict) or (config.max_steps and step >= config.max_steps):
             break
     if selection.state is not None:

@@ -3,6 +3,7 @@ early stopping, best-state keeping, JSONL metrics, a curve PNG and the prompt fi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -17,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .checkpoint import save_prompt
+from .checkpoint import atomic_write, save_prompt
 from .config import DEFAULT_EPOCHS, MethodConfig
 from .data.tasks import Task
 from .encoding import batches, collate
@@ -26,6 +27,7 @@ from .evaluation import gold_labels, predict_features
 from .metrics import MAIN_KEY, score
 from .model import PromptModel, frequent_ids
 from .reports import plot_curve
+from .resume import CHECKPOINT, Progress, fault, read_checkpoint, remove_stale_temporaries, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     train_limit: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
     eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples"})
+    checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
     progress: bool = True
 
     def resolved(self, method: MethodConfig) -> "TrainConfig":
@@ -72,9 +75,14 @@ def seed_everything(seed: int) -> None:
 
 
 def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
-          out_dir: str | Path | None = None) -> TrainResult:
+          out_dir: str | Path | None = None, resume: bool = False, run: dict | None = None) -> TrainResult:
     """Train ``model`` on ``task.train``, select on ``task.dev``; writes metrics.jsonl, curve.png
-    and prompt.safetensors (the best epoch) into ``out_dir`` when given."""
+    and prompt.safetensors (the best epoch) into ``out_dir`` when given.
+
+    With ``out_dir``, a checkpoint is written every ``checkpoint_every`` steps and at each epoch's
+    end; ``resume=True`` continues from it and ends exactly as the uninterrupted run would.
+    ``run`` (how the run was started, e.g. CLI options) is kept in the checkpoint for the caller.
+    """
     config = (config or TrainConfig()).resolved(model.config)
     seed_everything(config.seed)
     train_examples = task.train[: config.train_limit] if config.train_limit else task.train
@@ -83,7 +91,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         raise PtuneError(f"task {task.name}: no training examples")
     train_features = model.encode(train_examples)
     dev_features = model.encode(dev_examples) if dev_examples else []
-    if not model.initialised:  # a loaded or shared prompt continues from where it is
+    if not model.initialised and not resume:  # a loaded or shared prompt continues from where it is
         model.initialise(frequent_ids=frequent_ids(train_features, model.backbone.tokenizer), seed=config.seed)
 
     steps_per_epoch = math.ceil(len(train_features) / config.batch_size)
@@ -92,42 +100,64 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         total_steps = min(total_steps, config.max_steps)
     params = list(model.trainable_parameters())
     optimizer, scheduler = make_optimiser(params, config, total_steps)
-    out = prepare_out_dir(out_dir)
+    out = Path(out_dir) if out_dir else None
     main_key = MAIN_KEY[task.metric]
-    history: list[dict] = []
     selection = Selection(config.patience)
-    step, started = 0, time.perf_counter()
+    run = dict(run or {}, task=task.name, data_sha256=data_digest(train_examples, dev_examples),
+               method=model.config.to_dict(),
+               train={k: v for k, v in asdict(config).items() if k != "progress"})
+    progress = Progress()
+    if resume:
+        progress = _resume(out, run, model, optimizer, scheduler, selection)
+    elif out:
+        out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter() - progress.elapsed
     encoder = model.encoder
     log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters",
              model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable())
 
-    for epoch in range(1, config.epochs + 1):
+    def checkpoint() -> None:
+        if out:
+            progress.elapsed = time.perf_counter() - started
+            save_checkpoint(out, trainable=model.trainable_state(), optimizer=optimizer, scheduler=scheduler,
+                            selection=selection, progress=progress, run=run)
+
+    stop = False
+    while progress.epoch <= config.epochs and not stop:
+        epoch = progress.epoch
         model.train()
-        losses = []
         groups = list(batches(train_features, config.batch_size, shuffle=True, seed=config.seed + epoch))
-        bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False)
-        for indices in bar:
+        bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False,
+                   initial=progress.batch, total=len(groups))
+        for indices in groups[progress.batch:]:
             batch = collate([train_features[i] for i in indices], pad_id=encoder.pad_id, left_pad=encoder.decoder)
-            losses.append(optimiser_step(model.loss(batch), params, optimizer, scheduler, config.max_grad_norm))
-            step += 1
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}")
-            if config.max_steps and step >= config.max_steps:
+            progress.losses.append(optimiser_step(model.loss(batch), params, optimizer, scheduler, config.max_grad_norm))
+            progress.step += 1
+            progress.batch += 1
+            bar.update()
+            fault("kill-after-step", progress.step)
+            if progress.step % 10 == 0:
+                bar.set_postfix(loss=f"{np.mean(progress.losses[-50:]):.4f}")
+            if config.max_steps and progress.step >= config.max_steps:
                 break
-        record = {"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)),
+            if config.checkpoint_every and progress.step % config.checkpoint_every == 0 and progress.batch < len(groups):
+                checkpoint()
+        bar.close()
+        record = {"epoch": epoch, "step": progress.step, "train_loss": float(np.mean(progress.losses)),
                   "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2)}
         if dev_features:
             dev = score(task.metric, gold_labels(dev_examples), predict_features(model, dev_features))
             record.update({f"dev_{k}": v for k, v in dev.items()})
             current = dev[main_key]
         else:
-            dev, current = {}, -float(np.mean(losses))
-        history.append(record)
-        log_epoch(out, record)
-        if selection.update(epoch, current, dev, model.trainable_state):
-            break
-        if config.max_steps and step >= config.max_steps:
-            break
+            dev, current = {}, -float(np.mean(progress.losses))
+        progress.history.append(record)
+        log_epoch(out, progress.history)
+        stop = selection.update(epoch, current, dev, model.trainable_state)
+        stop = stop or bool(config.max_steps and progress.step >= config.max_steps)
+        progress.epoch, progress.batch, progress.losses = epoch + 1, 0, []
+        if not stop and progress.epoch <= config.epochs:
+            checkpoint()
 
     if selection.state is not None:
         model.load_state_dict(selection.state, strict=False)
@@ -137,8 +167,35 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         prompt_path = out / "prompt.safetensors"
         save_prompt(prompt_path, model, task_name=task.name, metric=task.metric,
                     metrics={f"dev_{k}": v for k, v in selection.dev.items()} | {"best_epoch": selection.epoch})
-        plot_curve(history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
-    return TrainResult(selection.epoch, selection.dev, history, prompt_path, time.perf_counter() - started)
+        plot_curve(progress.history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
+        (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the prompt file is the result
+    return TrainResult(selection.epoch, selection.dev, progress.history, prompt_path, time.perf_counter() - started)
+
+
+def _resume(out: Path | None, run: dict, model: PromptModel, optimizer, scheduler, selection: "Selection") -> Progress:
+    """Restore a checkpointed run into freshly built objects; refuse one made from other data or options."""
+    if out is None:
+        raise PtuneError("resume needs the run folder (out_dir)")
+    saved = read_checkpoint(out)
+    for key, what in (("data_sha256", "training/dev data"), ("method", "method options"), ("train", "training options")):
+        if saved.run.get(key) != run[key]:
+            raise PtuneError(f"{saved.path}: the {what} differ from the interrupted run's; resume with the same "
+                             "data and options, or start a new run with another --out")
+    remove_stale_temporaries(out)
+    progress = saved.restore(model=model, optimizer=optimizer, scheduler=scheduler, selection=selection)
+    model.initialised = True
+    log.info("resuming %s at epoch %d, batch %d (step %d)", out, progress.epoch, progress.batch, progress.step)
+    return progress
+
+
+def data_digest(*splits) -> str:
+    """A hash of the examples, so a resumed run can tell that its data changed."""
+    digest = hashlib.sha256()
+    for examples in splits:
+        for example in examples:
+            digest.update(repr(example).encode())
+        digest.update(b"\x00split")
+    return digest.hexdigest()[:16]
 
 
 def make_optimiser(params: list[torch.nn.Parameter], config: TrainConfig, total_steps: int):
@@ -169,15 +226,16 @@ def prepare_out_dir(out_dir: str | Path | None) -> Path | None:
         return None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.jsonl").write_text("")
     return out
 
 
-def log_epoch(out: Path | None, record: dict) -> None:
+def log_epoch(out: Path | None, history: list[dict]) -> None:
+    """Log the latest epoch and rewrite metrics.jsonl atomically with the whole history."""
+    record = history[-1]
     log.info("epoch %d: %s", record["epoch"], {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()})
     if out:
-        with open(out / "metrics.jsonl", "a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        text = "".join(json.dumps(r) + "\n" for r in history)
+        atomic_write(out / "metrics.jsonl", lambda tmp: tmp.write_text(text))
 
 
 class Selection:

@@ -16,6 +16,9 @@ class ClassificationHead(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(hidden, num_labels)
 
+    def reset_parameters(self) -> None:
+        self.linear.reset_parameters()
+
     def forward(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """hidden: [B, T, H] -> logits [B, C]."""
         pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch["pool_index"]]
@@ -37,6 +40,9 @@ class TokenHead(nn.Module):
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(hidden, num_labels)
+
+    def reset_parameters(self) -> None:
+        self.linear.reset_parameters()
 
     def forward(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """hidden: [B, T, H] -> logits [N, C] for the N word positions, in (example, word) order."""

@@ -52,6 +52,10 @@ class DeepPrompt(nn.Module):
             self.prefix = nn.Parameter(torch.randn(length, width) * 0.02 if init is None else init.clone())
         self.dropout = nn.Dropout(dropout)
 
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            (self.embedding if self.reparam else self.prefix).normal_(0.0, 0.02)
+
     def flat(self) -> torch.Tensor:
         """Returns [P, n_layers * 2 * kvH * D]."""
         return self.mlp(self.embedding) if self.reparam else self.prefix
