@@ -1,0 +1,227 @@
+"""Extractive QA around a span head: examples -> overlapping token windows with answer targets,
+and span logits -> answer texts cut from the original context by character offsets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ptune.data.squad import QAExample
+from ptune.errors import PtuneError
+
+NO_ANSWER = 0  # the target position of "no answer in this window": [CLS] (or BOS)
+
+Offset = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class QAFeature:
+    """One window of one example: question and a slice of the context, as the tokenizer pairs them.
+
+    `offsets[t]` is token t's (start, end) character span in the example's context, None for
+    question and special tokens. `start_position`/`end_position` are the first answer's token
+    positions when it lies wholly inside this window, else `NO_ANSWER`.
+    """
+
+    example_index: int
+    input_ids: tuple[int, ...]
+    token_type_ids: tuple[int, ...] | None
+    offsets: tuple[Offset | None, ...]
+    start_position: int = NO_ANSWER
+    end_position: int = NO_ANSWER
+
+
+def featurize(
+    examples: Sequence[QAExample],
+    tokenizer,
+    max_length: int = 384,
+    stride: int = 128,
+    question_first: bool = True,
+    *,
+    chunk: int = 1000,
+) -> list[QAFeature]:
+    """Tokenise question/context pairs; a context longer than one window becomes several windows,
+    consecutive ones sharing `stride` context tokens. Needs a fast (offset-mapping) tokenizer."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise PtuneError(
+            f"{type(tokenizer).__name__} gives no character offsets — load a fast tokenizer"
+            " (AutoTokenizer.from_pretrained(..., use_fast=True)) for question answering"
+        )
+    _check_room(examples, tokenizer, max_length, stride)
+    features: list[QAFeature] = []
+    for begin in range(0, len(examples), chunk):
+        features.extend(_windows(examples, begin, begin + chunk, tokenizer, max_length, stride, question_first))
+    return features
+
+
+def _check_room(examples: Sequence[QAExample], tokenizer, max_length: int, stride: int) -> None:
+    """Refuse settings that leave a question's windows no more than `stride` context tokens
+    (the tokenizer would panic rather than raise)."""
+    if stride < 0:
+        raise PtuneError(f"stride {stride} is negative — pass 0 or more overlapping tokens")
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    lengths = tokenizer([e.question for e in examples], add_special_tokens=False)["input_ids"]
+    for example, ids in zip(examples, lengths, strict=True):
+        room = max_length - specials - len(ids)
+        if room <= stride:
+            raise PtuneError(
+                f"question {example.id!r}: its {len(ids)} tokens leave {max(room, 0)} context tokens per"
+                f" window of max_length {max_length}, not more than stride {stride}"
+                " — raise max_length, lower stride or shorten the question"
+            )
+
+
+def _windows(
+    examples: Sequence[QAExample],
+    begin: int,
+    end: int,
+    tokenizer,
+    max_length: int,
+    stride: int,
+    question_first: bool,
+) -> list[QAFeature]:
+    """The features of `examples[begin:end]`, tokenised in one call."""
+    part = examples[begin:end]
+    questions, contexts = [e.question for e in part], [e.context for e in part]
+    encoded = tokenizer(
+        questions if question_first else contexts,
+        contexts if question_first else questions,
+        truncation="only_second" if question_first else "only_first",
+        max_length=max_length,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
+    context_side = 1 if question_first else 0
+    features = []
+    for row, input_ids in enumerate(encoded["input_ids"]):
+        index = begin + encoded["overflow_to_sample_mapping"][row]
+        offsets = tuple(
+            (int(span[0]), int(span[1])) if side == context_side else None
+            for span, side in zip(encoded["offset_mapping"][row], encoded.sequence_ids(row), strict=True)
+        )
+        if offsets[NO_ANSWER] is not None:
+            raise PtuneError(
+                f"{type(tokenizer).__name__} puts a context token first, where the no-answer position"
+                " must be — use question_first=True or a tokenizer that adds [CLS]/BOS"
+            )
+        types = encoded["token_type_ids"][row] if "token_type_ids" in encoded else None
+        start, stop = answer_tokens(offsets, examples[index])
+        features.append(QAFeature(index, tuple(input_ids), tuple(types) if types is not None else None, offsets, start, stop))
+    return features
+
+
+def answer_tokens(offsets: Sequence[Offset | None], example: QAExample) -> tuple[int, int]:
+    """(start, end) token positions of the example's first answer in a window with these offsets,
+    or (NO_ANSWER, NO_ANSWER) when it has none or the window does not hold all of it."""
+    if not example.answers:
+        return NO_ANSWER, NO_ANSWER
+    first_char = example.answer_starts[0]
+    end_char = first_char + len(example.answers[0])
+    context = [t for t, span in enumerate(offsets) if span is not None]
+    if not context or offsets[context[0]][0] > first_char or offsets[context[-1]][1] < end_char:
+        return NO_ANSWER, NO_ANSWER
+    start = max(t for t in context if offsets[t][0] <= first_char)
+    end = min(t for t in context if offsets[t][1] >= end_char)
+    return start, end
+
+
+def best_spans(
+    examples: Sequence[QAExample],
+    features: Sequence[QAFeature],
+    start_logits: torch.Tensor | Sequence[Sequence[float]],
+    end_logits: torch.Tensor | Sequence[Sequence[float]],
+    *,
+    allow_impossible: bool,
+    max_answer_tokens: int = 30,
+    n_best: int = 20,
+    null_threshold: float = 0.0,
+) -> dict[str, str]:
+    """Predicted answer text per example id, cut from the example's context by offsets.
+
+    start_logits, end_logits: [F, T], one row per feature (positions past a feature's length are
+    ignored). An example's answer is its best-scoring span (start + end logit) over all its
+    windows, among the `n_best` starts and ends of each window, at most `max_answer_tokens` long.
+    With `allow_impossible` (SQuAD 2.0) it is "" when the lowest null score (start[0] + end[0])
+    beats that span by more than `null_threshold`; "" also when no window holds a valid span.
+    """
+    if not len(features) == len(start_logits) == len(end_logits):
+        raise ValueError(f"{len(features)} features but {len(start_logits)}/{len(end_logits)} logit rows")
+    best: dict[int, tuple[float, int, int]] = {}
+    null: dict[int, float] = {}
+    for row, feature in enumerate(features):
+        length = len(feature.input_ids)
+        starts = torch.as_tensor(start_logits[row], dtype=torch.float32)[:length]
+        ends = torch.as_tensor(end_logits[row], dtype=torch.float32)[:length]
+        index = feature.example_index
+        null[index] = min(null.get(index, float("inf")), float(starts[NO_ANSWER] + ends[NO_ANSWER]))
+        span = window_best_span(feature.offsets, starts, ends, max_answer_tokens, n_best)
+        if span is not None and (index not in best or span[0] > best[index][0]):
+            best[index] = span
+    predictions = {}
+    for index, example in enumerate(examples):
+        span = best.get(index)
+        if span is None or (allow_impossible and null.get(index, float("-inf")) - span[0] > null_threshold):
+            predictions[example.id] = ""
+        else:
+            predictions[example.id] = example.context[span[1] : span[2]]
+    return predictions
+
+
+def window_best_span(
+    offsets: Sequence[Offset | None],
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    max_answer_tokens: int,
+    n_best: int,
+) -> tuple[float, int, int] | None:
+    """(score, start char, end char) of one window's best context span, or None if it has none.
+
+    start_logits, end_logits: [T]. Only the `n_best` highest starts and ends are paired.
+    """
+    k = min(n_best, len(offsets))
+    starts, ends = start_logits.tolist(), end_logits.tolist()
+    top_starts = [t for t in torch.topk(start_logits, k).indices.tolist() if offsets[t] is not None]
+    top_ends = [t for t in torch.topk(end_logits, k).indices.tolist() if offsets[t] is not None]
+    best = None
+    for s in top_starts:
+        for e in top_ends:
+            if not 0 <= e - s < max_answer_tokens:
+                continue
+            score = starts[s] + ends[e]
+            if best is None or score > best[0]:
+                best = (score, offsets[s][0], offsets[e][1])
+    return best
+
+
+def collate_qa(features: Sequence[QAFeature], *, pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad features into a batch (positions stay those of the features' offsets).
+
+    Returns input_ids, attention_mask, token_type_ids, span_mask (True on context tokens and on
+    the no-answer position): [B, T]; start_positions, end_positions: [B].
+    """
+    length = max(len(f.input_ids) for f in features)
+    batch = len(features)
+    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, length), dtype=torch.long)
+    types = torch.zeros((batch, length), dtype=torch.long)
+    span_mask = torch.zeros((batch, length), dtype=torch.bool)
+    for row, f in enumerate(features):
+        n = len(f.input_ids)
+        input_ids[row, :n] = torch.tensor(f.input_ids)
+        attention[row, :n] = 1
+        if f.token_type_ids is not None:
+            types[row, :n] = torch.tensor(f.token_type_ids)
+        span_mask[row, :n] = torch.tensor([span is not None for span in f.offsets])
+    span_mask[:, NO_ANSWER] = True
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention,
+        "token_type_ids": types,
+        "span_mask": span_mask,
+        "start_positions": torch.tensor([f.start_position for f in features]),
+        "end_positions": torch.tensor([f.end_position for f in features]),
+    }
