@@ -23,6 +23,8 @@ class TaggedExample:
 
     tokens: tuple[str, ...]
     tags: tuple[str, ...] | None = None
+    predicate: int | None = None
+    """Index in `tokens` of the predicate word whose arguments `tags` mark (SRL); None otherwise."""
 
 
 Example = TextExample | TaggedExample
