@@ -6,6 +6,7 @@ place of a good one. Never pickle.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -48,6 +49,7 @@ def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric:
     """Write ``model``'s trainable tensors and description to ``path``; returns the header."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.trainable_state().items()}
     header = {
+        "tensors_sha256": tensors_digest(tensors),
         "format": FORMAT,
         "version": VERSION,
         "method": model.config.to_dict(),
@@ -82,9 +84,42 @@ def read_header(path: str | Path) -> dict:
     missing = [key for key in REQUIRED if key not in header]
     if missing or header.get("format") != FORMAT:
         raise PtuneError(f"{path}: ptune header lacks {', '.join(missing) or 'the format tag'}; re-save the prompt")
+    if not isinstance(header["version"], int):
+        raise PtuneError(f"{path}: ptune header field 'version' must be a whole number; re-save the prompt")
     if header["version"] > VERSION:
         raise PtuneError(f"{path}: prompt format version {header['version']} is newer than this ptune; upgrade ptune")
+    _check_fields(path, header)
     return header
+
+
+def _check_fields(path: Path, header: dict) -> None:
+    """The header's nested fields have the types the loader relies on."""
+    def need(ok: bool, field: str, what: str) -> None:
+        if not ok:
+            raise PtuneError(f"{path}: ptune header field {field!r} must be {what}; re-save or re-train the prompt")
+
+    task, backbone = header["task"], header["backbone"]
+    need(isinstance(header["method"], dict), "method", "an object of method options")
+    need(isinstance(task, dict), "task", "an object")
+    need(task.get("kind") in ("classification", "tagging"), "task.kind", "'classification' or 'tagging'")
+    labels = task.get("labels")
+    need(isinstance(labels, list) and bool(labels) and all(isinstance(x, str) for x in labels)
+         and len(set(labels)) == len(labels), "task.labels", "a list of distinct label strings")
+    need(isinstance(task.get("name"), str), "task.name", "a string")
+    need(task.get("metric") in ("accuracy", "entity_f1"), "task.metric", "'accuracy' or 'entity_f1'")
+    need(isinstance(task.get("pair", False), bool), "task.pair", "true or false")
+    need(isinstance(backbone, dict) and isinstance(backbone.get("name"), str), "backbone", "an object with a name")
+    need(isinstance(header.get("metrics", {}), dict), "metrics", "an object")
+
+
+def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """A hash of the tensors' names, shapes and bytes: detects corruption inside the data section."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().contiguous().cpu()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:32]
 
 
 def check_backbone(path: Path, header: dict, backbone: Backbone) -> None:
@@ -107,13 +142,18 @@ def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptMod
     if backbone is None:
         backbone = load_backbone(header["backbone"]["name"])
     check_backbone(path, header, backbone)
-    config = MethodConfig.from_dict(header["method"], source=str(path))
+    config = MethodConfig.from_dict(header["method"], source=f"{path} header 'method'")
     task = header["task"]
     model = PromptModel(backbone, config, task["labels"], tagging=task["kind"] == "tagging", pair=task.get("pair", False))
     tensors = {}
-    with safe_open(str(path), framework="pt") as handle:
-        for key in handle.keys():
-            tensors[key] = handle.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                tensors[key] = handle.get_tensor(key)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        raise PtuneError(f"{path}: tensors cannot be read ({error}); the file is damaged — re-train or restore it") from None
+    if "tensors_sha256" in header and header["tensors_sha256"] != tensors_digest(tensors):
+        raise PtuneError(f"{path}: tensor data does not match its checksum; the file is damaged — re-train or restore it")
     expected = set(model.trainable_state())
     if set(tensors) != expected:
         missing, extra = sorted(expected - set(tensors)), sorted(set(tensors) - expected)

@@ -51,7 +51,11 @@ def _dataclass_from(cls, args: argparse.Namespace, config_file: dict, skip: Sequ
             values[f.name] = cli_value
         elif f.name in config_file:
             values[f.name] = config_file[f.name]
-    return cls(**values)
+    try:
+        return cls(**values)
+    except PtuneError as error:
+        source = config_file.get("__source__")
+        raise PtuneError(f"{source}: {error}" if source else str(error)) from None
 
 
 def _read_config(path: str | None) -> dict:
@@ -72,7 +76,14 @@ def _read_config(path: str | None) -> dict:
     unknown = sorted(set(data) - known)
     if unknown:
         raise PtuneError(f"{file}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return data
+    for key in ("train", "dev", "test", "backbone", "out"):
+        if key in data and not isinstance(data[key], str):
+            raise PtuneError(f"{file}: option {key!r} must be a string (a path or name), got {data[key]!r}")
+    task = data.get("task")
+    if task is not None and not (isinstance(task, str) or (isinstance(task, list) and task
+                                                          and all(isinstance(t, str) for t in task))):
+        raise PtuneError(f"{file}: option 'task' must be a task name or a list of names, got {task!r}")
+    return {**data, "__source__": str(file)}
 
 
 def _setup_logging(verbose: bool) -> None:

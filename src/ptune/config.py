@@ -20,6 +20,24 @@ DEFAULT_LENGTH = {"prompt": 20, "ptuning": 8, "deep": 16, "finetune": 0}
 DEFAULT_EPOCHS = {"prompt": 10, "ptuning": 10, "deep": 10, "finetune": 3}
 
 
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def check_types(config, what: str) -> None:
+    """Refuse a field whose value has the wrong JSON type (from a config file or prompt header)."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        names = [name.strip() for name in str(f.type).replace("Literal", "str").split("|")]
+        if value is None and "None" in names:
+            continue
+        allowed = tuple(t for name in names for t in _TYPES.get(name.split("[")[0], ()))
+        if not allowed:
+            continue
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            expected = " or ".join(n.split("[")[0] for n in names)
+            raise PtuneError(f"{what} {f.name!r} must be {expected}, got {value!r}")
+
+
 @dataclass
 class MethodConfig:
     method: Literal["prompt", "ptuning", "deep", "finetune"] = field(
@@ -36,6 +54,7 @@ class MethodConfig:
     max_length: int = field(default=128, metadata={"help": "maximum tokens per example, prompts included"})
 
     def __post_init__(self) -> None:
+        check_types(self, "method option")
         if self.method not in METHODS:
             raise PtuneError(f"method {self.method!r} unknown: use one of {', '.join(METHODS)}")
         if self.init not in INITS:

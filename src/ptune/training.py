@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable
 
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformers import get_scheduler
 
 from .checkpoint import atomic_write, save_prompt
-from .config import DEFAULT_EPOCHS, MethodConfig
+from .config import DEFAULT_EPOCHS, MethodConfig, check_types
 from .data.tasks import Task
 from .encoding import batches, collate
 from .errors import PtuneError
@@ -30,6 +30,8 @@ from .reports import plot_curve
 from .resume import CHECKPOINT, Progress, fault, read_checkpoint, remove_stale_temporaries, save_checkpoint
 
 log = logging.getLogger(__name__)
+
+SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "constant")
 
 
 @dataclass
@@ -48,6 +50,15 @@ class TrainConfig:
     eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples"})
     checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_types(self, "training option")
+        if self.scheduler not in SCHEDULERS:
+            raise PtuneError(f"training option 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        negative = [f.name for f in fields(self) if isinstance(getattr(self, f.name), (int, float))
+                    and not isinstance(getattr(self, f.name), bool) and getattr(self, f.name) < 0]
+        if negative:
+            raise PtuneError(f"training option(s) {', '.join(negative)} cannot be negative")
 
     def resolved(self, method: MethodConfig) -> "TrainConfig":
         """A copy with the method's default epochs and learning rate filled in."""
