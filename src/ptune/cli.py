@@ -75,7 +75,7 @@ def _read_config(path: str | None) -> dict:
     known |= {"task", "train", "dev", "test", "backbone", "out"}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise PtuneError(f"{file}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        raise PtuneError(f"{file}: unknown option(s) {', '.join(map(repr, unknown))}; known: {', '.join(sorted(known))}")
     for key in ("train", "dev", "test", "backbone", "out"):
         if key in data and not isinstance(data[key], str):
             raise PtuneError(f"{file}: option {key!r} must be a string (a path or name), got {data[key]!r}")

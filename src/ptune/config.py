@@ -86,5 +86,5 @@ class MethodConfig:
         known = {f.name for f in fields(cls)}
         extra = sorted(set(data) - known)
         if extra:
-            raise PtuneError(f"{source}: unknown method option(s) {', '.join(extra)}; known: {', '.join(sorted(known))}")
+            raise PtuneError(f"{source}: unknown method option(s) {', '.join(map(repr, extra))}; known: {', '.join(sorted(known))}")
         return cls(**data)

@@ -219,7 +219,7 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
             await asyncio.get_running_loop().run_in_executor(None, registry.refresh)  # hot-added files
             missing = sorted({task for task, _ in pairs if task not in registry.models})
         if missing:
-            raise ClientError(404, f"unknown task(s) {', '.join(missing)}; GET /tasks lists the loaded ones")
+            raise ClientError(404, f"unknown task(s) {', '.join(map(repr, missing))}; GET /tasks lists the loaded ones")
         items = [(task, _example(registry.models[task], text)) for task, text in pairs]
         try:
             labels = await batcher.submit(items)

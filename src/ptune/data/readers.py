@@ -333,7 +333,9 @@ def read_hf(
     if folder.is_dir() and any((folder / f).is_file() for f in _SAVED_DATASET_FILES):
         try:
             loaded = datasets.load_from_disk(source)
-        except failures as e:
+        # datasets reads damaged metadata without checks (KeyError, TypeError... surface from
+        # deep inside); any failure here means the folder is not a loadable saved dataset.
+        except Exception as e:  # noqa: BLE001
             raise PtuneError(
                 f"{source}: cannot load the saved dataset ({_first_line(e)})"
                 " — save it again with save_to_disk"

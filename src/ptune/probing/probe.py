@@ -1,0 +1,117 @@
+"""Precision@1 of a causal LM on a relation's facts with a manual discrete template.
+
+Two protocols: ranking the relation's candidates by full log-likelihood, and LAMA's single-token one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from ..errors import PtuneError
+from .relations import Fact, Relation, object_token_ids
+from .scoring import score_candidates
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The top-ranked object for one fact and whether it is one of the fact's true objects."""
+
+    subject: str
+    predicted: str
+    objects: tuple[str, ...]
+    correct: bool
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """Precision@1 (fraction of facts whose top prediction is correct) and every prediction."""
+
+    precision: float
+    predictions: tuple[Prediction, ...]
+
+
+def fill_template(template: str, subject: str) -> str:
+    """The prompt text for ``subject``: ``template`` with its one ``{subject}`` (or ``{}``) slot filled.
+
+    The object is appended after the prompt with a leading space, so the template ends where the
+    object would start, e.g. ``"The capital of {subject} is"``.
+    """
+    slots = template.count("{subject}") + template.count("{}")
+    if slots != 1:
+        raise PtuneError(f"template {template!r} needs exactly one {{subject}} slot (found {slots}), "
+                         f"e.g. 'The capital of {{subject}} is'")
+    return template.replace("{subject}", subject).replace("{}", subject)
+
+
+def head_weight(model: PreTrainedModel) -> torch.Tensor:
+    """The LM head weight [V, H]: the output embeddings, or the input ones when the head is tied."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if output is not None:
+        return output.weight
+    if not getattr(model.config, "tie_word_embeddings", False):
+        raise PtuneError(f"{type(model).__name__} has no LM head and its embeddings are not tied: "
+                         f"pass head_weight= with the LM head's weight [V, H]")
+    return model.get_input_embeddings().weight
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> torch.Tensor:
+    """Token ids [T] of a prompt text, with the tokenizer's own special tokens (e.g. BOS)."""
+    ids = tokenizer(text, return_tensors="pt").input_ids[0]
+    if len(ids) == 0:
+        raise PtuneError(f"prompt {text!r} is empty after tokenisation: give a template with words in it")
+    return ids
+
+
+def precision_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, relation: Relation,
+                   facts: Sequence[Fact], template: str, *, weight: torch.Tensor | None = None,
+                   batch_size: int = 64, progress: bool = False) -> ProbeResult:
+    """P@1 ranking all of ``relation.candidates`` by full log-likelihood after the filled template.
+
+    A fact counts as correct when its top candidate is any of its objects (``borders``: any true
+    neighbour). ``weight``: the LM head [V, H], found from ``model`` when not given.
+    """
+    if not facts:
+        raise PtuneError(f"no facts to probe for relation {relation.name!r}: check the split or filters")
+    weight = head_weight(model) if weight is None else weight
+    candidate_ids = object_token_ids(tokenizer, relation.candidates)
+    predictions = []
+    with torch.inference_mode():
+        for fact in tqdm(facts, desc=f"probe {relation.name}", disable=not progress, leave=False):
+            ids = prompt_ids(tokenizer, fill_template(template, fact.subject)).to(weight.device)
+            scores = score_candidates(model, weight, ids, candidate_ids, batch_size=batch_size)
+            predicted = relation.candidates[int(scores.argmax())]
+            predictions.append(Prediction(fact.subject, predicted, fact.objects, predicted in fact.objects))
+    return _result(predictions)
+
+
+def single_token_precision_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                                facts: Sequence[Fact], template: str, *, weight: torch.Tensor | None = None,
+                                progress: bool = False) -> ProbeResult:
+    """LAMA's P@1: the argmax of the next-token distribution over the whole vocabulary must be the
+    (single) token of one of the fact's objects. Filter facts with ``single_token`` first.
+    """
+    if not facts:
+        raise PtuneError("no facts to probe: check the split or the single-token filter")
+    weight = head_weight(model) if weight is None else weight
+    predictions = []
+    with torch.inference_mode():
+        for fact in tqdm(facts, desc="probe (single token)", disable=not progress, leave=False):
+            targets = {ids[0] for ids in object_token_ids(tokenizer, fact.objects) if len(ids) == 1}
+            if not targets:
+                raise PtuneError(f"no object of {fact.subject!r} is a single token: filter the relation with "
+                                 f"single_token(relation, tokenizer) first")
+            ids = prompt_ids(tokenizer, fill_template(template, fact.subject)).to(weight.device)
+            hidden = model(input_ids=ids[None]).last_hidden_state[0, -1]
+            token = int((hidden @ weight.T).argmax())
+            predicted = tokenizer.decode([token]).strip()
+            predictions.append(Prediction(fact.subject, predicted, fact.objects, token in targets))
+    return _result(predictions)
+
+
+def _result(predictions: list[Prediction]) -> ProbeResult:
+    return ProbeResult(sum(p.correct for p in predictions) / len(predictions), tuple(predictions))
