@@ -1,4 +1,4 @@
-"""The ``ptune`` command: train, evaluate, predict, inspect, serve.
+"""The ``ptune`` command: train, evaluate, predict, inspect, export, import-peft, serve.
 
 Every user-fixable problem surfaces as one line on stderr and a non-zero exit, never a traceback.
 """
@@ -416,6 +416,34 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .checkpoint import read_header
+    from .peft_adapters import export_peft
+
+    header = read_header(args.prompt)
+    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
+    folder = export_peft(args.prompt, args.peft, backbone)
+    out.print_json(json.dumps({"prompt": args.prompt, "peft_adapter": str(folder),
+                               "files": sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))}))
+    return 0
+
+
+def cmd_import_peft(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .peft_adapters import import_peft
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
+    target = Path(args.out)
+    if target.exists() and not args.overwrite:
+        raise PtuneError(f"{target}: exists; choose another --out or pass --overwrite")
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    model = import_peft(args.adapter, backbone, out=target, labels=labels, tagging=args.tagging, task_name=args.task)
+    out.print_json(json.dumps({"adapter": args.adapter, "prompt": str(target), "method": model.config.method,
+                               "length": model.config.length, "labels": model.labels}))
+    return 0
+
+
 def _method_detail(method: dict) -> str:
     if method["method"] == "deep":
         return f" (length {method['length']}, layers {method['layers']}, reparam {method['reparam']})"
@@ -477,6 +505,22 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--png", help="where to draw the neighbours (default: next to the prompt file)")
     inspect.add_argument("--backbone", help="override the backbone recorded in the prompt file")
     inspect.set_defaults(func=cmd_inspect)
+
+    export = sub.add_parser("export", help="write a prompt file as a Hugging Face PEFT adapter folder")
+    export.add_argument("prompt", help="prompt file (.safetensors), trained with --peft-layout")
+    export.add_argument("--peft", required=True, metavar="DIR", help="adapter folder to write")
+    export.add_argument("--backbone", help="override the backbone recorded in the prompt file")
+    export.set_defaults(func=cmd_export)
+
+    imp = sub.add_parser("import-peft", help="read a PEFT prompt/P-tuning/prefix adapter folder as a prompt file")
+    imp.add_argument("adapter", help="folder written by PEFT's save_pretrained (adapter_model.safetensors)")
+    imp.add_argument("--out", required=True, help="prompt file to write (.safetensors)")
+    imp.add_argument("--backbone", default="minilm", help="the adapter's base model (default minilm)")
+    imp.add_argument("--labels", help="the task's labels, comma separated (needed unless the folder has ptune's head)")
+    imp.add_argument("--tagging", action="store_true", help="a per-token task (the labels are tags)")
+    imp.add_argument("--task", help="task name to record (default: the folder name)")
+    imp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    imp.set_defaults(func=cmd_import_peft)
 
     serve = sub.add_parser("serve", help="HTTP server: every prompt file in a folder is a task, one backbone")
     serve.add_argument("folder", help="folder of prompt files; each file's stem is a task name")

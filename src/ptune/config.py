@@ -52,6 +52,9 @@ class MethodConfig:
     reparam: bool = field(default=False, metadata={"help": "deep: MLP reparameterisation of the prefixes"})
     reparam_hidden: int = field(default=512, metadata={"help": "deep: hidden width of the reparameterisation MLP"})
     max_length: int = field(default=128, metadata={"help": "maximum tokens per example, prompts included"})
+    peft_layout: bool = field(default=False, metadata={
+        "help": "lay prompts out as Hugging Face PEFT does (input prompts before [CLS]; deep-prompt positions "
+                "shifted by the prefix length), so `ptune export --peft` gives identical predictions"})
 
     def __post_init__(self) -> None:
         check_types(self, "method option")
@@ -67,6 +70,8 @@ class MethodConfig:
             raise PtuneError(f"length must be at least 1 for method {self.method}, got {self.length}")
         if self.template is not None and self.method not in ("prompt", "ptuning"):
             raise PtuneError(f"a template only applies to prompt/ptuning, not {self.method}; drop --template")
+        if self.peft_layout and self.method == "finetune":
+            raise PtuneError("peft_layout applies to prompt, ptuning and deep, not finetune")
         if self.tune_backbone and self.method != "ptuning":
             raise PtuneError("tune_backbone applies to ptuning only (finetune already tunes the backbone)")
 

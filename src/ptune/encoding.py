@@ -72,13 +72,15 @@ class Feature:
     pool: int
     label: int | list[int] | None
     num_words: int = 0
+    position_offset: int = 0  # added to position ids (PEFT's prefix-tuning layout)
 
 
 class Encoder:
     """Turns examples into Features for one tokenizer, template and label set."""
 
     def __init__(self, tokenizer, template: Template, labels: Sequence[str], *, tagging: bool,
-                 decoder: bool, max_length: int = 128):
+                 decoder: bool, max_length: int = 128, prompts_before_specials: bool = False,
+                 position_offset: int = 0):
         self.tokenizer = tokenizer
         self.template = template
         self.label_ids = {label: i for i, label in enumerate(labels)}
@@ -86,6 +88,13 @@ class Encoder:
         self.tagging = tagging
         self.decoder = decoder
         self.max_length = max_length
+        # PEFT's layout: input prompts before the tokenizer's start tokens, no token types.
+        self.prompts_before_specials = prompts_before_specials
+        self.position_offset = position_offset
+        if prompts_before_specials and (template.parts[0].kind != "prompt"
+                                        or any(p.kind == "prompt" for p in template.parts[1:])):
+            raise PtuneError(f"template {template.source!r}: the PEFT layout needs every [P] at the start, "
+                             "as in '[P]*N {text}'")
         self.layout = SpecialLayout.of(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.slot_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else self.pad_id
@@ -157,13 +166,13 @@ class Encoder:
             else:
                 pair_ids = pair_ids[:-1]
 
-        ids: list[int] = list(layout.prefix)
-        prompt_index = [-1] * len(ids)
-        word_index = [-1] * len(ids)
-        types = [0] * len(ids)
-        pool = 0 if not self.decoder else -1
+        ids: list[int] = []
+        prompt_index: list[int] = []
+        word_index: list[int] = []
+        types: list[int] = []
         next_prompt = 0
         segment = 0
+        parts = self.template.parts
 
         def extend(new_ids, *, prompts=None, words=None):
             ids.extend(new_ids)
@@ -171,7 +180,12 @@ class Encoder:
             word_index.extend(words if words is not None else [-1] * len(new_ids))
             types.extend([segment] * len(new_ids))
 
-        for part in self.template.parts:
+        if self.prompts_before_specials:
+            extend([self.pad_id] * parts[0].count, prompts=list(range(parts[0].count)))
+            next_prompt, parts = parts[0].count, parts[1:]
+        pool = len(ids) if not self.decoder else -1  # encoders: the start token ([CLS])
+        extend(list(layout.prefix))
+        for part in parts:
             if part.kind == "prompt":
                 extend([self.pad_id] * part.count, prompts=list(range(next_prompt, next_prompt + part.count)))
                 next_prompt += part.count
@@ -194,7 +208,9 @@ class Encoder:
         if pool == -1:
             pool = len(ids) - 1
         num_words = len(example.tokens) if self.tagging else 0
-        return Feature(ids, prompt_index, word_index, types, pool, label, num_words)
+        if self.prompts_before_specials:
+            types = [0] * len(ids)
+        return Feature(ids, prompt_index, word_index, types, pool, label, num_words, self.position_offset)
 
 
 def _first_subtokens(word_ids: list[int | None]) -> list[tuple[int, bool]]:
@@ -240,6 +256,8 @@ def collate(features: Sequence[Feature], *, pad_id: int, left_pad: bool) -> dict
         "pool_index": pool,
         "num_words": torch.tensor([f.num_words for f in features]),
     }
+    if any(f.position_offset for f in features):
+        out["position_offset"] = torch.tensor([f.position_offset for f in features])
     # Class ids go to "labels" [B], tag ids to "tags" [B, W]; a batch mixing tasks may have both
     # (IGNORE where a row has none).
     labels = [f.label for f in features]

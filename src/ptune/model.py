@@ -32,10 +32,14 @@ class PromptModel(nn.Module):
         self.config = config
         self.labels = list(labels)
         self.tagging = tagging
-        template = config.template or default_template(config.method, prompt_length=config.length, pair=pair)
+        template = config.template or default_template(config.method, prompt_length=config.length, pair=pair,
+                                                       leading=config.peft_layout)
         self.template = parse_template(template)
+        peft = config.peft_layout
         self.encoder = Encoder(backbone.tokenizer, self.template, self.labels, tagging=tagging,
-                               decoder=backbone.is_decoder, max_length=config.max_length)
+                               decoder=backbone.is_decoder, max_length=config.max_length,
+                               prompts_before_specials=peft and config.has_input_prompt,
+                               position_offset=config.length if peft and config.method == "deep" else 0)
         hidden = backbone.hidden_size
         self.input_prompt = (InputPrompt(self.template.num_prompts, hidden, encoder=config.encoder if config.method == "ptuning" else "none")
                              if config.has_input_prompt and self.template.num_prompts else None)
@@ -162,9 +166,14 @@ def run_backbone(transformer: nn.Module, batch: dict[str, torch.Tensor], *, prom
     kwargs = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
     if token_types:
         kwargs["token_type_ids"] = batch["token_type_ids"]
+    offset = batch.get("position_offset")
     if decoder:
         # Left padding: count positions from each sequence's first real token.
         kwargs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    elif offset is not None:
+        kwargs["position_ids"] = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
+    if offset is not None:  # PEFT's prefix-tuning layout: positions start after the prefix
+        kwargs["position_ids"] = kwargs["position_ids"] + offset.unsqueeze(1)
     with injection.prefixes_active(prefixes):
         return transformer(**kwargs).last_hidden_state
 

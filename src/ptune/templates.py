@@ -76,10 +76,10 @@ def parse_template(source: str) -> Template:
     return template
 
 
-def default_template(method: str, *, prompt_length: int, pair: bool) -> str:
-    """The template each method uses when the user gives none."""
+def default_template(method: str, *, prompt_length: int, pair: bool, leading: bool = False) -> str:
+    """The template each method uses when the user gives none (``leading``: every prompt first)."""
     text = "{text} {text_pair}" if pair else "{text}"
-    if method == "prompt":
+    if method == "prompt" or (method == "ptuning" and leading):
         return f"[P]*{prompt_length} {text}"
     if method == "ptuning":
         half = max(1, prompt_length // 2)
