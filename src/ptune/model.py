@@ -6,6 +6,7 @@ the attention layers through ``injection``; the head reads the final hidden stat
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections import Counter
 from typing import Iterable, Sequence
@@ -18,6 +19,7 @@ from .backbones import Backbone
 from .config import MethodConfig
 from .encoding import Encoder, Feature
 from .heads import ClassificationHead, TokenHead
+from .layer_cache import layer_list, starting_at
 from .prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
 from .templates import default_template, parse_template
 
@@ -106,11 +108,31 @@ class PromptModel(nn.Module):
     def encode(self, examples) -> list[Feature]:
         return self.encoder.encode(examples)
 
+    @property
+    def first_prompted_layer(self) -> int:
+        """Layers below this one see no trainable tensor: their outputs can be cached (layer_cache)."""
+        if self.deep_prompt is None or self.input_prompt is not None or getattr(self, "tuned_backbone", None) is not None:
+            return 0
+        return self.deep_prompt.layers[0]
+
     def hidden_states(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """batch of [B, T] tensors -> final hidden states [B, T, H]."""
+        """batch of [B, T] tensors -> final hidden states [B, T, H].
+
+        With ``batch["bottom_hidden"]`` [B, T, H] (the cached output of the un-prompted bottom layers),
+        only layers ``first_prompted_layer..L-1`` run.
+        """
         vectors = self.input_prompt() if self.input_prompt is not None else None
         prefixes = self.deep_prompt(batch["input_ids"].shape[0]) if self.deep_prompt is not None else None
-        return run_backbone(self.transformer, batch, prompt_vectors=vectors, prefixes=prefixes,
+        bottom = batch.get("bottom_hidden")
+        skip = (starting_at(layer_list(self.transformer, self.backbone.num_layers), self.first_prompted_layer, bottom)
+                if bottom is not None else contextlib.nullcontext())
+        with skip:
+            return run_backbone(self.transformer, batch, prompt_vectors=vectors, prefixes=prefixes,
+                                token_types=self.encoder.layout.uses_token_types, decoder=self.backbone.is_decoder)
+
+    def bottom_pass(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The backbone without any prompt (what the un-prompted bottom layers see); draws no randomness."""
+        return run_backbone(self.transformer, batch, prompt_vectors=None, prefixes=None,
                             token_types=self.encoder.layout.uses_token_types, decoder=self.backbone.is_decoder)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -25,6 +25,7 @@ from .encoding import batches, collate
 from .errors import PtuneError
 from .evaluation import gold_labels, predict_features
 from .metrics import MAIN_KEY, score
+from .layer_cache import BottomCache, layer_list
 from .model import PromptModel, frequent_ids
 from .reports import plot_curve
 from .resume import CHECKPOINT, Progress, fault, read_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -48,6 +49,8 @@ class TrainConfig:
     seed: int = 0
     train_limit: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
     eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples"})
+    cache_mb: int = field(default=2048, metadata={"help": "deep prompts on top layers only: memory for the cached "
+                                                          "outputs of the un-prompted bottom layers (0: no cache)"})
     checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
     progress: bool = True
 
@@ -133,6 +136,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
             save_checkpoint(out, trainable=model.trainable_state(), optimizer=optimizer, scheduler=scheduler,
                             selection=selection, progress=progress, run=run)
 
+    cache = bottom_cache(model, config.cache_mb)
     stop = False
     while progress.epoch <= config.epochs and not stop:
         epoch = progress.epoch
@@ -142,6 +146,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                    initial=progress.batch, total=len(groups))
         for indices in groups[progress.batch:]:
             batch = collate([train_features[i] for i in indices], pad_id=encoder.pad_id, left_pad=encoder.decoder)
+            if cache is not None:
+                batch["bottom_hidden"] = cache.hidden(indices, batch, lambda: model.bottom_pass(batch))
             progress.losses.append(optimiser_step(model.loss(batch), params, optimizer, scheduler, config.max_grad_norm))
             progress.step += 1
             progress.batch += 1
@@ -181,6 +187,15 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         plot_curve(progress.history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
         (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the prompt file is the result
     return TrainResult(selection.epoch, selection.dev, progress.history, prompt_path, time.perf_counter() - started)
+
+
+def bottom_cache(model: PromptModel, cache_mb: int) -> BottomCache | None:
+    """A cache of the un-prompted bottom layers' outputs, when the model has such layers."""
+    start = model.first_prompted_layer
+    if not cache_mb or start == 0:
+        return None
+    log.info("layers 0-%d carry no prompt: their outputs are cached (up to %d MB)", start - 1, cache_mb)
+    return BottomCache(layer_list(model.transformer, model.backbone.num_layers), start, limit_bytes=cache_mb << 20)
 
 
 def _resume(out: Path | None, run: dict, model: PromptModel, optimizer, scheduler, selection: "Selection") -> Progress:
