@@ -144,11 +144,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 def _finish(args, model, task, result, out_dir: Path) -> int:
     from .evaluation import evaluate
 
+    if not result.is_main:  # another process of `accelerate launch`: the main one reports
+        return 0
     backbone = model.backbone
     summary = {"task": task.name, "method": model.config.method, "backbone": backbone.name,
                "best_epoch": result.best_epoch, "dev": result.dev, "train_seconds": round(result.seconds, 1),
                "prompt": str(result.prompt_path), "trainable_params": model.num_trainable(),
-               "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters()}
+               "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters(),
+               "processes": len(result.process_digests), "prompt_sha256_per_process": result.process_digests}
     if task.test:
         summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet)
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -139,8 +139,9 @@ class PromptModel(nn.Module):
         """Logits: [B, C] (classification) or [N, C] over the batch's N words (tagging)."""
         return self.head(self.hidden_states(batch), batch)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return nn.functional.cross_entropy(self(batch), self.head.targets(batch))
+    def loss(self, batch: dict[str, torch.Tensor], forward: nn.Module | None = None) -> torch.Tensor:
+        """Cross-entropy of ``forward(batch)`` (this model, or a DDP wrapper around it)."""
+        return nn.functional.cross_entropy((forward or self)(batch), self.head.targets(batch))
 
     @torch.no_grad()
     def predict_batch(self, batch: dict[str, torch.Tensor]) -> list:

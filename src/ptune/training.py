@@ -25,6 +25,7 @@ from .encoding import batches, collate
 from .errors import PtuneError
 from .evaluation import gold_labels, predict_features
 from .metrics import MAIN_KEY, score
+from .distributed import Processes
 from .layer_cache import BottomCache, layer_list
 from .model import PromptModel, frequent_ids
 from .reports import plot_curve
@@ -80,6 +81,8 @@ class TrainResult:
     history: list[dict]
     prompt_path: Path | None
     seconds: float
+    is_main: bool = True  # False in the other processes of a distributed run (they write nothing)
+    process_digests: list[str] = field(default_factory=list)  # each process's final prompt hash
 
 
 def seed_everything(seed: int) -> None:
@@ -114,7 +117,10 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         total_steps = min(total_steps, config.max_steps)
     params = list(model.trainable_parameters())
     optimizer, scheduler = make_optimiser(params, config, total_steps)
+    processes = Processes()
+    runner = processes.wrap(model)
     out = Path(out_dir) if out_dir else None
+    writes = out if processes.is_main else None  # only the main process writes files
     main_key = MAIN_KEY[task.metric]
     selection = Selection(config.patience)
     run = dict(run or {}, task=task.name, data_sha256=data_digest(train_examples, dev_examples),
@@ -123,17 +129,17 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     progress = Progress()
     if resume:
         progress = _resume(out, run, model, optimizer, scheduler, selection)
-    elif out:
-        out.mkdir(parents=True, exist_ok=True)
+    elif writes:
+        writes.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter() - progress.elapsed
     encoder = model.encoder
     log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters",
              model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable())
 
     def checkpoint() -> None:
-        if out:
+        if writes:
             progress.elapsed = time.perf_counter() - started
-            save_checkpoint(out, trainable=model.trainable_state(), optimizer=optimizer, scheduler=scheduler,
+            save_checkpoint(writes, trainable=model.trainable_state(), optimizer=optimizer, scheduler=scheduler,
                             selection=selection, progress=progress, run=run)
 
     cache = bottom_cache(model, config.cache_mb)
@@ -144,11 +150,14 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         groups = list(batches(train_features, config.batch_size, shuffle=True, seed=config.seed + epoch))
         bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False,
                    initial=progress.batch, total=len(groups))
+        epoch_started = time.perf_counter()
         for indices in groups[progress.batch:]:
+            indices = processes.share(indices)
             batch = collate([train_features[i] for i in indices], pad_id=encoder.pad_id, left_pad=encoder.decoder)
             if cache is not None:
                 batch["bottom_hidden"] = cache.hidden(indices, batch, lambda: model.bottom_pass(batch))
-            progress.losses.append(optimiser_step(model.loss(batch), params, optimizer, scheduler, config.max_grad_norm))
+            loss = model.loss(batch, forward=runner)
+            progress.losses.append(optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm))
             progress.step += 1
             progress.batch += 1
             bar.update()
@@ -161,7 +170,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                 checkpoint()
         bar.close()
         record = {"epoch": epoch, "step": progress.step, "train_loss": float(np.mean(progress.losses)),
-                  "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2)}
+                  "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2),
+                  "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
         if dev_features:
             dev = score(task.metric, gold_labels(dev_examples), predict_features(model, dev_features))
             record.update({f"dev_{k}": v for k, v in dev.items()})
@@ -169,7 +179,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         else:
             dev, current = {}, -float(np.mean(progress.losses))
         progress.history.append(record)
-        log_epoch(out, progress.history)
+        log_epoch(writes, progress.history)
         stop = selection.update(epoch, current, dev, model.trainable_state)
         stop = stop or bool(config.max_steps and progress.step >= config.max_steps)
         progress.epoch, progress.batch, progress.losses = epoch + 1, 0, []
@@ -179,14 +189,16 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     if selection.state is not None:
         model.load_state_dict(selection.state, strict=False)
     model.eval()
+    digests = processes.prompt_digests(model.trainable_state())
     prompt_path = None
-    if out:
+    if writes:
         prompt_path = out / "prompt.safetensors"
         save_prompt(prompt_path, model, task_name=task.name, metric=task.metric,
                     metrics={f"dev_{k}": v for k, v in selection.dev.items()} | {"best_epoch": selection.epoch})
         plot_curve(progress.history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
         (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the prompt file is the result
-    return TrainResult(selection.epoch, selection.dev, progress.history, prompt_path, time.perf_counter() - started)
+    return TrainResult(selection.epoch, selection.dev, progress.history, prompt_path, time.perf_counter() - started,
+                       is_main=processes.is_main, process_digests=digests)
 
 
 def bottom_cache(model: PromptModel, cache_mb: int) -> BottomCache | None:

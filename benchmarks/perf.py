@@ -1,0 +1,160 @@
+"""Speed and memory against Hugging Face PEFT, side by side (issue: speed and memory).
+
+1. Step time: every configuration on the same conll2003 batches, round-robin in one process.
+2. Peak training memory: each configuration in its own process (resident memory its steps add).
+3. Depth trade-off: deep top:k with the bottom-layer cache, step time and dev F1 after equal training.
+
+    python benchmarks/perf.py [--report-only] [--skip-accuracy]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from report import ROOT, write_section  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
+THREADS = 2
+
+
+def setup():
+    import torch
+
+    torch.set_num_threads(THREADS)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from ptune.backbones import load_backbone
+    from ptune.data import get_task
+
+    return load_backbone("minilm"), get_task("conll2003")
+
+
+def speed(setting) -> dict:
+    from ptune.benchmark import run
+
+    backbone, task = setup()
+    return run(backbone, task.train[:4000], task.labels, setting)
+
+
+def memory_of(name: str, setting) -> int:
+    from ptune.benchmark import build, peak_memory
+
+    backbone, task = setup()
+    setting.configs = [name]
+    step = build(backbone, task.train[:4000], task.labels, setting)[name]
+    return peak_memory(step, steps=3)
+
+
+def depth_curve(epochs: int, train_limit: int, eval_limit: int) -> list[dict]:
+    from ptune.config import MethodConfig
+    from ptune.model import PromptModel
+    from ptune.training import TrainConfig, train
+
+    backbone, task = setup()
+    rows = []
+    for k in range(1, backbone.num_layers + 1):
+        layers = "all" if k == backbone.num_layers else f"top:{k}"
+        model = PromptModel.for_task(backbone, task, MethodConfig(method="deep", length=16, layers=layers))
+        result = train(model, task, TrainConfig(epochs=epochs, train_limit=train_limit, eval_limit=eval_limit,
+                                                patience=0, progress=False))
+        rows.append({"layers": layers, "k": k, "dev_f1": result.dev.get("f1"), "train_seconds": round(result.seconds, 1),
+                     "first_epoch_seconds": result.history[0]["epoch_train_s"],
+                     "last_epoch_seconds": result.history[-1]["epoch_train_s"]})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def render(r: dict) -> str:
+    s = r["speed"]["configs"]
+    lines = [
+        "## Speed and memory against Hugging Face PEFT",
+        "",
+        f"Command: `{r['command']}` · machine: {r['machine']} · date: {r['date']} · backbone: minilm (6 layers), "
+        f"conll2003 token classification, batch {r['setting']['batch_size']}, prompt length "
+        f"{r['setting']['prompt_length']}, {THREADS} CPU threads, one process, PEFT {r['peft']}.",
+        "",
+        f"Step time: median over {r['setting']['rounds']} rounds x {r['setting']['batches']} real batches per "
+        "configuration after warm-up, configurations interleaved batch by batch; same batches, same linear "
+        "head and loss, AdamW. Peak memory: resident memory that 3 training steps add (each configuration in "
+        "its own process; the frozen weights themselves are not counted, a fine-tuned copy's are).",
+        "",
+        "| configuration | step (s) | examples/s | vs PEFT prefix | vs full fine-tuning | vs floor | peak memory (MB) | vs fine-tuning |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    memory = r.get("memory", {})
+    ft_memory = memory.get("finetune")
+    for name, c in s.items():
+        mem = memory.get(name)
+        lines.append(
+            f"| {name} | {c['median_step_s']:.3f} | {c['examples_per_s']:.1f} | {c.get('vs peft prefix', 1.0):.2f} | "
+            f"{c.get('vs finetune', 1.0):.2f} | {c.get('vs floor (2 forwards)', 1.0):.2f} | "
+            f"{'' if mem is None else f'{mem / 2**20:.0f}'} | "
+            f"{'' if mem is None or not ft_memory else f'{mem / ft_memory:.2f}'} |")
+    if r.get("depth"):
+        lines += ["", "### Depth trade-off: deep prompts on the top k of 6 layers, bottom layers cached",
+                  "",
+                  f"Each row trains a fresh deep prompt (length 16) for {r['depth_setting']['epochs']} epochs on the "
+                  f"first {r['depth_setting']['train_limit']} conll2003 training sentences, dev F1 on the first "
+                  f"{r['depth_setting']['eval_limit']} dev sentences; `ptune train` defaults otherwise.",
+                  "",
+                  "| layers | dev F1 | first epoch training (s) | last epoch training (s, cache warm) | whole run with dev evaluation (s) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for row in r["depth"]:
+            lines.append(f"| {row['layers']} | {100 * row['dev_f1']:.2f} | {row['first_epoch_seconds']} | "
+                         f"{row['last_epoch_seconds']} | {row['train_seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    from ptune.benchmark import Setting
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--memory-of", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--train-limit", type=int, default=3000)
+    parser.add_argument("--eval-limit", type=int, default=1000)
+    args = parser.parse_args()
+    setting = Setting(rounds=args.rounds)
+    if args.memory_of:
+        print(json.dumps({"bytes": memory_of(args.memory_of, setting)}))
+        return
+    if args.report_only:
+        write_section("perf", render(json.loads(RESULTS.read_text())))
+        return
+    import peft
+
+    record = {"command": "python benchmarks/perf.py", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+              "date": date.today().isoformat(), "peft": peft.__version__,
+              "setting": {"batch_size": setting.batch_size, "prompt_length": setting.prompt_length,
+                          "rounds": setting.rounds, "batches": setting.batches}}
+    record["speed"] = speed(setting)
+    print(json.dumps(record["speed"], indent=1), flush=True)
+    record["memory"] = {}
+    for name in record["speed"]["configs"]:
+        if name.startswith("floor"):
+            continue
+        done = subprocess.run([sys.executable, __file__, "--memory-of", name], capture_output=True, text=True)
+        if done.returncode == 0:
+            record["memory"][name] = json.loads(done.stdout.strip().splitlines()[-1])["bytes"]
+        print(name, record["memory"].get(name), flush=True)
+    if not args.skip_accuracy:
+        record["depth_setting"] = {"epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit}
+        record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    write_section("perf", render(record))
+    print(render(record))
+
+
+if __name__ == "__main__":
+    main()
