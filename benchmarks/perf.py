@@ -52,6 +52,26 @@ def memory_of(name: str, setting) -> int:
     return peak_memory(step, steps=3)
 
 
+def profile(setting) -> dict[str, str]:
+    """Where a step's time goes (torch.profiler, operators by self CPU time)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    from ptune.benchmark import build
+
+    backbone, task = setup()
+    setting.configs = ["ptune deep", f"ptune deep top:{setting.top_k} (cached)"]
+    steps = build(backbone, task.train[:4000], task.labels, setting)
+    tables = {}
+    for name, step in steps.items():
+        for i in range(setting.batches):  # warm-up; fills the cache
+            step(i)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for i in range(setting.batches):
+                step(i)
+        tables[name] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40)
+    return tables
+
+
 def depth_curve(epochs: int, train_limit: int, eval_limit: int) -> list[dict]:
     from ptune.config import MethodConfig
     from ptune.model import PromptModel
@@ -109,6 +129,9 @@ def render(r: dict) -> str:
         for row in r["depth"]:
             lines.append(f"| {row['layers']} | {100 * row['dev_f1']:.2f} | {row['first_epoch_seconds']} | "
                          f"{row['last_epoch_seconds']} | {row['train_seconds']} |")
+    for name, table in r.get("profile", {}).items():
+        lines += ["", f"Profile of `{name}` (12 steps, torch.profiler, operators by self CPU time):", "", "```",
+                  table.rstrip(), "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -119,6 +142,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     parser.add_argument("--skip-accuracy", action="store_true")
+    parser.add_argument("--profile-only", action="store_true", help="add the profiler tables to perf.json")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=3000)
@@ -130,6 +154,12 @@ def main() -> None:
         return
     if args.report_only:
         write_section("perf", render(json.loads(RESULTS.read_text())))
+        return
+    if args.profile_only:
+        record = json.loads(RESULTS.read_text())
+        record["profile"] = profile(setting)
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        write_section("perf", render(record))
         return
     import peft
 

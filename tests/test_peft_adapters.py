@@ -168,3 +168,14 @@ def test_peft_layout_prompts_mix_with_others_in_one_batch(minilm):
     for (name, example), logits in zip(items, mixed):
         alone = ptune_logits(models[name], [example.text])[0]
         assert torch.allclose(logits, alone, atol=1e-5), name
+
+
+def test_benchmark_command_runs_side_by_side(capsys):
+    from ptune.cli import main
+
+    assert main(["-q", "benchmark", "--batches", "2", "--rounds", "1", "--examples", "200", "--json",
+                 "--configs", "ptune deep", "peft prefix", "ptune deep top:3 (cached)"]) == 0
+    result = json.loads(capsys.readouterr().out)["configs"]
+    assert set(result) == {"ptune deep", "peft prefix", "ptune deep top:3 (cached)"}
+    assert all(r["median_step_s"] > 0 and r["steps"] == 2 for r in result.values())
+    assert "vs peft prefix" in result["ptune deep"]

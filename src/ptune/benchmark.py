@@ -54,8 +54,10 @@ def _sgd_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
     optimizer.step()
 
 
-def ptune_step(model: PromptModel, batches: list[dict], *, cache: bool = False) -> Step:
+def ptune_step(model: PromptModel, batches: list[dict], *, cache: bool = False, bf16: bool = False,
+               compiled: bool = False) -> Step:
     """One AdamW step of a ptune model on batch i (top:k deep prompts may use the bottom cache)."""
+    forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     bottom = (BottomCache(layer_list(model.transformer, model.backbone.num_layers), model.first_prompted_layer,
                           limit_bytes=1 << 32) if cache and model.first_prompted_layer else None)
@@ -67,7 +69,9 @@ def ptune_step(model: PromptModel, batches: list[dict], *, cache: bool = False) 
         if bottom is not None:
             keys = [i * 10_000 + row for row in range(batch["input_ids"].shape[0])]
             batch["bottom_hidden"] = bottom.hidden(keys, batch, lambda: model.bottom_pass(batch))
-        _sgd_step(model.loss(batch), optimizer)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = model.loss(batch, forward=forward)
+        _sgd_step(loss, optimizer)
         return time.perf_counter() - started
     return step
 
@@ -136,6 +140,8 @@ def build(backbone: Backbone, examples: list, labels: list[str], setting: Settin
         "floor (2 forwards)": lambda: floor_step(backbone, plain_batches),
         "finetune": lambda: ptune_step(model_for("finetune"), plain_batches),
         "ptune deep": lambda: ptune_step(plain, plain_batches),
+        "ptune deep (bf16 autocast)": lambda: ptune_step(model_for("deep"), plain_batches, bf16=True),
+        "ptune deep (torch.compile)": lambda: ptune_step(model_for("deep"), plain_batches, compiled=True),
         "peft prefix": lambda: peft_step(backbone, peft.PrefixTuningConfig(task_type="FEATURE_EXTRACTION",
                                                                            num_virtual_tokens=P), head, plain_batches, 0),
         "peft prefix+projection": lambda: peft_step(backbone, peft.PrefixTuningConfig(

@@ -1,4 +1,4 @@
-"""The ``ptune`` command: train, evaluate, predict, inspect, export, import-peft, serve.
+"""The ``ptune`` command: train, evaluate, predict, inspect, export, import-peft, benchmark, serve.
 
 Every user-fixable problem surfaces as one line on stderr and a non-zero exit, never a traceback.
 """
@@ -447,6 +447,32 @@ def cmd_import_peft(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from .backbones import load_backbone
+    from .benchmark import Setting, run
+    from .data import get_task
+
+    task = get_task(args.task)
+    if task.kind != "tagging":
+        raise PtuneError(f"ptune benchmark compares token-classification steps; {args.task} is not a tagging task")
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    setting = Setting(batch_size=args.batch_size, prompt_length=args.prompt_length, batches=args.batches,
+                      rounds=args.rounds, top_k=args.top_k, configs=args.configs or [])
+    result = run(backbone, task.train[: args.examples], task.labels, setting, progress=not args.quiet)
+    if args.json:
+        out.print_json(json.dumps(result))
+        return 0
+    table = Table(title=f"training step, {backbone.name}, {task.name}, batch {args.batch_size}, prompt {args.prompt_length}")
+    for column in ("configuration", "step (s)", "examples/s", "vs PEFT prefix", "vs finetune", "vs floor"):
+        table.add_column(column, justify="left" if column == "configuration" else "right")
+    for name, r in result["configs"].items():
+        table.add_row(name, f"{r['median_step_s']:.3f}", f"{r['examples_per_s']:.1f}",
+                      *(f"{r[key]:.2f}" if key in r else "" for key in ("vs peft prefix", "vs finetune",
+                                                                         "vs floor (2 forwards)")))
+    out.print(table)
+    return 0
+
+
 def _method_detail(method: dict) -> str:
     if method["method"] == "deep":
         return f" (length {method['length']}, layers {method['layers']}, reparam {method['reparam']})"
@@ -524,6 +550,19 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--task", help="task name to record (default: the folder name)")
     imp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     imp.set_defaults(func=cmd_import_peft)
+
+    bench = sub.add_parser("benchmark", help="side-by-side training step times: ptune vs PEFT vs fine-tuning")
+    bench.add_argument("--task", default="conll2003", help="a built-in tagging task (default conll2003)")
+    bench.add_argument("--backbone", default="minilm")
+    bench.add_argument("--batch-size", type=int, default=32)
+    bench.add_argument("--prompt-length", type=int, default=16)
+    bench.add_argument("--batches", type=int, default=12, help="distinct real batches")
+    bench.add_argument("--rounds", type=int, default=4, help="passes over the batches (median taken over all)")
+    bench.add_argument("--top-k", type=int, default=3, help="layers for the top:k deep configurations")
+    bench.add_argument("--examples", type=int, default=4000, help="training examples to draw batches from")
+    bench.add_argument("--configs", nargs="+", help="only these configurations (default: all)")
+    bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    bench.set_defaults(func=cmd_benchmark)
 
     serve = sub.add_parser("serve", help="HTTP server: every prompt file in a folder is a task, one backbone")
     serve.add_argument("folder", help="folder of prompt files; each file's stem is a task name")

@@ -52,11 +52,16 @@ class TrainConfig:
     eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples"})
     cache_mb: int = field(default=2048, metadata={"help": "deep prompts on top layers only: memory for the cached "
                                                           "outputs of the un-prompted bottom layers (0: no cache)"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 (autocast; measured slower on this CPU, "
+                                                             "see docs/RESULTS.md)", "choices": ("fp32", "bf16")})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
     checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
     progress: bool = True
 
     def __post_init__(self) -> None:
         check_types(self, "training option")
+        if self.precision not in ("fp32", "bf16"):
+            raise PtuneError(f"training option 'precision' must be fp32 or bf16, got {self.precision!r}")
         if self.scheduler not in SCHEDULERS:
             raise PtuneError(f"training option 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         negative = [f.name for f in fields(self) if isinstance(getattr(self, f.name), (int, float))
@@ -119,6 +124,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     optimizer, scheduler = make_optimiser(params, config, total_steps)
     processes = Processes()
     runner = processes.wrap(model)
+    if config.compile:
+        runner = torch.compile(runner)
     out = Path(out_dir) if out_dir else None
     writes = out if processes.is_main else None  # only the main process writes files
     main_key = MAIN_KEY[task.metric]
@@ -156,7 +163,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
             batch = collate([train_features[i] for i in indices], pad_id=encoder.pad_id, left_pad=encoder.decoder)
             if cache is not None:
                 batch["bottom_hidden"] = cache.hidden(indices, batch, lambda: model.bottom_pass(batch))
-            loss = model.loss(batch, forward=runner)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                loss = model.loss(batch, forward=runner)
             progress.losses.append(optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm))
             progress.step += 1
             progress.batch += 1
