@@ -129,6 +129,14 @@ def render(r: dict) -> str:
         for row in r["depth"]:
             lines.append(f"| {row['layers']} | {100 * row['dev_f1']:.2f} | {row['first_epoch_seconds']} | "
                          f"{row['last_epoch_seconds']} | {row['train_seconds']} |")
+    if r.get("variants"):
+        lines += ["", "### bf16 autocast and torch.compile (ptune deep, all layers; a separate run of the same "
+                  "round-robin measurement)", "", "| configuration | step (s) | vs ptune deep (fp32, eager) |",
+                  "| --- | --- | --- |"]
+        v = r["variants"]["configs"]
+        for name, c in v.items():
+            lines.append(f"| {name} | {c['median_step_s']:.3f} | "
+                         f"{c['median_step_s'] / v['ptune deep']['median_step_s']:.2f} |")
     for name, table in r.get("profile", {}).items():
         lines += ["", f"Profile of `{name}` (12 steps, torch.profiler, operators by self CPU time):", "", "```",
                   table.rstrip(), "```"]
@@ -143,6 +151,7 @@ def main() -> None:
     parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--profile-only", action="store_true", help="add the profiler tables to perf.json")
+    parser.add_argument("--variants-only", action="store_true", help="add bf16 / torch.compile step times to perf.json")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=3000)
@@ -154,6 +163,13 @@ def main() -> None:
         return
     if args.report_only:
         write_section("perf", render(json.loads(RESULTS.read_text())))
+        return
+    if args.variants_only:
+        record = json.loads(RESULTS.read_text())
+        setting.configs = ["ptune deep", "ptune deep (bf16 autocast)", "ptune deep (torch.compile)", "peft prefix"]
+        record["variants"] = speed(setting)
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        write_section("perf", render(record))
         return
     if args.profile_only:
         record = json.loads(RESULTS.read_text())

@@ -141,7 +141,7 @@ class PromptModel(nn.Module):
 
     def loss(self, batch: dict[str, torch.Tensor], forward: nn.Module | None = None) -> torch.Tensor:
         """Cross-entropy of ``forward(batch)`` (this model, or a DDP wrapper around it)."""
-        return nn.functional.cross_entropy((forward or self)(batch), self.head.targets(batch))
+        return nn.functional.cross_entropy((forward if forward is not None else self)(batch), self.head.targets(batch))
 
     @torch.no_grad()
     def predict_batch(self, batch: dict[str, torch.Tensor]) -> list:
