@@ -72,6 +72,51 @@ def profile(setting) -> dict[str, str]:
     return tables
 
 
+def inference(rounds: int = 20, size: int = 64) -> dict:
+    """Prediction: one batch of 64 texts for one task vs the same texts spread over 4 tasks' prompts
+    (2 deep, 1 prompt, 1 P-tuning) in one mixed forward pass; interleaved, medians."""
+    import statistics
+    import time
+
+    import torch
+
+    from ptune.config import MethodConfig
+    from ptune.data import get_task
+    from ptune.mixed import PromptBank
+    from ptune.model import PromptModel
+
+    backbone, _ = setup()
+    texts = get_task("rotten_tomatoes").dev[:size]
+    labels = ["negative", "positive"]
+    configs = {"deep-a": MethodConfig(method="deep", length=16), "deep-b": MethodConfig(method="deep", length=8),
+               "prompt": MethodConfig(method="prompt", length=16),
+               "ptuning": MethodConfig(method="ptuning", template="[P]*8 {text} [P]*8", encoder="lstm")}
+    models = {}
+    for seed, (name, config) in enumerate(configs.items()):
+        models[name] = PromptModel(backbone, config, labels, tagging=False)
+        models[name].initialise(seed=seed)
+    bank = PromptBank(models).eval()
+    single = bank.collate(bank.encode([("deep-a", e) for e in texts]))
+    mixed = bank.collate(bank.encode([(list(models)[i % 4], e) for i, e in enumerate(texts)]))
+    alone = PromptBank({"deep-a": models["deep-a"]}).eval()
+    plain = alone.collate(alone.encode([("deep-a", e) for e in texts]))
+    times = {"single task, PromptModel": [], "single task, PromptBank": [], "4 tasks mixed, PromptBank": []}
+    with torch.inference_mode():
+        for _ in range(3):
+            models["deep-a"](plain), bank(single), bank(mixed)
+        for _ in range(rounds):
+            for name, call in (("single task, PromptModel", lambda: models["deep-a"](plain)),
+                               ("single task, PromptBank", lambda: bank(single)),
+                               ("4 tasks mixed, PromptBank", lambda: bank(mixed))):
+                started = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - started)
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    return {"batch": size, "rounds": rounds, "median_s": medians,
+            "mixed_vs_single": medians["4 tasks mixed, PromptBank"] / medians["single task, PromptModel"],
+            "tokens": {"single": list(single["input_ids"].shape), "mixed": list(mixed["input_ids"].shape)}}
+
+
 def depth_curve(epochs: int, train_limit: int, eval_limit: int) -> list[dict]:
     from ptune.config import MethodConfig
     from ptune.model import PromptModel
@@ -137,6 +182,17 @@ def render(r: dict) -> str:
         for name, c in v.items():
             lines.append(f"| {name} | {c['median_step_s']:.3f} | "
                          f"{c['median_step_s'] / v['ptune deep']['median_step_s']:.2f} |")
+    if r.get("inference"):
+        inf = r["inference"]
+        lines += ["", f"### Inference: a batch of {inf['batch']} rotten_tomatoes texts, one task vs four tasks mixed",
+                  "", "Four prompts on one frozen backbone (deep 16, deep 8, prompt 16, P-tuning 8+8 with LSTM); the "
+                  "mixed batch gives every text a different task's prompt and head. Median of "
+                  f"{inf['rounds']} interleaved forward passes (inference mode). Padded batch shapes: single "
+                  f"{inf['tokens']['single']}, mixed {inf['tokens']['mixed']} (the mixed one carries the longest "
+                  "prompt of its tasks).", "", "| batch | forward (s) |", "| --- | --- |"]
+        for name, seconds in inf["median_s"].items():
+            lines.append(f"| {name} | {seconds:.4f} |")
+        lines += ["", f"Mixed / single (PromptModel): {inf['mixed_vs_single']:.2f}."]
     for name, table in r.get("profile", {}).items():
         lines += ["", f"Profile of `{name}` (12 steps, torch.profiler, operators by self CPU time):", "", "```",
                   table.rstrip(), "```"]
@@ -152,6 +208,7 @@ def main() -> None:
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--profile-only", action="store_true", help="add the profiler tables to perf.json")
     parser.add_argument("--variants-only", action="store_true", help="add bf16 / torch.compile step times to perf.json")
+    parser.add_argument("--inference-only", action="store_true", help="add the mixed-task inference figures")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=3000)
@@ -163,6 +220,12 @@ def main() -> None:
         return
     if args.report_only:
         write_section("perf", render(json.loads(RESULTS.read_text())))
+        return
+    if args.inference_only:
+        record = json.loads(RESULTS.read_text())
+        record["inference"] = inference()
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        write_section("perf", render(record))
         return
     if args.variants_only:
         record = json.loads(RESULTS.read_text())
