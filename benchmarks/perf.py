@@ -100,20 +100,26 @@ def inference(rounds: int = 20, size: int = 64) -> dict:
     mixed = bank.collate(bank.encode([(list(models)[i % 4], e) for i, e in enumerate(texts)]))
     alone = PromptBank({"deep-a": models["deep-a"]}).eval()
     plain = alone.collate(alone.encode([("deep-a", e) for e in texts]))
-    times = {"single task, PromptModel": [], "single task, PromptBank": [], "4 tasks mixed, PromptBank": []}
+    soft = alone.collate(PromptBank({"prompt": models["prompt"]}).encode([("prompt", e) for e in texts]))
+    calls = {"single task (deep 16), PromptModel": lambda: models["deep-a"](plain),
+             "single task (deep 16), PromptBank": lambda: bank(single),
+             "single task (prompt 16: same padded length as the mixed batch), PromptModel": lambda: models["prompt"](soft),
+             "4 tasks mixed, PromptBank": lambda: bank(mixed)}
+    times = {name: [] for name in calls}
     with torch.inference_mode():
         for _ in range(3):
-            models["deep-a"](plain), bank(single), bank(mixed)
+            for call in calls.values():
+                call()
         for _ in range(rounds):
-            for name, call in (("single task, PromptModel", lambda: models["deep-a"](plain)),
-                               ("single task, PromptBank", lambda: bank(single)),
-                               ("4 tasks mixed, PromptBank", lambda: bank(mixed))):
+            for name, call in calls.items():
                 started = time.perf_counter()
                 call()
                 times[name].append(time.perf_counter() - started)
     medians = {name: statistics.median(t) for name, t in times.items()}
     return {"batch": size, "rounds": rounds, "median_s": medians,
-            "mixed_vs_single": medians["4 tasks mixed, PromptBank"] / medians["single task, PromptModel"],
+            "mixed_vs_single": medians["4 tasks mixed, PromptBank"] / medians["single task (deep 16), PromptModel"],
+            "mixed_vs_same_length": medians["4 tasks mixed, PromptBank"]
+            / medians["single task (prompt 16: same padded length as the mixed batch), PromptModel"],
             "tokens": {"single": list(single["input_ids"].shape), "mixed": list(mixed["input_ids"].shape)}}
 
 
@@ -192,7 +198,10 @@ def render(r: dict) -> str:
                   "prompt of its tasks).", "", "| batch | forward (s) |", "| --- | --- |"]
         for name, seconds in inf["median_s"].items():
             lines.append(f"| {name} | {seconds:.4f} |")
-        lines += ["", f"Mixed / single (PromptModel): {inf['mixed_vs_single']:.2f}."]
+        lines += ["", f"Mixed / single deep-task batch: {inf['mixed_vs_single']:.2f}; mixed / single-task batch of the "
+                  f"same padded length: {inf['mixed_vs_same_length']:.2f}. A mixed batch is as long as its longest "
+                  "member, and input-prompt tasks add their prompt tokens to every row; the mixing itself (per-row "
+                  "prompts, prefixes and heads) costs the difference between the last two rows."]
     for name, table in r.get("profile", {}).items():
         lines += ["", f"Profile of `{name}` (12 steps, torch.profiler, operators by self CPU time):", "", "```",
                   table.rstrip(), "```"]
