@@ -20,6 +20,7 @@ from safetensors.torch import save_file
 from .backbones import Backbone, load_backbone
 from .config import MethodConfig
 from .errors import PtuneError
+from .metrics import MAIN_KEY
 from .model import PromptModel
 
 FORMAT = "ptune-prompt"
@@ -53,7 +54,7 @@ def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric:
         "format": FORMAT,
         "version": VERSION,
         "method": model.config.to_dict(),
-        "task": {"name": task_name, "kind": "tagging" if model.tagging else "classification",
+        "task": {"name": task_name, "kind": model.kind,
                  "labels": model.labels, "metric": metric, "pair": model.template.has_slot("text_pair")},
         "backbone": model.backbone.fingerprint(),
         "trainable_params": model.num_trainable(),
@@ -101,12 +102,13 @@ def _check_fields(path: Path, header: dict) -> None:
     task, backbone = header["task"], header["backbone"]
     need(isinstance(header["method"], dict), "method", "an object of method options")
     need(isinstance(task, dict), "task", "an object")
-    need(task.get("kind") in ("classification", "tagging"), "task.kind", "'classification' or 'tagging'")
+    need(task.get("kind") in ("classification", "tagging", "qa"), "task.kind", "'classification', 'tagging' or 'qa'")
     labels = task.get("labels")
-    need(isinstance(labels, list) and bool(labels) and all(isinstance(x, str) for x in labels)
-         and len(set(labels)) == len(labels), "task.labels", "a list of distinct label strings")
+    need(isinstance(labels, list) and (bool(labels) or task.get("kind") == "qa")  # a span head has no labels
+         and all(isinstance(x, str) for x in labels) and len(set(labels)) == len(labels),
+         "task.labels", "a list of distinct label strings")
     need(isinstance(task.get("name"), str), "task.name", "a string")
-    need(task.get("metric") in ("accuracy", "entity_f1"), "task.metric", "'accuracy' or 'entity_f1'")
+    need(task.get("metric") in MAIN_KEY, "task.metric", " or ".join(map(repr, MAIN_KEY)))
     need(isinstance(task.get("pair", False), bool), "task.pair", "true or false")
     need(isinstance(backbone, dict) and isinstance(backbone.get("name"), str), "backbone", "an object with a name")
     need(isinstance(header.get("metrics", {}), dict), "metrics", "an object")
@@ -144,7 +146,8 @@ def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptMod
     check_backbone(path, header, backbone)
     config = MethodConfig.from_dict(header["method"], source=f"{path} header 'method'")
     task = header["task"]
-    model = PromptModel(backbone, config, task["labels"], tagging=task["kind"] == "tagging", pair=task.get("pair", False))
+    model = PromptModel(backbone, config, task["labels"], tagging=task["kind"] == "tagging", pair=task.get("pair", False),
+                        qa=task["kind"] == "qa", no_answer=task["metric"] == "squad_v2")
     tensors = {}
     try:
         with safe_open(str(path), framework="pt") as handle:

@@ -99,15 +99,21 @@ def _setup_logging(verbose: bool) -> None:
 
 def _load_task(args: argparse.Namespace, config_file: dict):
     from .data import from_files, get_task
+    from .data.tasks import FILE_TASKS, file_task
 
     name = args.task[0] if args.task else config_file.get("task")
     train_file = args.train or config_file.get("train")
+    if name in FILE_TASKS:  # a task kind whose data are the user's files
+        if not train_file:
+            raise PtuneError(f"--task {name} reads your data: give --train FILE [--dev FILE] [--test FILE]")
+        return file_task(name, train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"))
     if name and train_file:
         raise PtuneError("give either --task NAME or --train FILE (with --dev/--test), not both")
     if name:
         return get_task(name)
     if not train_file:
-        raise PtuneError("no data: give --task conll2003|rotten_tomatoes or --train FILE [--dev FILE] [--test FILE]")
+        raise PtuneError("no data: give --task conll2003|rotten_tomatoes, or --train FILE [--dev FILE] [--test FILE] "
+                         "(with --task squad|squad_v2|srl for those file formats)")
     return from_files(train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"))
 
 
@@ -161,11 +167,14 @@ def _finish(args, model, task, result, out_dir: Path) -> int:
 
 def _data_spec(args: argparse.Namespace, config_file: dict) -> dict:
     """Where the data came from, with absolute paths, so ``--resume`` can find it again."""
+    from .data.tasks import FILE_TASKS
+
     name = args.task[0] if args.task else config_file.get("task")
-    if name:
+    if name and name not in FILE_TASKS:
         return {"task": name}
     files = {key: args.__dict__.get(key) or config_file.get(key) for key in ("train", "dev", "test")}
-    return {key: str(Path(value).resolve()) if value else None for key, value in files.items()}
+    spec = {key: str(Path(value).resolve()) if value else None for key, value in files.items()}
+    return {**spec, "file_task": name} if name else spec
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -201,7 +210,12 @@ def _resume_run(args: argparse.Namespace) -> int:
     train_config = TrainConfig(**run["train"])
     train_config.progress = not args.quiet
     data = run["data"]
-    task = get_task(data["task"]) if data.get("task") else from_files(data["train"], data.get("dev"), data.get("test"))
+    if data.get("file_task"):
+        from .data.tasks import file_task
+
+        task = file_task(data["file_task"], data["train"], data.get("dev"), data.get("test"))
+    else:
+        task = get_task(data["task"]) if data.get("task") else from_files(data["train"], data.get("dev"), data.get("test"))
     backbone = load_backbone(run["backbone"], trust_remote_code=run.get("trust_remote_code", False))
     model = PromptModel.for_task(backbone, task, method)
     result = train(model, task, train_config, out_dir=out_dir, resume=True,
@@ -264,8 +278,9 @@ def _load_prompt_and_backbone(args: argparse.Namespace):
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .backbones import load_backbone
     from .checkpoint import load_prompt, read_header
-    from .data import check_labels, get_task, read_examples
-    from .data.tasks import Task
+    from .data import check_labels, get_task
+    from .data.squad import QAExample
+    from .data.tasks import FILE_TASKS, Task
     from .evaluation import evaluate, gold_labels
     from .metrics import score
     from .mixed import ensemble_predict
@@ -277,13 +292,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
     models = [load_prompt(path, backbone) for path in paths]
     if args.data:
-        examples, source = read_examples(args.data), args.data
+        examples, source = _read_labelled(args.data, header), args.data
+    elif header["task"]["name"] in FILE_TASKS and not args.task:
+        raise PtuneError(f"{paths[0]}: trained on {header['task']['name']} files; give the data to score with --data FILE")
     else:
         task = get_task(args.task or header["task"]["name"])
         examples, source = getattr(task, args.split), f"{task.name}/{args.split}"
     if not examples:
         raise PtuneError(f"{source}: no examples to evaluate")
-    unlabelled = next((i for i, e in enumerate(examples, 1) if getattr(e, "label", getattr(e, "tags", None)) is None), None)
+    unlabelled = next((i for i, e in enumerate(examples, 1) if not isinstance(e, QAExample)  # always scored
+                       and getattr(e, "label", getattr(e, "tags", None)) is None), None)
     if unlabelled is not None:
         raise PtuneError(f"{source}: example {unlabelled} has no label; evaluate needs labelled data (use predict for unlabelled)")
     trained = Task(header["task"]["name"], header["task"]["kind"], header["task"]["labels"], [], [], [], header["task"]["metric"])
@@ -301,11 +319,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(args: argparse.Namespace, tagging: bool) -> list:
+def _read_labelled(path: str, header: dict) -> list:
+    """Labelled data to score a prompt on, read as the prompt's task reads it."""
+    from .data import read_examples
+    from .data.squad import read_squad
+    from .data.srl import read_srl
+
+    if header["task"]["kind"] == "qa":
+        return read_squad(path)
+    return read_srl(path) if header["task"]["name"] == "srl" else read_examples(path)
+
+
+def _read_inputs(args: argparse.Namespace, tagging: bool, qa: bool = False) -> list:
     from .data import TaggedExample, TextExample
+    from .data.squad import QAExample
 
     rows: list = []
-    if args.text:
+    if qa and (args.question or args.context or args.text):
+        if not (args.question and args.context):
+            raise PtuneError("give both --question and --context (or JSONL lines with 'question' and 'context')")
+        rows = [{"question": args.question, "context": args.context}]
+    elif args.text:
         rows = [{"text": text} for text in args.text]
     else:
         source = sys.stdin if args.input in (None, "-") else None
@@ -325,13 +359,22 @@ def _read_inputs(args: argparse.Namespace, tagging: bool) -> list:
                 row = {"text": line}  # plain text lines are accepted too
             if isinstance(row, str):
                 row = {"text": row}
+            if qa:
+                if not (isinstance(row, dict) and isinstance(row.get("question"), str) and isinstance(row.get("context"), str)):
+                    raise PtuneError(f"{name}:{number}: expected a JSON object with 'question' and 'context' strings")
+                rows.append(row)
+                continue
             if not isinstance(row, dict) or not isinstance(row.get("text", row.get("tokens")), (str, list)):
                 raise PtuneError(f"{name}:{number}: expected a JSON object with a 'text' (or 'tokens') field, or plain text")
             rows.append(row)
     if not rows:
         raise PtuneError("nothing to predict: give --text, or JSONL / plain-text lines on --input or stdin")
+    if qa:
+        return [QAExample(str(row.get("id", i)), row["question"], row["context"]) for i, row in enumerate(rows, 1)]
     if tagging:
-        return [TaggedExample(tuple(row["tokens"]) if "tokens" in row else tuple(row["text"].split())) for row in rows]
+        # SRL: the predicate's word index, from the row or --predicate
+        return [TaggedExample(tuple(row["tokens"]) if "tokens" in row else tuple(row["text"].split()),
+                              predicate=row.get("predicate", args.predicate)) for row in rows]
     return [TextExample(row["text"], text_pair=row.get("text_pair")) for row in rows]
 
 
@@ -339,9 +382,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from .evaluation import entities, predict
 
     model = _load_prompt_and_backbone(args)
-    examples = _read_inputs(args, model.tagging)
+    examples = _read_inputs(args, model.tagging, model.qa)
     for example, prediction in zip(examples, predict(model, examples, batch_size=args.batch_size)):
-        if model.tagging:
+        if model.qa:
+            record = {"id": example.id, "question": example.question, "answer": prediction}
+        elif model.tagging:
             record = {"tokens": list(example.tokens), "tags": prediction, "entities": entities(example.tokens, prediction)}
         else:
             record = {"text": example.text, "label": prediction}
@@ -493,7 +538,8 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a prompt (or fine-tune) on a task")
     train.add_argument("--config", help="JSON file of options (flags override it)")
     train.add_argument("--task", nargs="+", help="built-in task: conll2003 or rotten_tomatoes; several: multi-task "
-                                                 "training with one shared prompt and a head per task")
+                                                 "training with one shared prompt and a head per task; squad, "
+                                                 "squad_v2 or srl: that kind of task from --train/--dev/--test files")
     train.add_argument("--init-from", help="start from this prompt file (continue a run or a multi-task prompt)")
     train.add_argument("--train", help="your training file (CoNLL columns, CSV/TSV/JSONL, or a datasets folder)")
     train.add_argument("--dev", help="your dev file (model selection, early stopping)")
@@ -522,7 +568,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="label texts (or tag sentences) with a prompt file; JSON lines out")
     predict.add_argument("prompt", help="prompt file (.safetensors)")
     predict.add_argument("--text", nargs="+", help="texts to label (tagging: words split on spaces)")
-    predict.add_argument("--input", help="JSONL ({'text': ...}) or plain-text file; '-' or absent reads stdin")
+    predict.add_argument("--input", help="JSONL ({'text': ...}; QA: {'question': ..., 'context': ...}) or plain-text "
+                                         "file; '-' or absent reads stdin")
+    predict.add_argument("--question", help="QA prompts: the question (with --context)")
+    predict.add_argument("--context", help="QA prompts: the passage to answer from")
+    predict.add_argument("--predicate", type=int, help="SRL prompts: 0-based index of the predicate word in each --text")
     predict.add_argument("--backbone", help="override the backbone recorded in the prompt file")
     predict.add_argument("--batch-size", type=int, default=64)
     predict.set_defaults(func=cmd_predict)

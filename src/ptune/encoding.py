@@ -1,7 +1,7 @@
 """Examples -> token ids -> padded batches, following a template.
 
 Texts are tokenised once, in bulk, without special tokens; each example is then assembled as
-``specials + template pieces + specials``. Continuous prompt positions carry a placeholder id
+``specials + template pieces + specials`` (SRL: ``+ predicate word + specials``, a second segment). Continuous prompt positions carry a placeholder id
 and their index in ``prompt_index`` (-1 for real tokens); for tagging, ``word_index`` marks the
 first sub-token of every word (-1 elsewhere), so virtual tokens never carry a label.
 """
@@ -129,7 +129,7 @@ class Encoder:
             encoded = self.tokenizer([list(e.tokens) for e in examples], is_split_into_words=True,
                                      add_special_tokens=False)
             texts = [(encoded["input_ids"][i], _first_subtokens(encoded.word_ids(i))) for i in range(len(examples))]
-            pairs = [None] * len(examples)
+            pairs = self._predicates(examples)
         else:
             if not all(isinstance(e, TextExample) for e in examples):
                 raise PtuneError("a classification task needs text examples (CSV/TSV/JSONL with a text field)")
@@ -143,11 +143,27 @@ class Encoder:
         return [self._assemble(text, pair, self._label(example), example)
                 for text, pair, example in zip(texts, pairs, examples)]
 
+    def _predicates(self, examples: Sequence[TaggedExample]) -> list[list[int] | None]:
+        """Token ids of each example's predicate word (SRL), None for examples without one."""
+        marked = [i for i, e in enumerate(examples) if e.predicate is not None]
+        for i in marked:
+            if not 0 <= examples[i].predicate < len(examples[i].tokens):
+                raise PtuneError(f"example {i + 1}: predicate {examples[i].predicate} is not the index of one of its "
+                                 f"{len(examples[i].tokens)} words; give the predicate's 0-based word index")
+        out: list[list[int] | None] = [None] * len(examples)
+        if marked:
+            words = [(" " if self.decoder else "") + examples[i].tokens[examples[i].predicate] for i in marked]
+            for i, ids in zip(marked, self.tokenizer(words, add_special_tokens=False)["input_ids"]):
+                out[i] = ids
+        return out
+
     def _assemble(self, text, pair, label, example) -> Feature:
         text_ids, firsts = text
         pair_ids = pair or []
         layout = self.layout
-        use_pair = self.template.has_slot("text_pair")
+        # SRL (P-tuning v2): the predicate word follows the sentence as a second segment, with no word index.
+        predicate = self.tagging and pair is not None
+        use_pair = self.template.has_slot("text_pair") or predicate
         fixed = len(layout.prefix) + (len(layout.pair_middle) + len(layout.pair_suffix) if use_pair else len(layout.suffix))
         for part in self.template.parts:
             if part.kind == "prompt":
@@ -204,6 +220,10 @@ class Encoder:
                 else:
                     pool = len(ids)
                     extend([self.slot_id])
+        if predicate:
+            extend(list(layout.pair_middle))
+            segment = layout.second_type
+            extend(pair_ids)
         extend(list(layout.pair_suffix if use_pair else layout.suffix))
         if pool == -1:
             pool = len(ids) - 1

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from ptune.errors import PtuneError
 
-MAIN_KEY: dict[str, str] = {"accuracy": "accuracy", "entity_f1": "f1"}
+MAIN_KEY: dict[str, str] = {"accuracy": "accuracy", "entity_f1": "f1", "squad": "f1", "squad_v2": "f1"}
 
 
 def _check_lengths(gold: Sequence[object], predicted: Sequence[object]) -> None:
@@ -43,7 +43,13 @@ def entity_f1(
 
 
 def score(metric: str, gold: Sequence, predicted: Sequence) -> dict[str, float]:
-    """`metric` ("accuracy" or "entity_f1") as a dict of named numbers; see `MAIN_KEY`."""
+    """`metric` ("accuracy", "entity_f1", or "squad"/"squad_v2": EM and F1 in percent, `gold` the
+    QAExamples and `predicted` their answer texts) as a dict of named numbers; see `MAIN_KEY`."""
+    if metric in ("squad", "squad_v2"):
+        from ptune.qa_metrics import squad_scores
+
+        _check_lengths(gold, predicted)
+        return squad_scores({e.id: answer for e, answer in zip(gold, predicted, strict=True)}, gold)
     if metric == "accuracy":
         return {"accuracy": accuracy(gold, predicted)}
     if metric == "entity_f1":

@@ -14,11 +14,13 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from . import injection
+from . import injection, qa
 from .backbones import Backbone
 from .config import MethodConfig
-from .encoding import Encoder, Feature
+from .encoding import Encoder, Feature, collate
+from .errors import PtuneError
 from .heads import ClassificationHead, TokenHead
+from .heads.span import SpanHead
 from .layer_cache import layer_list, starting_at
 from .prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
 from .templates import default_template, parse_template
@@ -28,15 +30,23 @@ class PromptModel(nn.Module):
     """backbone (frozen unless fine-tuning) + optional input prompt + optional deep prompt + head."""
 
     def __init__(self, backbone: Backbone, config: MethodConfig, labels: Sequence[str], *, tagging: bool,
-                 pair: bool = False):
+                 pair: bool = False, qa: bool = False, no_answer: bool = False):
+        """``qa``: extractive question answering with a span head (``labels`` unused); ``no_answer``:
+        SQuAD 2.0, the answer may be "" (no span)."""
         super().__init__()
         self.backbone_ref = backbone  # not a submodule: its weights are not ours to save
         self.config = config
         self.labels = list(labels)
         self.tagging = tagging
+        self.qa, self.no_answer = qa, no_answer
+        if qa and config.peft_layout:
+            raise PtuneError("question answering keeps [CLS] first (the no-answer position); drop --peft-layout")
         template = config.template or default_template(config.method, prompt_length=config.length, pair=pair,
                                                        leading=config.peft_layout)
         self.template = parse_template(template)
+        if qa and any(part.kind == "words" for part in self.template.parts):
+            raise PtuneError(f"template {template!r}: question answering places only the continuous tokens "
+                             "(after [CLS]); drop the words from the template")
         peft = config.peft_layout
         self.encoder = Encoder(backbone.tokenizer, self.template, self.labels, tagging=tagging,
                                decoder=backbone.is_decoder, max_length=config.max_length,
@@ -49,8 +59,7 @@ class PromptModel(nn.Module):
                                        backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden)
                             if config.method == "deep" else None)
         self.initialised = False  # set by initialise() or by loading trained tensors
-        head_cls = TokenHead if tagging else ClassificationHead
-        self.head = head_cls(hidden, len(self.labels))
+        self.head = SpanHead(hidden) if qa else (TokenHead if tagging else ClassificationHead)(hidden, len(self.labels))
         if config.method == "finetune" or config.tune_backbone:
             # A private, trainable copy: the shared backbone stays frozen for every other task.
             self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True)
@@ -59,7 +68,13 @@ class PromptModel(nn.Module):
     def for_task(cls, backbone: Backbone, task, config: MethodConfig | None = None) -> "PromptModel":
         """A model shaped for ``task`` (its labels, tagging or classification, sentence pairs)."""
         pair = any(getattr(e, "text_pair", None) is not None for e in task.train[:1000])
-        return cls(backbone, config or MethodConfig(), task.labels, tagging=task.kind == "tagging", pair=pair)
+        return cls(backbone, config or MethodConfig(), task.labels, tagging=task.kind == "tagging", pair=pair,
+                   qa=task.kind == "qa", no_answer=task.metric == "squad_v2")
+
+    @property
+    def kind(self) -> str:
+        """The task kind a prompt file records: classification, tagging or qa."""
+        return "qa" if self.qa else "tagging" if self.tagging else "classification"
 
     @property
     def backbone(self) -> Backbone:
@@ -105,8 +120,18 @@ class PromptModel(nn.Module):
         return [tokenizer(prefix + word, add_special_tokens=False)["input_ids"] or [tokenizer.unk_token_id] for word in words]
 
     # -- forward --------------------------------------------------------------------------------
-    def encode(self, examples) -> list[Feature]:
+    def encode(self, examples) -> list[Feature] | list[qa.QAFeature]:
+        if self.qa:  # strided windows of question + context; input prompts right after [CLS]
+            prompts = self.template.num_prompts if self.input_prompt is not None else 0
+            return qa.encode(examples, self.backbone.tokenizer, self.config.max_length, prompts=prompts,
+                             pad_id=self.encoder.pad_id)
         return self.encoder.encode(examples)
+
+    def collate(self, features: Sequence[Feature] | Sequence[qa.QAFeature]) -> dict[str, torch.Tensor]:
+        """Pad features into a batch of tensors (see ``encoding.collate`` and ``qa.collate_qa``)."""
+        if self.qa:
+            return qa.collate_qa(features, pad_id=self.encoder.pad_id)
+        return collate(features, pad_id=self.encoder.pad_id, left_pad=self.encoder.decoder)
 
     @property
     def first_prompted_layer(self) -> int:
@@ -135,17 +160,24 @@ class PromptModel(nn.Module):
         return run_backbone(self.transformer, batch, prompt_vectors=None, prefixes=None,
                             token_types=self.encoder.layout.uses_token_types, decoder=self.backbone.is_decoder)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Logits: [B, C] (classification) or [N, C] over the batch's N words (tagging)."""
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits: [B, C] (classification), [N, C] over the batch's N words (tagging), or start and
+        end logits [B, T] (qa)."""
         return self.head(self.hidden_states(batch), batch)
 
     def loss(self, batch: dict[str, torch.Tensor], forward: nn.Module | None = None) -> torch.Tensor:
         """Cross-entropy of ``forward(batch)`` (this model, or a DDP wrapper around it)."""
-        return nn.functional.cross_entropy((forward if forward is not None else self)(batch), self.head.targets(batch))
+        logits = (forward if forward is not None else self)(batch)
+        if self.qa:
+            return self.head.loss(*logits, *self.head.targets(batch))
+        return nn.functional.cross_entropy(logits, self.head.targets(batch))
 
     @torch.no_grad()
     def predict_batch(self, batch: dict[str, torch.Tensor]) -> list:
-        """Labels per example: a string (classification) or a list of tags, one per word."""
+        """Labels per example: a string (classification), a list of tags, one per word, or (qa) the
+        window's start and end logits [T], [T], mapped to answers by ``qa.best_spans``."""
+        if self.qa:
+            return list(zip(*(logits.float().cpu().unbind(0) for logits in self(batch))))
         predicted = self(batch).argmax(-1).tolist()
         if not self.tagging:
             return [self.labels[i] for i in predicted]

@@ -5,7 +5,7 @@ and span logits -> answer texts cut from the original context by character offse
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -32,6 +32,13 @@ class QAFeature:
     offsets: tuple[Offset | None, ...]
     start_position: int = NO_ANSWER
     end_position: int = NO_ANSWER
+    prompts: int = 0  # virtual prompt positions 1..prompts, right after [CLS] (input-prompt methods)
+
+    @property
+    def prompt_index(self) -> list[int]:
+        """Each position's input-prompt vector index, -1 for real tokens (as `encoding.Feature`)."""
+        rest = len(self.input_ids) - 1 - self.prompts
+        return [-1, *range(self.prompts), *([-1] * rest)]
 
 
 def featurize(
@@ -112,6 +119,36 @@ def _windows(
         start, stop = answer_tokens(offsets, examples[index])
         features.append(QAFeature(index, tuple(input_ids), tuple(types) if types is not None else None, offsets, start, stop))
     return features
+
+
+def encode(
+    examples: Sequence[QAExample], tokenizer, max_length: int, *, prompts: int = 0, pad_id: int = 0
+) -> list[QAFeature]:
+    """Windows of at most `max_length` tokens, prompts included, overlapping by a quarter of the
+    context room; with `prompts` > 0 that many virtual positions follow [CLS] in every window."""
+    if not all(isinstance(e, QAExample) for e in examples):
+        raise PtuneError("a question answering task needs question/context examples (SQuAD JSON)")
+    window = max_length - prompts
+    features = featurize(examples, tokenizer, window, stride=window // 4)
+    return [insert_prompts(f, prompts, pad_id) for f in features] if prompts else features
+
+
+def insert_prompts(feature: QAFeature, count: int, placeholder: int) -> QAFeature:
+    """`feature` with `count` virtual positions after [CLS]: they hold no context (offset None),
+    so the span head never picks them, and answer targets shift past them."""
+    def shift(position: int) -> int:
+        return position + count if position != NO_ANSWER else NO_ANSWER
+
+    types = feature.token_type_ids
+    return replace(
+        feature,
+        input_ids=(feature.input_ids[0], *[placeholder] * count, *feature.input_ids[1:]),
+        token_type_ids=(types[0], *[0] * count, *types[1:]) if types is not None else None,
+        offsets=(feature.offsets[0], *[None] * count, *feature.offsets[1:]),
+        start_position=shift(feature.start_position),
+        end_position=shift(feature.end_position),
+        prompts=count,
+    )
 
 
 def answer_tokens(offsets: Sequence[Offset | None], example: QAExample) -> tuple[int, int]:
@@ -200,8 +237,9 @@ def window_best_span(
 def collate_qa(features: Sequence[QAFeature], *, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad features into a batch (positions stay those of the features' offsets).
 
-    Returns input_ids, attention_mask, token_type_ids, span_mask (True on context tokens and on
-    the no-answer position): [B, T]; start_positions, end_positions: [B].
+    Returns input_ids, attention_mask, token_type_ids, prompt_index (-1 on real tokens), span_mask
+    (True on context tokens and on the no-answer position): [B, T]; start_positions,
+    end_positions: [B].
     """
     length = max(len(f.input_ids) for f in features)
     batch = len(features)
@@ -209,9 +247,11 @@ def collate_qa(features: Sequence[QAFeature], *, pad_id: int) -> dict[str, torch
     attention = torch.zeros((batch, length), dtype=torch.long)
     types = torch.zeros((batch, length), dtype=torch.long)
     span_mask = torch.zeros((batch, length), dtype=torch.bool)
+    prompt_index = torch.full((batch, length), -1, dtype=torch.long)
     for row, f in enumerate(features):
         n = len(f.input_ids)
         input_ids[row, :n] = torch.tensor(f.input_ids)
+        prompt_index[row, 1 : 1 + f.prompts] = torch.arange(f.prompts)
         attention[row, :n] = 1
         if f.token_type_ids is not None:
             types[row, :n] = torch.tensor(f.token_type_ids)
@@ -221,6 +261,7 @@ def collate_qa(features: Sequence[QAFeature], *, pad_id: int) -> dict[str, torch
         "input_ids": input_ids,
         "attention_mask": attention,
         "token_type_ids": types,
+        "prompt_index": prompt_index,
         "span_mask": span_mask,
         "start_positions": torch.tensor([f.start_position for f in features]),
         "end_positions": torch.tensor([f.end_position for f in features]),

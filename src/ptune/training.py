@@ -21,9 +21,9 @@ from transformers import get_scheduler
 from .checkpoint import atomic_write, save_prompt
 from .config import DEFAULT_EPOCHS, MethodConfig, check_types
 from .data.tasks import Task
-from .encoding import batches, collate
+from .encoding import batches
 from .errors import PtuneError
-from .evaluation import gold_labels, predict_features
+from .evaluation import gold_labels, predict
 from .metrics import MAIN_KEY, score
 from .distributed import Processes
 from .layer_cache import BottomCache, layer_list
@@ -139,7 +139,6 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     elif writes:
         writes.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter() - progress.elapsed
-    encoder = model.encoder
     log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters",
              model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable())
 
@@ -160,7 +159,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         epoch_started = time.perf_counter()
         for indices in groups[progress.batch:]:
             indices = processes.share(indices)
-            batch = collate([train_features[i] for i in indices], pad_id=encoder.pad_id, left_pad=encoder.decoder)
+            batch = model.collate([train_features[i] for i in indices])
             if cache is not None:
                 batch["bottom_hidden"] = cache.hidden(indices, batch, lambda: model.bottom_pass(batch))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
@@ -181,7 +180,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                   "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2),
                   "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
         if dev_features:
-            dev = score(task.metric, gold_labels(dev_examples), predict_features(model, dev_features))
+            dev = score(task.metric, gold_labels(dev_examples), predict(model, dev_examples, features=dev_features))
             record.update({f"dev_{k}": v for k, v in dev.items()})
             current = dev[main_key]
         else:

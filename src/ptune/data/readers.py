@@ -18,7 +18,9 @@ from ptune.errors import PtuneError
 
 PathLike = str | os.PathLike[str]
 
-CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".bio", ".gold_conll")
+CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".bio")
+# Semantic role labelling (read_srl): OntoNotes `*_conll` (CoNLL-2012) and CoNLL-2005 props files.
+SRL_SUFFIXES = (".gold_conll", ".props")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
 _BOM = b"\xef\xbb\xbf"
@@ -457,9 +459,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def read_examples(path: PathLike, **kw: Any) -> list[TextExample] | list[TaggedExample]:
+def read_examples(path: PathLike, **kw: Any) -> list[TextExample] | list[TaggedExample] | list:
     """Examples from any supported source, chosen by suffix; a folder is a saved HF dataset and
-    a name without a suffix (``glue`` style, ``owner/name``) a hub dataset.
+    a name without a suffix (``glue`` style, ``owner/name``) a hub dataset. SRL files
+    (``.gold_conll``, ``*_conll``, ``.props``) give one example per predicate; SQuAD JSON gives
+    `QAExample`s.
 
     ``SOURCE@split`` picks a split of a folder or hub dataset; otherwise `split` (default
     "train") is used. Other keywords go to the reader.
@@ -472,14 +476,33 @@ def read_examples(path: PathLike, **kw: Any) -> list[TextExample] | list[TaggedE
     if path.is_dir() or (not path.exists() and not path.suffix):
         return read_hf(text, split=split or "train", **kw)
     suffix = path.suffix.lower()
+    if suffix in SRL_SUFFIXES or path.name.lower().endswith("_conll"):
+        from ptune.data.srl import read_srl  # srl builds on this module
+
+        return read_srl(path, **kw)
     if suffix in CONLL_SUFFIXES:
         return read_conll(path, **kw)
+    if suffix in (".json", ".jsonl") and _looks_like_squad(path):
+        from ptune.data.squad import read_squad  # squad builds on this module
+
+        return read_squad(path)
     if suffix in TABLE_SUFFIXES:
         return read_table(path, **kw)
     if not path.exists():
         raise PtuneError(f"{path}: file not found — check the path")
     raise PtuneError(
         f"{path}: unsupported file type {suffix or '(no suffix)'!r}; supported:"
-        f" {', '.join(CONLL_SUFFIXES + TABLE_SUFFIXES)}"
+        f" {', '.join(CONLL_SUFFIXES + SRL_SUFFIXES + TABLE_SUFFIXES)}"
         " or a folder written by datasets' save_to_disk — rename or convert the file"
     )
+
+
+def _looks_like_squad(path: Path) -> bool:
+    """Whether a JSON file's first 8 KB look like SQuAD: the official layout's paragraphs, or
+    Hugging Face `squad` records (question, context, answers)."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(8192).decode("utf-8", errors="ignore")
+    except OSError:
+        return False  # the table reader names the problem
+    return '"qas"' in head or '"paragraphs"' in head or all(f'"{key}"' in head for key in ("question", "context", "answers"))

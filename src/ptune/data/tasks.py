@@ -16,11 +16,13 @@ from typing import Literal
 
 from ptune.data.examples import Example, TaggedExample, TextExample
 from ptune.data.readers import PathLike, read_conll, read_examples
+from ptune.data.squad import QAExample
 from ptune.errors import PtuneError
 
-Kind = Literal["classification", "tagging"]
+Kind = Literal["classification", "tagging", "qa"]
 
-METRIC_BY_KIND: dict[str, str] = {"classification": "accuracy", "tagging": "entity_f1"}
+# SQuAD 1.1 scoring; a task with unanswerable questions switches to "squad_v2" (see `from_files`).
+METRIC_BY_KIND: dict[str, str] = {"classification": "accuracy", "tagging": "entity_f1", "qa": "squad"}
 
 
 @dataclass
@@ -30,7 +32,7 @@ class Task:
     name: str
     kind: Kind
     labels: list[str]
-    # TextExample for classification, TaggedExample for tagging.
+    # TextExample for classification, TaggedExample for tagging (SRL: with `predicate`), QAExample for qa.
     train: list
     dev: list
     test: list
@@ -61,7 +63,7 @@ def label_set(examples: Sequence[Example]) -> list[str]:
     for example in examples:
         if isinstance(example, TaggedExample):
             seen.update(example.tags or ())
-        elif example.label is not None:
+        elif getattr(example, "label", None) is not None:  # QAExamples have no label
             seen.add(example.label)
     ordered = sorted(seen - {"O"})
     return ["O", *ordered] if "O" in seen else ordered
@@ -142,11 +144,13 @@ def from_files(
     kind: Kind | None = None,
     name: str = "custom",
     labels: list[str] | None = None,
+    reader: Callable[[PathLike], list] | None = None,
 ) -> Task:
-    """A task from user files (any format `read_examples` reads); missing splits are empty.
+    """A task from user files (any format `read_examples` reads, or `reader`); missing splits are empty.
 
     The label set is the training labels (all given files' if there is no training file) unless
-    `labels` is given; every file is then checked against it with `check_labels`.
+    `labels` is given; every file is then checked against it with `check_labels`. Question
+    answering files (SQuAD) make a "qa" task, scored as SQuAD 2.0 if any question has no answer.
     """
     given = {
         split: path for split, path in (("train", train), ("dev", dev), ("test", test)) if path
@@ -154,21 +158,27 @@ def from_files(
     if not given:
         raise PtuneError("no data files given — pass at least a training file")
     if kind is not None and kind not in METRIC_BY_KIND:
-        raise PtuneError(f"unknown task kind {kind!r} — use 'classification' or 'tagging'")
+        raise PtuneError(f"unknown task kind {kind!r} — use 'classification', 'tagging' or 'qa'")
     splits: dict[str, list] = {"train": [], "dev": [], "test": []}
     for split, path in given.items():
         # A dataset folder or hub name serves every role: read its conventionally named split.
-        examples = read_examples(path, split={"train": "train", "dev": "validation", "test": "test"}[split])
-        file_kind: Kind = "tagging" if isinstance(examples[0], TaggedExample) else "classification"
+        examples = (reader(path) if reader else
+                    read_examples(path, split={"train": "train", "dev": "validation", "test": "test"}[split]))
+        file_kind: Kind = ("tagging" if isinstance(examples[0], TaggedExample)
+                           else "qa" if isinstance(examples[0], QAExample) else "classification")
         if kind is None:
             kind = file_kind
         elif file_kind != kind:
             raise PtuneError(
                 f"{path}: holds {file_kind} examples but the task is {kind}"
-                f" — use {'a CoNLL file' if kind == 'tagging' else 'a CSV/TSV/JSONL file'} here"
+                f" — use {_FILE_OF_KIND[kind]} here"
             )
         splits[split] = examples
     assert kind is not None  # set by the first file
+    if kind == "qa":  # a span head: no label set
+        impossible = any(e.is_impossible for s in splits.values() for e in s)
+        return Task(name=name, kind=kind, labels=[], train=splits["train"], dev=splits["dev"], test=splits["test"],
+                    metric="squad_v2" if impossible else "squad")
     if labels is None:
         labels = label_set(splits["train"] or [e for s in splits.values() for e in s])
     if not labels:
@@ -187,6 +197,31 @@ def from_files(
     )
     for split, path in given.items():
         check_labels(task, splits[split], str(path))
+    return task
+
+
+_FILE_OF_KIND = {"tagging": "a CoNLL file", "classification": "a CSV/TSV/JSONL file", "qa": "a SQuAD JSON file"}
+
+# Task kinds read from the user's files: `ptune train --task squad --train FILE ...`.
+FILE_TASKS: tuple[str, ...] = ("squad", "squad_v2", "srl")
+
+
+def file_task(name: str, train: PathLike | None = None, dev: PathLike | None = None,
+              test: PathLike | None = None) -> Task:
+    """A `FILE_TASKS` task from files: extractive QA from SQuAD JSON (squad_v2 allows "no answer";
+    squad switches to it when a question has none), or SRL from CoNLL-2005/2012 (`read_srl`:
+    one example per predicate, BIO argument tags, span F1)."""
+    if name not in FILE_TASKS:
+        raise PtuneError(f"{name!r} is not a file task; use one of: {', '.join(FILE_TASKS)}")
+    if name == "srl":
+        from ptune.data.srl import read_srl
+
+        return from_files(train, dev, test, kind="tagging", name=name, reader=read_srl)
+    from ptune.data.squad import read_squad
+
+    task = from_files(train, dev, test, kind="qa", name=name, reader=read_squad)
+    if name == "squad_v2":
+        task.metric = "squad_v2"
     return task
 
 
@@ -214,7 +249,7 @@ def check_labels(task: Task, examples: Sequence[Example], source: str) -> None:
             for j, tag in enumerate(example.tags or (), start=1):
                 if tag not in known:
                     _unseen(task, source, f"tag {tag!r} (sentence {i}, token {j})")
-        elif example.label is not None and example.label not in known:
+        elif getattr(example, "label", None) is not None and example.label not in known:
             _unseen(task, source, f"label {example.label!r} (row {i})")
 
 
