@@ -195,7 +195,7 @@ def run(backbone: Backbone, examples: list, labels: list[str], setting: Setting,
     times: dict[str, list[float]] = {name: [] for name in configs}
     for name, step in configs.items():  # warm-up; the cached configuration sees every batch once (epoch 1)
         for i in range(setting.batches if "cached" in name else setting.warmup):
-            step(i)
+            step(i % setting.batches)
     total = setting.rounds * setting.batches * len(configs)
     with tqdm(total=total, desc="benchmark", disable=not progress) as bar:
         for _ in range(setting.rounds):
