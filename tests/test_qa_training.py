@@ -239,3 +239,25 @@ def test_cli_answer_offset_mismatch_is_one_line(tmp_path, capsys, flags):
 def test_cli_file_task_needs_files(capsys):
     assert main(["train", "--task", "squad"]) == 2
     assert "--train FILE" in error_line(capsys)
+
+
+def test_cli_resume_a_squad_run(tmp_path, monkeypatch):
+    """A file task is found again by --resume, and the resumed run ends with the same prompt."""
+    from safetensors.torch import load_file
+
+    import ptune.training
+
+    options = ["-q", "train", "--task", "squad", "--train", str(FIXTURE), "--method", "deep", "--length", "4",
+               "--layers", "top:2", "--epochs", "2", "--batch-size", "4", "--checkpoint-every", "1", "--patience", "0"]
+    assert main([*options, "--out", str(tmp_path / "whole")]) == 0
+
+    def interrupt(event, count):
+        if count == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(ptune.training, "fault", interrupt)
+    assert main([*options, "--out", str(tmp_path / "cut")]) == 130
+    monkeypatch.undo()
+    assert main(["-q", "train", "--resume", str(tmp_path / "cut")]) == 0
+    whole, cut = (load_file(tmp_path / name / "prompt.safetensors") for name in ("whole", "cut"))
+    assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)

@@ -147,6 +147,8 @@ def ensemble_predict(models: Sequence[PromptModel], examples: Sequence, *, combi
                      batch_size: int = 64) -> list:
     """Predictions of N prompts for one task, combined, with ONE backbone pass per batch of
     examples: each example is repeated N times, each copy carrying a different prompt."""
+    if any(m.qa for m in models):
+        raise PtuneError("ensembles of question answering prompts are not supported yet; evaluate each prompt alone")
     labels = models[0].labels
     if any(m.labels != labels or m.tagging != models[0].tagging for m in models):
         raise PtuneError("ensemble members must be prompts for the same task (same labels and head)")

@@ -83,7 +83,11 @@ class TaskRegistry:
                     continue
                 self._seen[name] = mtime
                 try:
-                    self.models[name] = load_prompt(path, self.backbone)
+                    model = load_prompt(path, self.backbone)
+                    if model.qa:  # a span head answers question/context pairs, not the texts /predict takes
+                        raise PtuneError(f"{path}: question answering prompts are not served yet; "
+                                         "use `ptune predict --question ... --context ...`")
+                    self.models[name] = model
                     self.failed.pop(name, None)
                     log.info("loaded task %s from %s", name, path)
                 except PtuneError as error:
