@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import injection
@@ -75,6 +76,9 @@ class Backbone:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     identity: dict = field(default_factory=dict)
+    path: str | None = None  # where the weights came from: the LM head is read from here on demand
+    trust_remote_code: bool = False
+    _lm_head: nn.Module | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Taken once, at load: the weights a prompt was trained against.
@@ -108,6 +112,16 @@ class Backbone:
     @property
     def head_dim(self) -> int:
         return getattr(self.config, "head_dim", None) or self.hidden_size // self.config.num_attention_heads
+
+    def lm_head(self) -> nn.Module:
+        """The frozen LM head: final hidden states [..., H] -> vocabulary logits [..., V].
+
+        Loaded on first use (the verbalizer needs it; other heads never pay for it) and shared by
+        every prompt on this backbone.
+        """
+        if self._lm_head is None:
+            self._lm_head = _load_lm_head(self)
+        return self._lm_head
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
@@ -153,4 +167,38 @@ def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> B
     model.eval()
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return Backbone(name=name, model=model, tokenizer=tokenizer)
+    return Backbone(name=name, model=model, tokenizer=tokenizer, path=path, trust_remote_code=trust_remote_code)
+
+
+def _load_lm_head(backbone: Backbone) -> nn.Module:
+    """The modules that ``AutoModelForCausalLM`` / ``AutoModelForMaskedLM`` put on top of the base
+    model, applied in order (Llama, GPT-2: ``lm_head``; BERT: ``cls``; RoBERTa: ``lm_head``).
+
+    Refused when the checkpoint holds no trained head (e.g. ``minilm``, a sentence encoder): a
+    randomly initialised LM head would make the verbalizer meaningless.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+
+    kind = "causal" if backbone.is_decoder else "masked"
+    fix = "use --head linear, or a backbone with an LM head (e.g. smollm2, bert-base-uncased, roberta-base)"
+    auto = AutoModelForCausalLM if backbone.is_decoder else AutoModelForMaskedLM
+    if backbone.path is None:
+        raise PtuneError(f"backbone {backbone.name!r}: no weights folder to read a {kind} LM head from; {fix}")
+    try:
+        lm, info = auto.from_pretrained(backbone.path, dtype=torch.float32, output_loading_info=True,
+                                        trust_remote_code=backbone.trust_remote_code)
+    except (OSError, ValueError) as error:  # ValueError: the architecture has no *For{Causal,Masked}LM class
+        raise PtuneError(f"backbone {backbone.name!r} has no {kind} LM head ({str(error).splitlines()[0]}); {fix}") from None
+    base = lm.base_model
+    prefix = getattr(lm, "base_model_prefix", "") + "."
+    untrained = [key for key in info.get("missing_keys", ()) if not key.startswith(prefix)]
+    parts = [child for child in lm.children() if child is not base]
+    if untrained or not parts:
+        raise PtuneError(f"backbone {backbone.name!r} has no trained {kind} LM head (its checkpoint lacks "
+                         f"{', '.join(sorted(untrained)[:3]) or 'the head'}); {fix}")
+    output = lm.get_output_embeddings()
+    if output is not None and getattr(lm.config, "tie_word_embeddings", False):
+        output.weight = backbone.model.get_input_embeddings().weight  # tied: share the backbone's matrix, no copy
+    head = nn.Sequential(*parts).requires_grad_(False).eval()
+    del lm, base
+    return head

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from typing import Literal, Sequence
 
 from .errors import PtuneError
 
 METHODS = ("prompt", "ptuning", "deep", "finetune")
 INITS = ("random", "vocab", "labels")
 ENCODERS = ("lstm", "mlp", "none")
+HEADS = ("linear", "verbalizer")
 
 # Prompt methods need far higher learning rates than fine-tuning (Lester: 0.3 with Adafactor;
 # P-tuning v2: 5e-3..3e-2 with AdamW). Measured on minilm in docs/RESULTS.md.
@@ -38,6 +39,29 @@ def check_types(config, what: str) -> None:
             raise PtuneError(f"{what} {f.name!r} must be {expected}, got {value!r}")
 
 
+def parse_verbalizer(text: str) -> dict[str, list[str]]:
+    """'negative=bad,terrible;positive=good' -> {"negative": ["bad", "terrible"], "positive": ["good"]}."""
+    out: dict[str, list[str]] = {}
+    seen: dict[str, str] = {}
+    for entry in filter(None, (e.strip() for e in text.split(";"))):
+        label, sep, words = entry.partition("=")
+        label = label.strip()
+        names = [w.strip() for w in words.split(",") if w.strip()]
+        if not sep or not label or not names:
+            raise PtuneError(f"verbalizer entry {entry!r} must read 'label=word[,word...]', "
+                             "e.g. 'negative=bad,terrible;positive=good,great'")
+        if label in out:
+            raise PtuneError(f"verbalizer gives words for {label!r} twice; join them: '{label}=a,b'")
+        for word in names:
+            if word in seen and seen[word] != label:
+                raise PtuneError(f"verbalizer word {word!r} belongs to both {seen[word]!r} and {label!r}; give it to one")
+            seen[word] = label
+        out[label] = names
+    if not out:
+        raise PtuneError("verbalizer is empty: give 'label=word[,word...]' per label, separated by ';'")
+    return out
+
+
 @dataclass
 class MethodConfig:
     method: Literal["prompt", "ptuning", "deep", "finetune"] = field(
@@ -51,6 +75,12 @@ class MethodConfig:
     layers: str = field(default="all", metadata={"help": "deep: all, top:K, bottom:K or 0,2,5"})
     reparam: bool = field(default=False, metadata={"help": "deep: MLP reparameterisation of the prefixes"})
     reparam_hidden: int = field(default=512, metadata={"help": "deep: hidden width of the reparameterisation MLP"})
+    head: Literal["linear", "verbalizer"] = field(default="linear", metadata={
+        "help": "linear (a new classifier on the pooled token) or verbalizer (the frozen LM head's logits for label words "
+                "at the {label} slot: [MASK] for masked LMs, next token for causal LMs)", "choices": HEADS})
+    verbalizer: str | None = field(default=None, metadata={
+        "help": "label words for --head verbalizer, e.g. 'negative=bad,terrible;positive=good,great' (default: each "
+                "label's own name)"})
     max_length: int = field(default=128, metadata={"help": "maximum tokens per example, prompts included"})
     peft_layout: bool = field(default=False, metadata={
         "help": "lay prompts out as Hugging Face PEFT does (input prompts before [CLS]; deep-prompt positions "
@@ -68,12 +98,31 @@ class MethodConfig:
             self.length = DEFAULT_LENGTH[self.method]
         if self.method in ("prompt", "deep") and self.length < 1:
             raise PtuneError(f"length must be at least 1 for method {self.method}, got {self.length}")
-        if self.template is not None and self.method not in ("prompt", "ptuning"):
-            raise PtuneError(f"a template only applies to prompt/ptuning, not {self.method}; drop --template")
+        if self.template is not None and self.method not in ("prompt", "ptuning") and "[P]" in self.template:
+            raise PtuneError(f"[P] tokens in a template only apply to prompt/ptuning, not {self.method}; drop them "
+                             "(a deep prompt may still use a template of words and slots, e.g. '{text} It was {label}')")
         if self.peft_layout and self.method == "finetune":
             raise PtuneError("peft_layout applies to prompt, ptuning and deep, not finetune")
+        if self.head not in HEADS:
+            raise PtuneError(f"head {self.head!r} unknown: use one of {', '.join(HEADS)}")
+        if self.verbalizer is not None:
+            if self.head != "verbalizer":
+                raise PtuneError("--verbalizer gives label words for --head verbalizer; add --head verbalizer or drop it")
+            parse_verbalizer(self.verbalizer)
         if self.tune_backbone and self.method != "ptuning":
             raise PtuneError("tune_backbone applies to ptuning only (finetune already tunes the backbone)")
+
+    def label_words(self, labels: Sequence[str]) -> list[list[str]]:
+        """Each label's verbalizer words, in ``labels`` order (a label's own name when none are given)."""
+        words = parse_verbalizer(self.verbalizer) if self.verbalizer else {}
+        unknown = sorted(set(words) - set(labels))
+        missing = [label for label in labels if label not in words]
+        if words and (unknown or missing):
+            raise PtuneError(f"verbalizer {self.verbalizer!r} does not match the task's labels {', '.join(labels)}: "
+                             + "; ".join(filter(None, [f"unknown {', '.join(unknown)}" if unknown else "",
+                                                       f"no words for {', '.join(missing)}" if missing else ""]))
+                             + " — give 'label=word,word' for every label")
+        return [words.get(label, [label]) for label in labels]
 
     @property
     def has_input_prompt(self) -> bool:

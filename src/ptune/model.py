@@ -19,7 +19,7 @@ from .backbones import Backbone
 from .config import MethodConfig
 from .encoding import Encoder, Feature, collate
 from .errors import PtuneError
-from .heads import ClassificationHead, TokenHead
+from .heads import ClassificationHead, TokenHead, VerbalizerHead
 from .heads.span import SpanHead
 from .layer_cache import layer_list, starting_at
 from .prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
@@ -60,6 +60,8 @@ class PromptModel(nn.Module):
                             if config.method == "deep" else None)
         self.initialised = False  # set by initialise() or by loading trained tensors
         self.head = SpanHead(hidden) if qa else (TokenHead if tagging else ClassificationHead)(hidden, len(self.labels))
+        if config.head == "verbalizer":
+            self.head = VerbalizerHead(backbone.lm_head, self.verbalizer_ids(tagging or qa))
         if config.method == "finetune" or config.tune_backbone:
             # A private, trainable copy: the shared backbone stays frozen for every other task.
             self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True)
@@ -112,12 +114,45 @@ class PromptModel(nn.Module):
         with torch.no_grad():
             self.input_prompt.embedding.copy_(init)
 
+    def label_words(self) -> list[list[str]]:
+        """Each label's words: the verbalizer's when one is set, else from the name ("B-PER" -> "per")."""
+        if self.config.head == "verbalizer":
+            return self.config.label_words(self.labels)
+        return [[label.split("-", 1)[-1].replace("_", " ").lower()] for label in self.labels]
+
     def label_token_ids(self) -> list[list[int]]:
-        """Token ids of each label's words ("B-PER" -> "per"; "positive" -> "positive")."""
+        """Token ids of each label's words, all words together (decoders: each word after a space)."""
         tokenizer = self.backbone.tokenizer
-        words = [label.split("-", 1)[-1].replace("_", " ").lower() for label in self.labels]
         prefix = " " if self.backbone.is_decoder else ""
-        return [tokenizer(prefix + word, add_special_tokens=False)["input_ids"] or [tokenizer.unk_token_id] for word in words]
+        return [[i for word in words for i in tokenizer(prefix + word, add_special_tokens=False)["input_ids"]]
+                or [tokenizer.unk_token_id] for words in self.label_words()]
+
+    def verbalizer_ids(self, per_token: bool) -> list[list[int]]:
+        """First-token id of each verbalizer word, per label; refuses set-ups the verbalizer cannot read."""
+        if per_token:
+            raise PtuneError("the verbalizer head classifies whole examples; use --head linear for tagging and QA tasks")
+        if not self.backbone.is_decoder and not self.template.has_slot("label"):
+            raise PtuneError(f"template {self.template.source!r}: a masked LM's verbalizer reads the [MASK] at the "
+                             "{label} slot; give a template with one, e.g. --template '[P]*8 {text} It was {label}'")
+        self.backbone.lm_head()  # refuses a backbone without a trained LM head now, not at the first batch
+        tokenizer = self.backbone.tokenizer
+        prefix = " " if self.backbone.is_decoder else ""
+        owner: dict[int, str] = {}
+        out = []
+        for label, words in zip(self.labels, self.label_words()):
+            ids = []
+            for word in words:
+                pieces = tokenizer(prefix + word, add_special_tokens=False)["input_ids"]
+                if not pieces:
+                    raise PtuneError(f"verbalizer word {word!r} of label {label!r} is empty after tokenisation")
+                if owner.get(pieces[0], label) != label:
+                    raise PtuneError(f"verbalizer words of {owner[pieces[0]]!r} and {label!r} start with the same token "
+                                     f"{tokenizer.convert_ids_to_tokens(pieces[0])!r}; choose words that differ at the start")
+                owner[pieces[0]] = label
+                if pieces[0] not in ids:
+                    ids.append(pieces[0])
+            out.append(ids)
+        return out
 
     # -- forward --------------------------------------------------------------------------------
     def encode(self, examples) -> list[Feature] | list[qa.QAFeature]:
