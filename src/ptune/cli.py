@@ -625,6 +625,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-texts", type=int, default=256, help="most texts in one request")
     serve.add_argument("--max-text-chars", type=int, default=4000, help="longest text accepted")
     serve.set_defaults(func=cmd_serve)
+
+    from .probing.command import add_probe_parser
+
+    add_probe_parser(sub)
     return parser
 
 

@@ -5,7 +5,7 @@ Two protocols: ranking the relation's candidates by full log-likelihood, and LAM
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -14,7 +14,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from ..errors import PtuneError
 from .relations import Fact, Relation, object_token_ids
-from .scoring import score_candidates
+from .scoring import prompt_embeddings, score_candidates
 
 
 @dataclass(frozen=True)
@@ -67,11 +67,23 @@ def prompt_ids(tokenizer: PreTrainedTokenizerBase, text: str) -> torch.Tensor:
     return ids
 
 
-def precision_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, relation: Relation,
-                   facts: Sequence[Fact], template: str, *, weight: torch.Tensor | None = None,
-                   batch_size: int = 64, progress: bool = False) -> ProbeResult:
-    """P@1 ranking all of ``relation.candidates`` by full log-likelihood after the filled template.
+Prompt = str | Callable[[str], torch.Tensor]
 
+
+def make_prompt(tokenizer: PreTrainedTokenizerBase, template: Prompt, subject: str, device) -> torch.Tensor:
+    """The prompt for ``subject``: ids [T] of a filled manual template, or the embeddings [T, H]
+    a learned probe (any callable ``subject -> [T, H]``) returns."""
+    if callable(template):
+        return template(subject)
+    return prompt_ids(tokenizer, fill_template(template, subject)).to(device)
+
+
+def precision_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, relation: Relation,
+                   facts: Sequence[Fact], template: Prompt, *, weight: torch.Tensor | None = None,
+                   batch_size: int = 64, progress: bool = False) -> ProbeResult:
+    """P@1 ranking all of ``relation.candidates`` by full log-likelihood after the prompt.
+
+    ``template``: a manual template string, or a learned probe (``subject -> embeddings [T, H]``).
     A fact counts as correct when its top candidate is any of its objects (``borders``: any true
     neighbour). ``weight``: the LM head [V, H], found from ``model`` when not given.
     """
@@ -82,15 +94,15 @@ def precision_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, r
     predictions = []
     with torch.inference_mode():
         for fact in tqdm(facts, desc=f"probe {relation.name}", disable=not progress, leave=False):
-            ids = prompt_ids(tokenizer, fill_template(template, fact.subject)).to(weight.device)
-            scores = score_candidates(model, weight, ids, candidate_ids, batch_size=batch_size)
+            prompt = make_prompt(tokenizer, template, fact.subject, weight.device)
+            scores = score_candidates(model, weight, prompt, candidate_ids, batch_size=batch_size)
             predicted = relation.candidates[int(scores.argmax())]
             predictions.append(Prediction(fact.subject, predicted, fact.objects, predicted in fact.objects))
     return _result(predictions)
 
 
 def single_token_precision_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                                facts: Sequence[Fact], template: str, *, weight: torch.Tensor | None = None,
+                                facts: Sequence[Fact], template: Prompt, *, weight: torch.Tensor | None = None,
                                 progress: bool = False) -> ProbeResult:
     """LAMA's P@1: the argmax of the next-token distribution over the whole vocabulary must be the
     (single) token of one of the fact's objects. Filter facts with ``single_token`` first.
@@ -105,8 +117,8 @@ def single_token_precision_at_1(model: PreTrainedModel, tokenizer: PreTrainedTok
             if not targets:
                 raise PtuneError(f"no object of {fact.subject!r} is a single token: filter the relation with "
                                  f"single_token(relation, tokenizer) first")
-            ids = prompt_ids(tokenizer, fill_template(template, fact.subject)).to(weight.device)
-            hidden = model(input_ids=ids[None]).last_hidden_state[0, -1]
+            embeds = prompt_embeddings(model, make_prompt(tokenizer, template, fact.subject, weight.device))
+            hidden = model(inputs_embeds=embeds).last_hidden_state[0, -1]
             token = int((hidden @ weight.T).argmax())
             predicted = tokenizer.decode([token]).strip()
             predictions.append(Prediction(fact.subject, predicted, fact.objects, token in targets))

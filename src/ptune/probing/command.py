@@ -1,0 +1,156 @@
+"""``ptune probe``: precision@1 of manual, P-tuned or prompt-tuned probes on a relation; table + JSON.
+
+Trained probes are saved next to the results as safetensors files (``ptune probe --probe FILE``
+scores one again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..errors import PtuneError
+
+METHODS = ("manual", "ptuning", "prompt")
+DEFAULT_MANUAL = "The capital of {subject} is"
+
+
+def add_probe_parser(sub) -> None:
+    """Register the ``probe`` subcommand on ``sub`` (argparse subparsers)."""
+    probe = sub.add_parser("probe", help="knowledge probing (LAMA-style P@1): manual vs P-tuned vs prompt-tuned")
+    probe.add_argument("--relation", default="capital-of", help="capital-of, continent-of or borders")
+    probe.add_argument("--backbone", default="smollm2", help="a causal LM: smollm2, a hub id or a folder")
+    probe.add_argument("--method", default="manual", choices=METHODS)
+    probe.add_argument("--manual", nargs="+", metavar="TEMPLATE",
+                       help="manual wordings with one {subject}, e.g. 'The capital of {subject} is' (one run each)")
+    probe.add_argument("--template", help="a full probe template with [P] tokens, e.g. '[P]*3 {subject} capital [P]*3'")
+    probe.add_argument("--probe", nargs="+", metavar="FILE", help="score saved probe files instead of training")
+    probe.add_argument("--encoder", default="lstm", choices=("none", "mlp", "lstm"), help="P-tuning prompt encoder")
+    probe.add_argument("--prompts", type=int, default=None,
+                       help="continuous tokens: per side for ptuning (default 3), in front for prompt (default 8)")
+    probe.add_argument("--init", choices=("words", "vocab"), help="initial [P] vectors (default: words for "
+                                                                    "ptuning, vocab for prompt)")
+    probe.add_argument("--epochs", type=int, default=3)
+    probe.add_argument("--lr", type=float, default=3e-3)
+    probe.add_argument("--batch-size", type=int, default=16)
+    probe.add_argument("--seed", type=int, default=0, help="split and training seed")
+    probe.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split scored")
+    probe.add_argument("--limit", type=int, help="at most N subjects per split (quick runs)")
+    probe.add_argument("--out", help="folder for results.json and probe files (default runs/probe-RELATION-METHOD)")
+    probe.set_defaults(func=cmd_probe)
+
+
+def _templates(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """(wording, template) per run, validated before any model loads."""
+    from .learned import parse_probe_template, ptuning_template, soft_prompt_template
+    from .relations import RELATIONS
+
+    if args.relation not in RELATIONS:
+        raise PtuneError(f"unknown relation {args.relation!r}; use one of {', '.join(RELATIONS)}")
+    if args.limit is not None and args.limit < 1:
+        raise PtuneError(f"--limit must be at least 1, got {args.limit}")
+    if args.template and args.manual:
+        raise PtuneError("give --manual wordings or one --template, not both")
+    if args.template:
+        if args.method == "manual" and "[P]" in args.template:
+            raise PtuneError("--method manual scores templates without [P] tokens; use --method ptuning or prompt")
+        parse_probe_template(args.template)
+        return [(args.template, args.template)]
+    wordings = args.manual or [DEFAULT_MANUAL]
+    runs = []
+    for wording in wordings:
+        if "[P]" in wording:
+            raise PtuneError(f"--manual {wording!r}: manual wordings have no [P]; give a full template with --template")
+        parse_probe_template(wording)
+        if args.method == "ptuning":
+            runs.append((wording, ptuning_template(wording, args.prompts or 3)))
+        elif args.method == "prompt":
+            runs.append((wording, soft_prompt_template(wording, args.prompts or 8)))
+        else:
+            runs.append((wording, wording))
+    return runs
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..backbones import load_backbone
+    from .files import load_probe, read_probe_header, save_probe
+    from .learned import ProbePrompt, init_vectors
+    from .probe import head_weight, precision_at_1, single_token_precision_at_1
+    from .relations import load_relation, single_token, split_facts
+    from .training import ProbeTrainConfig, train_probe
+
+    if args.probe:
+        headers = [read_probe_header(path) for path in args.probe]
+        runs = [(h["template"], h["template"]) for h in headers]
+    else:
+        runs = _templates(args)
+    config = ProbeTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    out_dir = Path(args.out or f"runs/probe-{args.relation}-{'saved' if args.probe else args.method}")
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    model, tokenizer = backbone.model, backbone.tokenizer
+    try:
+        weight = head_weight(model)
+    except PtuneError as error:
+        raise PtuneError(f"backbone {args.backbone!r}: {error}") from None
+    embeddings = model.get_input_embeddings()
+    relation = load_relation(args.relation)
+    split = {name: part[: args.limit] if args.limit else part
+             for name, part in split_facts(relation.facts, seed=args.seed).items()}
+    facts = split[args.split]
+    subjects = {f.subject for f in facts}
+    single_facts = [f for f in split_facts(single_token(relation, tokenizer).facts, seed=args.seed)[args.split]
+                    if f.subject in subjects]
+    progress = not args.quiet
+    results = []
+    for index, (wording, template) in enumerate(runs):
+        row = {"method": "saved" if args.probe else args.method, "wording": wording, "template": template}
+        prompt, history = template, None
+        if args.probe:
+            prompt = load_probe(args.probe[index], backbone)
+            row["probe"] = str(args.probe[index])
+        elif args.method != "manual":
+            torch.manual_seed(args.seed)
+            how = args.init or ("words" if args.method == "ptuning" else "vocab")
+            encoder = args.encoder if args.method == "ptuning" else "none"
+            prompt = ProbePrompt(template, tokenizer, embeddings, encoder=encoder,
+                                 init=init_vectors(template, tokenizer, embeddings.weight, how=how, seed=args.seed))
+            history = train_probe(model, tokenizer, prompt, split["train"], split["dev"], config, weight=weight,
+                                  progress=progress)
+            row.update(best_epoch=history.best_epoch, dev_nll=history.dev_nll, train_loss=history.train_loss,
+                       train_seconds=round(history.seconds, 1), encoder=encoder, init=how)
+        ranked = precision_at_1(model, tokenizer, relation, facts, prompt, weight=weight, progress=progress)
+        row["p_at_1"] = ranked.precision
+        row["single_token_p_at_1"] = (single_token_precision_at_1(model, tokenizer, single_facts, prompt, weight=weight)
+                                      .precision if single_facts else None)
+        row["predictions"] = [{"subject": p.subject, "predicted": p.predicted, "correct": p.correct}
+                              for p in ranked.predictions]
+        if history is not None:
+            path = out_dir / f"{args.method}-{index}.safetensors"
+            save_probe(path, prompt, backbone, relation=args.relation,
+                       metrics={f"{args.split}_p_at_1": row["p_at_1"]},
+                       training={"epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size,
+                                 "seed": args.seed, "wording": wording, "best_epoch": history.best_epoch})
+            row["probe"] = str(path)
+        results.append(row)
+
+    summary = {"relation": args.relation, "backbone": args.backbone, "split": args.split, "subjects": len(facts),
+               "single_token_subjects": len(single_facts), "candidates": len(relation.candidates), "runs": results}
+    from ..checkpoint import atomic_write
+
+    atomic_write(out_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
+    table = Table(title=f"P@1, {args.relation}, {args.split} split ({len(facts)} subjects, "
+                        f"{len(relation.candidates)} candidates), {backbone.name}")
+    for column in ("method", "template", "P@1", "P@1 single-token", "probe file"):
+        table.add_column(column, justify="right" if column.startswith("P@1") else "left")
+    for row in results:
+        single = row["single_token_p_at_1"]
+        table.add_row(row["method"], row["template"], f"{100 * row['p_at_1']:.1f}",
+                      "" if single is None else f"{100 * single:.1f}", row.get("probe", ""))
+    Console().print(table)
+    Console(stderr=True).print(f"results: {out_dir / 'results.json'}", highlight=False)
+    return 0
