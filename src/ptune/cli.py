@@ -304,6 +304,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        and getattr(e, "label", getattr(e, "tags", None)) is None), None)
     if unlabelled is not None:
         raise PtuneError(f"{source}: example {unlabelled} has no label; evaluate needs labelled data (use predict for unlabelled)")
+    if args.label_map:
+        from .data.relabel import parse_label_map, relabel
+
+        examples = relabel(examples, parse_label_map(args.label_map), header["task"]["labels"], source)
     trained = Task(header["task"]["name"], header["task"]["kind"], header["task"]["labels"], [], [], [], header["task"]["metric"])
     check_labels(trained, examples, source)
     metric = header["task"]["metric"]
@@ -391,6 +395,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
         else:
             record = {"text": example.text, "label": prediction}
         out.print(json.dumps(record, ensure_ascii=False), soft_wrap=True, highlight=False)
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from .generation import generate
+
+    model = _load_prompt_and_backbone(args)
+    outputs = generate(model, args.text, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    for text, continuation in zip(args.text, outputs):
+        out.print(json.dumps({"text": text, "generated": continuation}, ensure_ascii=False), soft_wrap=True, highlight=False)
     return 0
 
 
@@ -561,9 +575,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--task", help="built-in task (default: the one it was trained on)")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"))
     evaluate.add_argument("--data", help="a labelled data file instead of a task (domain shift)")
+    evaluate.add_argument("--label-map", metavar="THEIRS=OURS,...",
+                          help="rename the data's labels onto the prompt's, e.g. 'pos=positive,neg=negative'")
     evaluate.add_argument("--backbone", help="override the backbone recorded in the prompt file")
     evaluate.add_argument("--batch-size", type=int, default=64)
     evaluate.set_defaults(func=cmd_evaluate)
+
+    gen = sub.add_parser("generate", help="continue texts with a causal LM and a trained prompt (or deep prompt)")
+    gen.add_argument("prompt", help="prompt file (.safetensors) trained on a causal LM, e.g. smollm2")
+    gen.add_argument("--text", nargs="+", required=True, help="texts to continue (several run as one batch)")
+    gen.add_argument("--max-new-tokens", type=int, default=40)
+    gen.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); above 0: sampling")
+    gen.add_argument("--seed", type=int, default=0, help="sampling seed")
+    gen.add_argument("--backbone", help="override the backbone recorded in the prompt file")
+    gen.set_defaults(func=cmd_generate)
 
     predict = sub.add_parser("predict", help="label texts (or tag sentences) with a prompt file; JSON lines out")
     predict.add_argument("prompt", help="prompt file (.safetensors)")
