@@ -183,3 +183,13 @@ def test_causal_label_logits_are_next_token_logits(smollm2):
              for pair in (["bad", "terrible"], ["good", "great"])]
     torch.testing.assert_close(ours, torch.stack([vocab[w].logsumexp(0) for w in words]), rtol=1e-4, atol=1e-3)
     assert ours.argmax().item() == 1  # "... great cast It was" -> good/great
+
+
+def test_inspect_names_the_verbalizer(tiny_mlm, tmp_path, capsys):
+    from ptune.checkpoint import save_prompt
+    from ptune.cli import main
+
+    path = tmp_path / "v.safetensors"
+    save_prompt(path, build(tiny_mlm, "prompt", "[P]*2 {text} It was {label}"), task_name="s", metric="accuracy")
+    assert main(["inspect", str(path)]) == 0
+    assert "verbalizer head" in capsys.readouterr().out

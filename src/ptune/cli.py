@@ -533,6 +533,9 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _method_detail(method: dict) -> str:
+    if method.get("head") == "verbalizer":
+        words = method.get("verbalizer") or "label names"
+        return _method_detail({**method, "head": "linear"}) + f" · verbalizer head ({words})"
     if method["method"] == "deep":
         return f" (length {method['length']}, layers {method['layers']}, reparam {method['reparam']})"
     if method["method"] in ("prompt", "ptuning"):
