@@ -103,8 +103,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
              for name, part in split_facts(relation.facts, seed=args.seed).items()}
     facts = split[args.split]
     subjects = {f.subject for f in facts}
-    single_facts = [f for f in split_facts(single_token(relation, tokenizer).facts, seed=args.seed)[args.split]
-                    if f.subject in subjects]
+    # The split's facts whose object is one token (the same subjects: none leaks in from train).
+    single_facts = [f for f in single_token(relation, tokenizer).facts if f.subject in subjects]
     progress = not args.quiet
     results = []
     for index, (wording, template) in enumerate(runs):
