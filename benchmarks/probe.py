@@ -127,8 +127,9 @@ def main() -> None:
     single_test = [f for f in single_token(relation, tokenizer).facts if f.subject in test_subjects]
     config = ProbeTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size)
     result = {
-        "command": "python benchmarks/probe.py " + " ".join(sys.argv[1:]),
-        "machine": f"{platform.machine()}, {args.threads} CPU threads (shared), torch {torch.__version__}",
+        "command": " ".join(["python benchmarks/probe.py", *sys.argv[1:]]),
+        "machine": f"{platform.machine()}, {args.threads} CPU thread(s) of a 2-core machine shared with other jobs, "
+                   f"torch {torch.__version__}",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "backbone": "smollm2", "relation": "capital-of", "candidates": len(relation.candidates),
         "train_subjects": len(split["train"]), "dev_subjects": len(split["dev"]), "test_subjects": len(test),
