@@ -43,8 +43,11 @@ def test_greedy_is_deterministic_and_batch_equals_alone(smollm2, method, options
 def test_prompt_changes_the_continuation(smollm2):
     model = untrained(smollm2, "prompt", length=4)
     before = generate_ids(model, TEXTS[:1], max_new_tokens=5)
+    # A prompt made of the embeddings of a German phrase (deterministic, unlike random noise, which
+    # may leave a 5-token greedy continuation unchanged).
+    ids = smollm2.tokenizer("Die Hauptstadt Deutschlands", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        model.input_prompt.embedding.normal_(0, 1.0)
+        model.input_prompt.embedding.copy_(smollm2.model.get_input_embeddings().weight[(ids * 4)[:4]])
     assert generate_ids(model, TEXTS[:1], max_new_tokens=5) != before
 
 
