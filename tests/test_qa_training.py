@@ -187,7 +187,7 @@ def test_squad_v2_task_name_allows_no_answer_on_v1_files(squad):
 
 def test_cli_train_evaluate_predict(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["-q", "train", "--task", "squad", "--train", str(FIXTURE), "--dev", str(FIXTURE), "--test", str(FIXTURE),
+    assert main(["-q", "train", "--task", "squad", "--data", str(FIXTURE), "--dev", str(FIXTURE), "--test", str(FIXTURE),
                  "--method", "deep", "--length", "4", "--layers", "top:2", "--max-steps", "2", "--epochs", "1",
                  "--batch-size", "4", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())

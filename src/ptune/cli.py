@@ -558,7 +558,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "training with one shared prompt and a head per task; squad, "
                                                  "squad_v2 or srl: that kind of task from --train/--dev/--test files")
     train.add_argument("--init-from", help="start from this prompt file (continue a run or a multi-task prompt)")
-    train.add_argument("--train", help="your training file (CoNLL columns, CSV/TSV/JSONL, or a datasets folder)")
+    train.add_argument("--train", "--data", dest="train",
+                       help="your training file (CoNLL columns, CSV/TSV/JSONL, SQuAD JSON, SRL columns, or a datasets "
+                            "folder); --data is the same option")
     train.add_argument("--dev", help="your dev file (model selection, early stopping)")
     train.add_argument("--test", help="your test file (scored once at the end)")
     train.add_argument("--backbone", help="minilm, smollm2, a hub id or a local folder (default minilm)")
