@@ -7,6 +7,6 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 out=${1:-runs/demo-rotten_tomatoes-deep}
-ptune train --task rotten_tomatoes --method deep --epochs 3 --out "$out"
+ptune train --task rotten_tomatoes --method deep --epochs 3 --out "$out" --overwrite  # rerunnable
 ptune inspect "$out/prompt.safetensors"
 ptune predict "$out/prompt.safetensors" --text "a moving, beautifully acted film" "a tedious, joyless mess"
