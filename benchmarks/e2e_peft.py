@@ -25,10 +25,10 @@ BATCH, PREFIX = 32, 16
 
 
 def run_ptune(task, epochs: int) -> dict:
-    from ptune.backbones import load_backbone
+    from ptune.model.backbones import load_backbone
     from ptune.config import MethodConfig
-    from ptune.model import PromptModel
-    from ptune.training import TrainConfig, train
+    from ptune.model.prompt_model import PromptModel
+    from ptune.training.loop import TrainConfig, train
 
     backbone = load_backbone("minilm")
     model = PromptModel.for_task(backbone, task, MethodConfig(method="deep", length=PREFIX))
@@ -46,7 +46,7 @@ def run_peft(task, epochs: int) -> dict:
     from transformers import (AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer,
                               DataCollatorForTokenClassification, DataCollatorWithPadding, Trainer, TrainingArguments)
 
-    from ptune.backbones import resolve
+    from ptune.model.backbones import resolve
 
     path = resolve("minilm")
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -37,9 +37,9 @@ SETTINGS = {
 
 def run(name: str, backbone, task, train_limit: int, eval_limit: int, batch_size: int) -> dict:
     from ptune.config import MethodConfig
-    from ptune.evaluation import evaluate
-    from ptune.model import PromptModel
-    from ptune.training import TrainConfig, train
+    from ptune.infer.predict import evaluate
+    from ptune.model.prompt_model import PromptModel
+    from ptune.training.loop import TrainConfig, train
 
     options = dict(SETTINGS[name])
     lr = options.pop("lr", None)
@@ -99,7 +99,7 @@ def main() -> None:
         return
     import torch
 
-    from ptune.backbones import load_backbone
+    from ptune.model.backbones import load_backbone
     from ptune.data import get_task
 
     torch.set_num_threads(2)

@@ -25,16 +25,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import ROOT, write_section  # noqa: E402
 
-from ptune.backbones import load_backbone  # noqa: E402
+from ptune.model.backbones import load_backbone  # noqa: E402
 from ptune.config import MethodConfig  # noqa: E402
 from ptune.data import Task, get_task  # noqa: E402
-from ptune.evaluation import evaluate, gold_labels  # noqa: E402
-from ptune.interpret import nearest_tokens, plot_neighbours  # noqa: E402
-from ptune.metrics import MAIN_KEY, score  # noqa: E402
-from ptune.mixed import ensemble_predict  # noqa: E402
-from ptune.model import PromptModel  # noqa: E402
-from ptune.multitask import shared_prompt_bank, train_multitask  # noqa: E402
-from ptune.training import TrainConfig, train  # noqa: E402
+from ptune.infer.predict import evaluate  # noqa: E402
+from ptune.analysis.interpret import nearest_tokens, plot_neighbours  # noqa: E402
+from ptune.tasks.metrics import MAIN_KEY, score  # noqa: E402
+from ptune.infer.bank import ensemble_predict  # noqa: E402
+from ptune.model.prompt_model import PromptModel  # noqa: E402
+from ptune.training.multitask import shared_prompt_bank, train_multitask  # noqa: E402
+from ptune.training.loop import TrainConfig, train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many_tasks.json"
 DOCS = ROOT / "docs"
@@ -69,7 +69,7 @@ def ensemble(backbone, task, config, members: int) -> dict:
         train(model, task, TrainConfig(**{**config.__dict__, "seed": seed}))
         models.append(model)
     singles = [test_score(m, task) for m in models]
-    gold = gold_labels(task.test)
+    gold = models[0].kind.gold(task.test)
     key = MAIN_KEY[task.metric]
     calls = []
     hook = backbone.model.register_forward_hook(lambda *_: calls.append(1))

@@ -30,21 +30,21 @@ def setup():
 
     torch.set_num_threads(THREADS)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from ptune.backbones import load_backbone
+    from ptune.model.backbones import load_backbone
     from ptune.data import get_task
 
     return load_backbone("minilm"), get_task("conll2003")
 
 
 def speed(setting) -> dict:
-    from ptune.benchmark import run
+    from ptune.analysis.benchmark import run
 
     backbone, task = setup()
     return run(backbone, task.train[:4000], task.labels, setting)
 
 
 def memory_of(name: str, setting) -> int:
-    from ptune.benchmark import build, peak_memory
+    from ptune.analysis.benchmark import build, peak_memory
 
     backbone, task = setup()
     setting.configs = [name]
@@ -56,7 +56,7 @@ def profile(setting) -> dict[str, str]:
     """Where a step's time goes (torch.profiler, operators by self CPU time)."""
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
-    from ptune.benchmark import build
+    from ptune.analysis.benchmark import build
 
     backbone, task = setup()
     setting.configs = ["ptune deep", f"ptune deep top:{setting.top_k} (cached)"]
@@ -82,8 +82,8 @@ def inference(rounds: int = 20, size: int = 64) -> dict:
 
     from ptune.config import MethodConfig
     from ptune.data import get_task
-    from ptune.mixed import PromptBank
-    from ptune.model import PromptModel
+    from ptune.infer.bank import PromptBank
+    from ptune.model.prompt_model import PromptModel
 
     backbone, _ = setup()
     texts = get_task("rotten_tomatoes").dev[:size]
@@ -93,7 +93,7 @@ def inference(rounds: int = 20, size: int = 64) -> dict:
                "ptuning": MethodConfig(method="ptuning", template="[P]*8 {text} [P]*8", encoder="lstm")}
     models = {}
     for seed, (name, config) in enumerate(configs.items()):
-        models[name] = PromptModel(backbone, config, labels, tagging=False)
+        models[name] = PromptModel(backbone, config, labels)
         models[name].initialise(seed=seed)
     bank = PromptBank(models).eval()
     single = bank.collate(bank.encode([("deep-a", e) for e in texts]))
@@ -125,8 +125,8 @@ def inference(rounds: int = 20, size: int = 64) -> dict:
 
 def depth_curve(epochs: int, train_limit: int, eval_limit: int) -> list[dict]:
     from ptune.config import MethodConfig
-    from ptune.model import PromptModel
-    from ptune.training import TrainConfig, train
+    from ptune.model.prompt_model import PromptModel
+    from ptune.training.loop import TrainConfig, train
 
     backbone, task = setup()
     rows = []
@@ -209,7 +209,7 @@ def render(r: dict) -> str:
 
 
 def main() -> None:
-    from ptune.benchmark import Setting
+    from ptune.analysis.benchmark import Setting
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--report-only", action="store_true")

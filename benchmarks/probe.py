@@ -30,8 +30,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import ROOT, write_section  # noqa: E402
 
-from ptune.backbones import load_backbone  # noqa: E402
-from ptune.probing import (  # noqa: E402
+from ptune.model.backbones import load_backbone  # noqa: E402
+from ptune.analysis.probing import (  # noqa: E402
     head_weight,
     load_relation,
     precision_at_1,
@@ -39,8 +39,8 @@ from ptune.probing import (  # noqa: E402
     single_token_precision_at_1,
     split_facts,
 )
-from ptune.probing.learned import ProbePrompt, init_vectors, ptuning_template, soft_prompt_template  # noqa: E402
-from ptune.probing.training import ProbeTrainConfig, train_probe  # noqa: E402
+from ptune.analysis.probing.learned import ProbePrompt, init_vectors, ptuning_template, soft_prompt_template  # noqa: E402
+from ptune.analysis.probing.training import ProbeTrainConfig, train_probe  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "lm.json"
 MANUALS = (

@@ -17,8 +17,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from ptune.backbones import load_backbone
-from ptune.probing import (
+from ptune.model.backbones import load_backbone
+from ptune.analysis.probing import (
     fill_template,
     head_weight,
     load_relation,
@@ -29,8 +29,8 @@ from ptune.probing import (
     single_token_precision_at_1,
     split_facts,
 )
-from ptune.probing.probe import prompt_ids
-from ptune.probing.relations import object_token_ids
+from ptune.analysis.probing.probe import prompt_ids
+from ptune.analysis.probing.relations import object_token_ids
 
 TEMPLATES = (
     "The capital of {} is",

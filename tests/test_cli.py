@@ -154,7 +154,7 @@ def test_config_file_sets_options_and_flags_win(tmp_path, capsys):
     assert main(["-q", "train", "--config", str(config), "--length", "2"]) == 0
     header = json.loads(capsys.readouterr().out)
     assert header["method"] == "prompt"
-    from ptune.checkpoint import read_header
+    from ptune.storage.prompt_files import read_header
 
     assert read_header(tmp_path / "out" / "prompt.safetensors")["method"]["length"] == 2
 

@@ -9,7 +9,7 @@ import sys
 
 from safetensors.torch import load_file
 
-from ptune.checkpoint import tensors_digest
+from ptune.storage.prompt_files import tensors_digest
 from ptune.data import get_task
 
 

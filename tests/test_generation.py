@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from ptune.backbones import load_backbone
-from ptune.checkpoint import save_prompt
+from ptune.model.backbones import load_backbone
+from ptune.storage.prompt_files import save_prompt
 from ptune.cli import main
 from ptune.config import MethodConfig
 from ptune.errors import PtuneError
-from ptune.generation import generate, generate_ids
-from ptune.model import PromptModel
+from ptune.infer.generate import generate, generate_ids
+from ptune.model.prompt_model import PromptModel
 
 TEXTS = ["The capital of France is", "Once upon a time, a small dog"]
 
@@ -25,7 +25,7 @@ def smollm2():
 
 
 def untrained(backbone, method, **options):
-    model = PromptModel(backbone, MethodConfig(method=method, **options), ["a", "b"], tagging=False)
+    model = PromptModel(backbone, MethodConfig(method=method, **options), ["a", "b"])
     model.initialise(seed=0)
     return model
 

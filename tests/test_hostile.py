@@ -20,16 +20,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import save_file
 
-from ptune.checkpoint import load_prompt, save_prompt
-from ptune.cli import _dataclass_from, _read_config, build_parser
+from ptune.storage.prompt_files import load_prompt, save_prompt
+from ptune.cli import build_parser
+from ptune.cli.options import dataclass_from as _dataclass_from, read_config as _read_config
 from ptune.config import MethodConfig
 from ptune.data import read_conll, read_examples, read_table
 from ptune.data.squad import read_squad
 from ptune.data.srl import read_srl
 from ptune.errors import PtuneError
-from ptune.model import PromptModel
-from ptune.resume import read_checkpoint
-from ptune.training import TrainConfig
+from ptune.model.prompt_model import PromptModel
+from ptune.training.resume import read_checkpoint
+from ptune.training.loop import TrainConfig
 
 EXAMPLES = int(os.environ.get("PTUNE_FUZZ_EXAMPLES", "40"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
@@ -166,7 +167,7 @@ def test_config_files_with_wrong_fields():
 @pytest.fixture(scope="module")
 def prompt_file(minilm, tmp_path_factory):
     model = PromptModel(minilm, MethodConfig(method="deep", length=2, layers="top:2"), ["negative", "positive"],
-                        tagging=False)
+                        )
     model.initialise(seed=0)
     path = tmp_path_factory.mktemp("prompt") / "rt.safetensors"
     save_prompt(path, model, task_name="rt", metric="accuracy")
@@ -223,7 +224,7 @@ def test_prompt_headers_with_missing_extra_or_mistyped_fields(minilm, prompt_fil
 
 
 def test_damaged_checkpoints(tmp_path):
-    from ptune.resume import CHECKPOINT
+    from ptune.training.resume import CHECKPOINT
 
     optimizer_state = {"state": {}, "param_groups": []}
     header = {"format": "ptune-checkpoint", "version": 1, "run": {}, "progress": {}, "selection": {},
@@ -261,7 +262,7 @@ def test_server_answers_hostile_requests_without_crashing(minilm, prompt_file, t
 
     from fastapi.testclient import TestClient
 
-    from ptune.server import Limits, create_app
+    from ptune.serve.app import Limits, create_app
 
     shutil.copy(prompt_file, tmp_path / "rt.safetensors")
     app = create_app(tmp_path, minilm, Limits(max_body_bytes=2_000, max_texts=4, max_text_chars=50))

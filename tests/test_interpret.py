@@ -5,12 +5,12 @@ from __future__ import annotations
 import torch
 
 from ptune.config import MethodConfig
-from ptune.interpret import nearest_tokens
-from ptune.model import PromptModel
+from ptune.analysis.interpret import nearest_tokens
+from ptune.model.prompt_model import PromptModel
 
 
 def test_input_prompt_neighbours_recover_the_words_it_was_set_to(minilm):
-    model = PromptModel(minilm, MethodConfig(method="prompt", length=2), ["a", "b"], tagging=False)
+    model = PromptModel(minilm, MethodConfig(method="prompt", length=2), ["a", "b"])
     table = minilm.model.get_input_embeddings().weight
     ids = minilm.tokenizer.convert_tokens_to_ids(["cinema", "boring"])
     with torch.no_grad():
@@ -22,9 +22,9 @@ def test_input_prompt_neighbours_recover_the_words_it_was_set_to(minilm):
 
 def test_deep_prompt_neighbours_in_layer_zero_key_space(minilm):
     """A prefix whose layer-0 keys equal a token's own keys has that token as nearest neighbour."""
-    from ptune import injection
+    from ptune.model import injection
 
-    model = PromptModel(minilm, MethodConfig(method="deep", length=1), ["a", "b"], tagging=False).eval()
+    model = PromptModel(minilm, MethodConfig(method="deep", length=1), ["a", "b"]).eval()
     token = minilm.tokenizer.convert_tokens_to_ids("paris")
     with torch.no_grad(), injection.capturing_keys(0) as store:
         minilm.model(input_ids=torch.tensor([[token]]), attention_mask=torch.ones(1, 1, dtype=torch.long))

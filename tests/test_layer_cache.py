@@ -7,9 +7,9 @@ import torch
 
 from ptune.config import MethodConfig
 from ptune.data import TextExample
-from ptune.encoding import collate
-from ptune.layer_cache import BottomCache, layer_list
-from ptune.model import PromptModel
+from ptune.batch.encoding import collate
+from ptune.model.depth_cache import BottomCache, layer_list
+from ptune.model.prompt_model import PromptModel
 
 TEXTS = ["a gripping , beautifully acted film", "dull", "not bad at all , really", "the worst thing this year",
          "an unexpectedly tender and funny story about growing up"]
@@ -18,7 +18,7 @@ TEXTS = ["a gripping , beautifully acted film", "dull", "not bad at all , really
 @pytest.mark.parametrize("backbone_name", ["minilm", "tiny_llama"])
 def test_cached_bottom_layers_give_the_same_outputs(request, backbone_name):
     backbone = request.getfixturevalue(backbone_name)
-    model = PromptModel(backbone, MethodConfig(method="deep", length=3, layers=f"top:1"), ["a", "b"], tagging=False)
+    model = PromptModel(backbone, MethodConfig(method="deep", length=3, layers="top:1"), ["a", "b"])
     model.initialise(seed=0)
     model.eval()
     assert model.first_prompted_layer == backbone.num_layers - 1
@@ -40,7 +40,7 @@ def test_cached_bottom_layers_give_the_same_outputs(request, backbone_name):
 
 
 def test_gradients_flow_to_the_prompt_with_the_cache(minilm):
-    model = PromptModel(minilm, MethodConfig(method="deep", length=3, layers="top:2"), ["a", "b"], tagging=False)
+    model = PromptModel(minilm, MethodConfig(method="deep", length=3, layers="top:2"), ["a", "b"])
     model.initialise(seed=0)
     features = model.encode([TextExample(t, label="a") for t in TEXTS])
     batch = collate(features, pad_id=model.encoder.pad_id, left_pad=False)
@@ -51,7 +51,7 @@ def test_gradients_flow_to_the_prompt_with_the_cache(minilm):
 
 
 def test_cache_cap_recomputes_instead_of_growing(minilm):
-    model = PromptModel(minilm, MethodConfig(method="deep", length=3, layers="top:2"), ["a", "b"], tagging=False)
+    model = PromptModel(minilm, MethodConfig(method="deep", length=3, layers="top:2"), ["a", "b"])
     features = model.encode([TextExample(t) for t in TEXTS])
     batch = collate(features, pad_id=model.encoder.pad_id, left_pad=False)
     cache = BottomCache(layer_list(model.transformer, 6), 4, limit_bytes=10_000)

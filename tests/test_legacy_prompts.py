@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import ptune
-from ptune.data.squad import QAExample  # the restructure may move it (e.g. to ptune.data): adjust here
+from ptune import QAExample
 
 FIXTURES = Path(__file__).parent / "fixtures" / "legacy"
 EXPECTED = json.loads((FIXTURES / "expected.json").read_text())

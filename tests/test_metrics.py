@@ -1,11 +1,11 @@
-"""Tests for ptune.metrics on values computed by hand."""
+"""Tests for ptune.tasks.metrics on values computed by hand."""
 
 from __future__ import annotations
 
 import pytest
 
 from ptune.errors import PtuneError
-from ptune.metrics import MAIN_KEY, accuracy, entity_f1, score
+from ptune.tasks.metrics import MAIN_KEY, accuracy, entity_f1, score
 
 
 def test_accuracy() -> None:

@@ -7,10 +7,10 @@ import torch
 
 from ptune.config import MethodConfig
 from ptune.data import TaggedExample, TextExample
-from ptune.encoding import collate
+from ptune.batch.encoding import collate
 from ptune.errors import PtuneError
-from ptune.mixed import PromptBank, ensemble_predict
-from ptune.model import PromptModel
+from ptune.infer.bank import PromptBank, ensemble_predict
+from ptune.model.prompt_model import PromptModel
 
 TEXTS = [TextExample("a gripping , beautifully acted film"), TextExample("dull and overlong"),
          TextExample("the plot goes nowhere at all , and the jokes land even less often than that")]
@@ -20,7 +20,7 @@ TAGS = ["O", "B-ORG", "B-MISC", "B-PER", "I-PER", "B-LOC"]
 
 def model(backbone, method, *, tagging=False, seed=0, **options):
     m = PromptModel(backbone, MethodConfig(method=method, **options), TAGS if tagging else ["negative", "positive"],
-                    tagging=tagging)
+                    kind="tagging" if tagging else "classification")
     m.initialise(seed=seed)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -33,7 +33,7 @@ def model(backbone, method, *, tagging=False, seed=0, **options):
 def alone(m, examples):
     """Logits of each example run on its own task's model alone, per example."""
     logits = m(collate(m.encode(examples), pad_id=m.encoder.pad_id, left_pad=m.encoder.decoder))
-    if not m.tagging:
+    if m.kind.name != "tagging":
         return list(logits)
     return list(logits.split([len(e.tokens) for e in examples]))
 
@@ -89,4 +89,4 @@ def test_ensemble_members_must_share_a_task(minilm):
 
 def test_bank_refuses_a_finetuned_member(minilm):
     with pytest.raises(PtuneError, match="own backbone copy"):
-        PromptBank({"ft": PromptModel(minilm, MethodConfig(method="finetune"), ["a", "b"], tagging=False)})
+        PromptBank({"ft": PromptModel(minilm, MethodConfig(method="finetune"), ["a", "b"])})

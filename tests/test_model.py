@@ -7,8 +7,8 @@ import torch
 
 from ptune.config import MethodConfig
 from ptune.data import TaggedExample, TextExample
-from ptune.encoding import collate
-from ptune.model import PromptModel
+from ptune.batch.encoding import collate
+from ptune.model.prompt_model import PromptModel
 
 METHODS = ["prompt", "ptuning", "deep", "finetune"]
 SENTENCES = [TextExample("a gripping , beautifully acted film", "positive"),
@@ -22,7 +22,7 @@ TAGS = ["O", "B-ORG", "B-MISC", "B-PER", "I-PER", "B-LOC"]
 
 def build(backbone, method, *, tagging=False, **options):
     labels = TAGS if tagging else ["negative", "positive"]
-    model = PromptModel(backbone, MethodConfig(method=method, **options), labels, tagging=tagging)
+    model = PromptModel(backbone, MethodConfig(method=method, **options), labels, kind="tagging" if tagging else "classification")
     model.initialise(seed=1)
     if model.deep_prompt is not None:  # non-trivial prefixes so that a masking bug would show
         with torch.no_grad():
@@ -87,7 +87,7 @@ def test_deep_prompt_reaches_only_selected_layers(minilm):
     """With prefixes at the top layer only, the layer below sees exactly the unprompted states."""
     model = build(minilm, "deep", layers="top:1")
     batch = collate(model.encode(SENTENCES), pad_id=0, left_pad=False)
-    from ptune import injection
+    from ptune.model import injection
 
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], "output_hidden_states": True}
     plain = minilm.model(**kwargs).hidden_states
@@ -149,7 +149,7 @@ def test_template_places_prompts_exactly(minilm):
 
 def test_labels_init_is_mean_of_label_word_embeddings(minilm):
     labels = ["negative", "very positive"]
-    model = PromptModel(minilm, MethodConfig(method="prompt", init="labels", length=4), labels, tagging=False)
+    model = PromptModel(minilm, MethodConfig(method="prompt", init="labels", length=4), labels)
     model.initialise(seed=0)
     table = minilm.model.get_input_embeddings().weight
     for row, label in enumerate(labels):
@@ -162,7 +162,7 @@ def test_labels_init_is_mean_of_label_word_embeddings(minilm):
 
 
 def test_random_init_is_uniform_half(minilm):
-    model = PromptModel(minilm, MethodConfig(method="prompt", init="random", length=50), ["a", "b"], tagging=False)
+    model = PromptModel(minilm, MethodConfig(method="prompt", init="random", length=50), ["a", "b"])
     model.initialise(seed=0)
     values = model.input_prompt.embedding
     assert values.min() >= -0.5 and values.max() <= 0.5 and values.std() > 0.25

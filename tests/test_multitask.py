@@ -6,13 +6,13 @@ import json
 
 import torch
 
-from ptune.checkpoint import load_prompt
+from ptune.storage.prompt_files import load_prompt
 from ptune.cli import main
 from ptune.config import MethodConfig
 from ptune.data import Task, get_task
-from ptune.evaluation import predict
-from ptune.multitask import shared_prompt_bank, train_multitask
-from ptune.training import TrainConfig
+from ptune.infer.predict import predict
+from ptune.training.multitask import shared_prompt_bank, train_multitask
+from ptune.training.loop import TrainConfig
 
 
 def small(name: str, n: int = 48) -> Task:

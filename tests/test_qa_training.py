@@ -10,16 +10,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from ptune.checkpoint import load_prompt, read_header
+from ptune.storage.prompt_files import load_prompt, read_header
 from ptune.cli import main
 from ptune.config import MethodConfig
 from ptune.data import read_examples
 from ptune.data.squad import QAExample
 from ptune.data.tasks import Task, file_task, from_files
-from ptune.evaluation import evaluate, predict
-from ptune.model import PromptModel
-from ptune.qa import NO_ANSWER
-from ptune.training import TrainConfig, train
+from ptune.infer.predict import evaluate, predict
+from ptune.model.prompt_model import PromptModel
+from ptune.tasks.qa import NO_ANSWER
+from ptune.training.loop import TrainConfig, train
 
 
 def _fixture() -> Path | None:
@@ -103,7 +103,7 @@ def test_prompt_file_round_trip_gives_identical_predictions(trained, squad, mini
     header = read_header(out / "prompt.safetensors")
     assert header["task"]["kind"] == "qa" and header["task"]["metric"] == "squad" and header["task"]["labels"] == []
     loaded = load_prompt(out / "prompt.safetensors", minilm)
-    assert loaded.qa and not loaded.no_answer
+    assert loaded.kind.name == "qa" and loaded.metric == "squad"
     assert predict(loaded, squad.dev) == predict(model, squad.dev)
     assert evaluate(loaded, squad.dev, "squad") == evaluate(model, squad.dev, "squad") == result.dev
 
@@ -135,7 +135,7 @@ def test_a_long_context_is_strided_for_training_and_prediction(minilm):
     context = filler + " The treasure is buried under the old oak tree."
     answer = "under the old oak tree"
     example = QAExample("long", "Where is the treasure buried?", context, (answer,), (context.index(answer),))
-    model = PromptModel(minilm, DEEP, [], tagging=False, qa=True)
+    model = PromptModel(minilm, DEEP, [], kind="qa")
     features = model.encode([example])
     assert len(features) >= 4  # one example, several windows
     holding = [f for f in features if f.start_position != NO_ANSWER]
@@ -154,7 +154,7 @@ def test_squad_v2_no_answer_path(minilm, tmp_path):
     task = from_files(path, path)  # an impossible question makes it SQuAD 2.0
     assert task.metric == "squad_v2" and [e.is_impossible for e in task.train] == [False, True]
     model = PromptModel.for_task(minilm, task, DEEP)
-    assert model.no_answer
+    assert model.metric == "squad_v2"
     features = model.encode(task.train)
     impossible = [f for f in features if f.example_index == 1]
     assert impossible and all(f.start_position == f.end_position == NO_ANSWER for f in impossible)
@@ -172,10 +172,10 @@ def test_squad_v2_no_answer_path(minilm, tmp_path):
     model.head.forward = null_first
     assert predict(model, task.dev) == ["", ""]
     assert evaluate(model, task.dev, "squad_v2") == {"exact": 50.0, "f1": 50.0}
-    model.no_answer = False
+    model.metric = "squad"
     assert all(predict(model, task.dev))
     loaded = load_prompt(tmp_path / "run" / "prompt.safetensors", minilm)
-    assert loaded.no_answer and read_header(tmp_path / "run" / "prompt.safetensors")["task"]["metric"] == "squad_v2"
+    assert loaded.metric == "squad_v2" and read_header(tmp_path / "run" / "prompt.safetensors")["task"]["metric"] == "squad_v2"
 
 
 def test_squad_v2_task_name_allows_no_answer_on_v1_files(squad):
@@ -245,7 +245,7 @@ def test_cli_resume_a_squad_run(tmp_path, monkeypatch):
     """A file task is found again by --resume, and the resumed run ends with the same prompt."""
     from safetensors.torch import load_file
 
-    import ptune.training
+    import ptune.training.loop
 
     options = ["-q", "train", "--task", "squad", "--train", str(FIXTURE), "--method", "deep", "--length", "4",
                "--layers", "top:2", "--epochs", "2", "--batch-size", "4", "--checkpoint-every", "1", "--patience", "0"]
@@ -255,7 +255,7 @@ def test_cli_resume_a_squad_run(tmp_path, monkeypatch):
         if count == 3:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(ptune.training, "fault", interrupt)
+    monkeypatch.setattr(ptune.training.loop, "fault", interrupt)
     assert main([*options, "--out", str(tmp_path / "cut")]) == 130
     monkeypatch.undo()
     assert main(["-q", "train", "--resume", str(tmp_path / "cut")]) == 0

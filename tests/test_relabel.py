@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from ptune.checkpoint import save_prompt
+from ptune.storage.prompt_files import save_prompt
 from ptune.cli import main
 from ptune.config import MethodConfig
 from ptune.data import TaggedExample, TextExample
 from ptune.data.relabel import parse_label_map, relabel
 from ptune.errors import PtuneError
-from ptune.model import PromptModel
+from ptune.model.prompt_model import PromptModel
 
 KNOWN = ["negative", "positive"]
 
@@ -40,7 +40,7 @@ def test_relabel_names_unmapped_and_unknown_labels():
 
 
 def test_cli_evaluate_with_label_map(minilm, tmp_path, capsys):
-    model = PromptModel(minilm, MethodConfig(method="deep", length=2, layers="top:1"), KNOWN, tagging=False)
+    model = PromptModel(minilm, MethodConfig(method="deep", length=2, layers="top:1"), KNOWN)
     model.initialise(seed=0)
     prompt = tmp_path / "p.safetensors"
     save_prompt(prompt, model, task_name="rotten_tomatoes", metric="accuracy")

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from ptune.cli import main
 from ptune.data import get_task
-from ptune.resume import CHECKPOINT
+from ptune.training.resume import CHECKPOINT
 
 # 48 examples, batch 8: 6 steps per epoch, 18 in all; a checkpoint every 4 steps and at epoch ends.
 OPTIONS = ["--method", "deep", "--length", "4", "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "4",

@@ -15,19 +15,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from ptune.checkpoint import load_prompt, save_prompt
+from ptune.storage.prompt_files import load_prompt, save_prompt
 from ptune.cli import build_parser
 from ptune.config import MethodConfig
 from ptune.data import TaggedExample, TextExample
-from ptune.evaluation import predict
-from ptune.model import PromptModel
+from ptune.infer.predict import predict
+from ptune.model.prompt_model import PromptModel
 
 TEXTS = ["a gripping , beautifully acted film", "dull and overlong", "not bad at all", "the worst thing this year"]
 
 
 def make_prompt(backbone, folder, name, method, *, tagging=False, seed=0):
     labels = ["O", "B-PER", "I-PER", "B-LOC"] if tagging else ["negative", "positive"]
-    model = PromptModel(backbone, MethodConfig(method=method, length=4), labels, tagging=tagging)
+    model = PromptModel(backbone, MethodConfig(method=method, length=4), labels, kind="tagging" if tagging else "classification")
     model.initialise(seed=seed)
     torch.manual_seed(seed)
     with torch.no_grad():
@@ -78,7 +78,7 @@ def server(minilm, tmp_path_factory):
 
 def reference(minilm, folder, name, texts):
     model = load_prompt(folder / f"{name}.safetensors", minilm)
-    examples = [TaggedExample(tuple(t.split())) for t in texts] if model.tagging else [TextExample(t) for t in texts]
+    examples = [TaggedExample(tuple(t.split())) for t in texts] if model.kind.name == "tagging" else [TextExample(t) for t in texts]
     return predict(model, examples)
 
 

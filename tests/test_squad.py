@@ -14,8 +14,8 @@ import torch
 from ptune.data.squad import QAExample, read_squad, read_squad_records
 from ptune.errors import PtuneError
 from ptune.heads.span import SpanHead
-from ptune.qa import NO_ANSWER, QAFeature, best_spans, collate_qa, featurize
-from ptune.qa_metrics import exact_match, f1, normalize_answer, squad_scores
+from ptune.tasks.qa import NO_ANSWER, QAFeature, best_spans, collate_qa, featurize
+from ptune.tasks.squad_metrics import exact_match, f1, normalize_answer, squad_scores
 
 
 def _allennlp_fixture() -> Path | None:
@@ -38,7 +38,7 @@ def squad_fixture() -> Path:
 def tokenizer():
     from transformers import AutoTokenizer
 
-    from ptune.backbones import resolve
+    from ptune.model.backbones import resolve
 
     return AutoTokenizer.from_pretrained(resolve("minilm"))
 

@@ -13,7 +13,7 @@ import pytest
 from ptune.data.examples import TaggedExample
 from ptune.data.srl import read_srl, read_srl_sentences, spans
 from ptune.errors import PtuneError
-from ptune.metrics import entity_f1
+from ptune.tasks.metrics import entity_f1
 
 
 def _fixture() -> Path | None:

@@ -16,9 +16,9 @@ from ptune.config import MethodConfig
 from ptune.data import TaggedExample, from_files, read_examples
 from ptune.data.srl import read_srl
 from ptune.data.tasks import file_task
-from ptune.evaluation import evaluate, predict
-from ptune.model import PromptModel
-from ptune.training import TrainConfig, train
+from ptune.infer.predict import evaluate, predict
+from ptune.model.prompt_model import PromptModel
+from ptune.training.loop import TrainConfig, train
 
 
 def _fixture() -> Path | None:

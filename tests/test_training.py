@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from ptune.checkpoint import load_prompt, read_header, save_prompt
+from ptune.storage.prompt_files import load_prompt, read_header, save_prompt
 from ptune.config import MethodConfig
 from ptune.data import Task, get_task
-from ptune.encoding import collate
-from ptune.evaluation import evaluate, predict
-from ptune.model import PromptModel
-from ptune.training import TrainConfig, train
+from ptune.batch.encoding import collate
+from ptune.infer.predict import evaluate, predict
+from ptune.model.prompt_model import PromptModel
+from ptune.training.loop import TrainConfig, train
 
 
 def small_task(name: str, n_train: int, n_dev: int) -> Task:

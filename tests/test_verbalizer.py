@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptune.backbones import load_backbone
+from ptune.model.backbones import load_backbone
 from ptune.config import MethodConfig, parse_verbalizer
 from ptune.data import TextExample
-from ptune.encoding import collate
+from ptune.batch.encoding import collate
 from ptune.errors import PtuneError
-from ptune.model import PromptModel
+from ptune.model.prompt_model import PromptModel
 
 LABELS = ["negative", "positive"]
 WORDS = "negative=bad,terrible;positive=good,great"
@@ -23,7 +23,7 @@ def tiny_mlm_dir(tmp_path_factory):
     """A 2-layer BertForMaskedLM with random weights (its own trained-looking head) and MiniLM's tokenizer."""
     from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
 
-    from ptune.backbones import resolve
+    from ptune.model.backbones import resolve
 
     folder = tmp_path_factory.mktemp("tiny-mlm")
     tokenizer = AutoTokenizer.from_pretrained(resolve("minilm"))
@@ -46,7 +46,7 @@ def smollm2():
 
 def build(backbone, method, template, **options):
     config = MethodConfig(method=method, head="verbalizer", verbalizer=WORDS, template=template, **options)
-    model = PromptModel(backbone, config, LABELS, tagging=False)
+    model = PromptModel(backbone, config, LABELS)
     model.initialise(seed=0)
     return model.eval()
 
@@ -82,17 +82,17 @@ def test_config_validation():
 def test_minilm_has_no_mlm_head(minilm):
     with pytest.raises(PtuneError, match="no trained masked LM head.*--head linear"):
         PromptModel(minilm, MethodConfig(method="prompt", head="verbalizer", template="[P]*2 {text} {label}"),
-                    LABELS, tagging=False)
+                    LABELS)
 
 
 def test_refusals(tiny_mlm):
     with pytest.raises(PtuneError, match=r"\{label\} slot"):
-        PromptModel(tiny_mlm, MethodConfig(method="prompt", head="verbalizer"), LABELS, tagging=False)
+        PromptModel(tiny_mlm, MethodConfig(method="prompt", head="verbalizer"), LABELS)
     with pytest.raises(PtuneError, match="tagging"):
-        PromptModel(tiny_mlm, MethodConfig(method="deep", head="verbalizer"), ["O", "B-PER"], tagging=True)
+        PromptModel(tiny_mlm, MethodConfig(method="deep", head="verbalizer"), ["O", "B-PER"], kind="tagging")
     with pytest.raises(PtuneError, match="same token"):
         PromptModel(tiny_mlm, MethodConfig(method="prompt", head="verbalizer", verbalizer="negative=bad;positive=bad-ish",
-                                           template="[P] {text} {label}"), LABELS, tagging=False)
+                                           template="[P] {text} {label}"), LABELS)
 
 
 # -- masked LM --------------------------------------------------------------------------------------
@@ -134,7 +134,7 @@ def test_labels_init_uses_verbalizer_words(tiny_mlm):
 
 
 def test_adds_no_parameters_and_round_trips(tiny_mlm, tmp_path):
-    from ptune.checkpoint import load_prompt, read_header, save_prompt
+    from ptune.storage.prompt_files import load_prompt, read_header, save_prompt
 
     model = build(tiny_mlm, "prompt", "[P]*4 {text} It was {label}")
     assert list(model.trainable_state()) == ["input_prompt.embedding"]
@@ -186,7 +186,7 @@ def test_causal_label_logits_are_next_token_logits(smollm2):
 
 
 def test_inspect_names_the_verbalizer(tiny_mlm, tmp_path, capsys):
-    from ptune.checkpoint import save_prompt
+    from ptune.storage.prompt_files import save_prompt
     from ptune.cli import main
 
     path = tmp_path / "v.safetensors"

@@ -1,16 +1,18 @@
-"""What a user chooses: the method and its options, validated with messages that say what to change."""
+"""What a user chooses: the method and the training options, validated with messages that say what to
+change. No torch here, so the CLI can build its options (and --help) without loading a model."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Sequence
 
-from .errors import PtuneError
+from ptune.errors import PtuneError
 
 METHODS = ("prompt", "ptuning", "deep", "finetune")
 INITS = ("random", "vocab", "labels")
 ENCODERS = ("lstm", "mlp", "none")
 HEADS = ("linear", "verbalizer")
+SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "constant")
 
 # Prompt methods need far higher learning rates than fine-tuning (Lester: 0.3 with Adafactor;
 # P-tuning v2: 5e-3..3e-2 with AdamW). Measured on minilm in docs/RESULTS.md.
@@ -66,10 +68,14 @@ def parse_verbalizer(text: str) -> dict[str, list[str]]:
 class MethodConfig:
     method: Literal["prompt", "ptuning", "deep", "finetune"] = field(
         default="deep", metadata={"help": "prompt (Lester), ptuning (Liu), deep (P-tuning v2) or finetune", "choices": METHODS})
-    length: int | None = field(default=None, metadata={"help": "number of prompt vectors (prompt, deep); ptuning takes it from the template"})
+    length: int | None = field(default=None, metadata={
+        "help": "number of prompt vectors (prompt, deep); ptuning takes it from the template (default: "
+                + ", ".join(f"{m} {DEFAULT_LENGTH[m]}" for m in ("prompt", "ptuning", "deep")) + ")"})
     init: Literal["random", "vocab", "labels"] = field(
         default="vocab", metadata={"help": "prompt init: random U(-0.5,0.5), vocab (sampled frequent tokens), labels (label-word embeddings)", "choices": INITS})
-    template: str | None = field(default=None, metadata={"help": "ptuning template, e.g. '[P]*3 {text} [P] It was [P]*2 {label}'"})
+    template: str | None = field(default=None, metadata={
+        "help": "ptuning template, e.g. '[P]*3 {text} [P] It was [P]*2 {label}' (default: the prompt before the text; "
+                "ptuning: half before, half after)"})
     encoder: Literal["lstm", "mlp", "none"] = field(default="lstm", metadata={"help": "ptuning prompt encoder", "choices": ENCODERS})
     tune_backbone: bool = field(default=False, metadata={"help": "ptuning: also train the backbone"})
     layers: str = field(default="all", metadata={"help": "deep: all, top:K, bottom:K or 0,2,5"})
@@ -142,3 +148,53 @@ class MethodConfig:
         if extra:
             raise PtuneError(f"{source}: unknown method option(s) {', '.join(map(repr, extra))}; known: {', '.join(sorted(known))}")
         return cls(**data)
+
+
+@dataclass
+class TrainConfig:
+    """How to train; ``epochs`` and ``lr`` left at None take the method's defaults (see ``resolved``)."""
+
+    epochs: int | None = field(default=None, metadata={
+        "help": "epochs (default: " + ", ".join(f"{m} {DEFAULT_EPOCHS[m]}" for m in METHODS) + ")"})
+    max_steps: int | None = field(default=None, metadata={
+        "help": "stop after this many optimiser steps (default: no limit)"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step"})
+    lr: float | None = field(default=None, metadata={
+        "help": f"learning rate (default: prompt {DEFAULT_LR['prompt']}, ptuning {DEFAULT_LR['ptuning']}, deep "
+                f"{DEFAULT_LR['deep']} or {DEFAULT_LR_REPARAM} with --reparam, finetune {DEFAULT_LR['finetune']})"})
+    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
+    scheduler: str = field(default="linear", metadata={"help": " | ".join(SCHEDULERS)})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm to this"})
+    patience: int = field(default=3, metadata={"help": "stop after this many epochs without dev improvement (0: never)"})
+    seed: int = field(default=0, metadata={"help": "seed of the initialisation, shuffling and dropout"})
+    train_limit: int | None = field(default=None, metadata={
+        "help": "use only the first N training examples (default: all)"})
+    eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples (default: all)"})
+    cache_mb: int = field(default=2048, metadata={"help": "deep prompts on top layers only: memory for the cached "
+                                                          "outputs of the un-prompted bottom layers (0: no cache)"})
+    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 (autocast; measured slower on this CPU, "
+                                                             "see docs/RESULTS.md)", "choices": ("fp32", "bf16")})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
+    checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        check_types(self, "training option")
+        if self.precision not in ("fp32", "bf16"):
+            raise PtuneError(f"training option 'precision' must be fp32 or bf16, got {self.precision!r}")
+        if self.scheduler not in SCHEDULERS:
+            raise PtuneError(f"training option 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        negative = [f.name for f in fields(self) if isinstance(getattr(self, f.name), (int, float))
+                    and not isinstance(getattr(self, f.name), bool) and getattr(self, f.name) < 0]
+        if negative:
+            raise PtuneError(f"training option(s) {', '.join(negative)} cannot be negative")
+
+    def resolved(self, method: MethodConfig) -> "TrainConfig":
+        """A copy with the method's default epochs and learning rate filled in."""
+        out = TrainConfig(**asdict(self))
+        out.epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS[method.method]
+        out.lr = self.lr if self.lr is not None else method.default_lr
+        if out.epochs < 1 or out.batch_size < 1 or out.lr <= 0:
+            raise PtuneError("epochs and batch_size must be at least 1 and lr positive")
+        return out

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .backbones import Backbone, resolve
-from .config import MethodConfig
-from .encoding import collate
-from .errors import PtuneError
-from .layer_cache import BottomCache, layer_list
-from .model import PromptModel
+from ptune.model.backbones import Backbone, resolve
+from ptune.config import MethodConfig
+from ptune.batch.encoding import collate
+from ptune.errors import PtuneError
+from ptune.model.depth_cache import BottomCache, layer_list
+from ptune.model.prompt_model import PromptModel
 
 Step = Callable[[int], float]  # runs one training step on batch i; returns its seconds
 
@@ -119,7 +119,7 @@ def build(backbone: Backbone, examples: list, labels: list[str], setting: Settin
 
     def model_for(method: str, **options) -> PromptModel:
         model = PromptModel(backbone, MethodConfig(method=method, length=P if method != "ptuning" else None,
-                                                   **options), labels, tagging=True)
+                                                   **options), labels, kind="tagging")
         model.initialise(seed=0)
         return model
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from . import injection
-from .errors import PtuneError
-from .model import PromptModel
+from ptune.model import injection
+from ptune.errors import PtuneError
+from ptune.model.prompt_model import PromptModel
 
 
 @dataclass

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
-from .data.examples import TaggedExample, TextExample
-from .errors import PtuneError
-from .templates import Template
+from ptune.data.examples import TaggedExample, TextExample
+from ptune.errors import PtuneError
+from ptune.batch.templates import Template
 
 IGNORE = -100
 
@@ -70,7 +70,7 @@ class Feature:
     word_index: list[int]
     token_types: list[int]
     pool: int
-    label: int | list[int] | None
+    label: int | list[int] | float | None  # class id, tag ids per word, or a score
     num_words: int = 0
     position_offset: int = 0  # added to position ids (PEFT's prefix-tuning layout)
 
@@ -78,14 +78,15 @@ class Feature:
 class Encoder:
     """Turns examples into Features for one tokenizer, template and label set."""
 
-    def __init__(self, tokenizer, template: Template, labels: Sequence[str], *, tagging: bool,
+    def __init__(self, tokenizer, template: Template, *, words: bool, target: Callable[[object], object],
                  decoder: bool, max_length: int = 128, prompts_before_specials: bool = False,
                  position_offset: int = 0):
+        """``words``: examples are pre-split words (tagging), the first sub-token of each is marked in
+        ``word_index``; ``target``: an example's training target (the task kind's), None if unlabelled."""
         self.tokenizer = tokenizer
         self.template = template
-        self.label_ids = {label: i for i, label in enumerate(labels)}
-        self.labels = list(labels)
-        self.tagging = tagging
+        self.target = target
+        self.words = words
         self.decoder = decoder
         self.max_length = max_length
         # PEFT's layout: input prompts before the tokenizer's start tokens, no token types.
@@ -104,26 +105,11 @@ class Encoder:
             for part in template.parts if part.kind == "words"
         }
 
-    def _label(self, example) -> int | list[int] | None:
-        if self.tagging:
-            if example.tags is None:
-                return None
-            return [self.label_ids[tag] if tag in self.label_ids else self._unknown(tag) for tag in example.tags]
-        if example.label is None:
-            return None
-        return self.label_ids[example.label] if example.label in self.label_ids else self._unknown(example.label)
-
-    def _unknown(self, label: str) -> int:
-        raise PtuneError(
-            f"label {label!r} was not seen in training (known: {', '.join(self.labels)}); "
-            "remove it or retrain with it in the training data"
-        )
-
     def encode(self, examples: Sequence[TextExample | TaggedExample]) -> list[Feature]:
         """Tokenise ``examples`` in bulk and assemble each with the template."""
         if not examples:
             return []
-        if self.tagging:
+        if self.words:
             if not all(isinstance(e, TaggedExample) for e in examples):
                 raise PtuneError("a tagging task needs token/tag examples (CoNLL columns or a tokens field)")
             encoded = self.tokenizer([list(e.tokens) for e in examples], is_split_into_words=True,
@@ -132,7 +118,7 @@ class Encoder:
             pairs = self._predicates(examples)
         else:
             if not all(isinstance(e, TextExample) for e in examples):
-                raise PtuneError("a classification task needs text examples (CSV/TSV/JSONL with a text field)")
+                raise PtuneError("a classification or regression task needs text examples (CSV/TSV/JSONL with a text field)")
             texts = [(ids, None) for ids in self.tokenizer([e.text for e in examples], add_special_tokens=False)["input_ids"]]
             has_pair = [e.text_pair is not None for e in examples]
             if any(has_pair) and not self.template.has_slot("text_pair"):
@@ -140,7 +126,7 @@ class Encoder:
             pair_texts = [e.text_pair if e.text_pair is not None else "" for e in examples]
             pair_ids = self.tokenizer(pair_texts, add_special_tokens=False)["input_ids"] if any(has_pair) else None
             pairs = [pair_ids[i] if pair_ids and has_pair[i] else None for i in range(len(examples))]
-        return [self._assemble(text, pair, self._label(example), example)
+        return [self._assemble(text, pair, self.target(example), example)
                 for text, pair, example in zip(texts, pairs, examples)]
 
     def _predicates(self, examples: Sequence[TaggedExample]) -> list[list[int] | None]:
@@ -162,7 +148,7 @@ class Encoder:
         pair_ids = pair or []
         layout = self.layout
         # SRL (P-tuning v2): the predicate word follows the sentence as a second segment, with no word index.
-        predicate = self.tagging and pair is not None
+        predicate = self.words and pair is not None
         use_pair = self.template.has_slot("text_pair") or predicate
         fixed = len(layout.prefix) + (len(layout.pair_middle) + len(layout.pair_suffix) if use_pair else len(layout.suffix))
         for part in self.template.parts:
@@ -227,7 +213,7 @@ class Encoder:
         extend(list(layout.pair_suffix if use_pair else layout.suffix))
         if pool == -1:
             pool = len(ids) - 1
-        num_words = len(example.tokens) if self.tagging else 0
+        num_words = len(example.tokens) if self.words else 0
         if self.prompts_before_specials:
             types = [0] * len(ids)
         return Feature(ids, prompt_index, word_index, types, pool, label, num_words, self.position_offset)
@@ -246,8 +232,8 @@ def collate(features: Sequence[Feature], *, pad_id: int, left_pad: bool) -> dict
     """Pad a list of Features into tensors.
 
     Returns input_ids, attention_mask, token_type_ids, prompt_index, word_index: [B, T];
-    pool_index: [B]; num_words: [B]; for labelled features, labels: [B] (class ids) and/or
-    tags: [B, W] (tag ids per word, IGNORE-padded).
+    pool_index: [B]; num_words: [B]; for labelled features, labels: [B] (class ids), tags: [B, W]
+    (tag ids per word, IGNORE-padded) and/or scores: [B] (regression targets, NaN where none).
     """
     length = max(len(f.input_ids) for f in features)
     batch = len(features)
@@ -281,6 +267,8 @@ def collate(features: Sequence[Feature], *, pad_id: int, left_pad: bool) -> dict
     # Class ids go to "labels" [B], tag ids to "tags" [B, W]; a batch mixing tasks may have both
     # (IGNORE where a row has none).
     labels = [f.label for f in features]
+    if any(isinstance(label, float) for label in labels):  # regression scores
+        out["scores"] = torch.tensor([label if isinstance(label, float) else float("nan") for label in labels])
     if any(isinstance(label, int) for label in labels):
         out["labels"] = torch.tensor([label if isinstance(label, int) else IGNORE for label in labels])
     if any(isinstance(label, list) for label in labels):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import PtuneError
+from ptune.errors import PtuneError
 
 SLOTS = ("text", "text_pair", "label")
 _VIRTUAL = re.compile(r"^\[P\](?:\*(\d+))?$")

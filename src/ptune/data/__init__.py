@@ -1,6 +1,6 @@
 """Data: examples, the readers that make them from files, and the tasks that hold them."""
 
-from ptune.data.examples import Example, TaggedExample, TextExample
+from ptune.data.examples import Example, QAExample, TaggedExample, TextExample
 from ptune.data.readers import read_conll, read_examples, read_hf, read_table
 from ptune.data.tasks import (
     BUILTIN,
@@ -16,6 +16,7 @@ from ptune.data.tasks import (
 __all__ = [
     "BUILTIN",
     "Example",
+    "QAExample",
     "TaggedExample",
     "Task",
     "TextExample",

@@ -13,7 +13,7 @@ class TextExample:
     """One sentence (or sentence pair) to classify; `label` is None for unlabelled input."""
 
     text: str
-    label: str | None = None
+    label: str | float | None = None  # a class name, or a score (regression)
     text_pair: str | None = None
 
 
@@ -27,4 +27,20 @@ class TaggedExample:
     """Index in `tokens` of the predicate word whose arguments `tags` mark (SRL); None otherwise."""
 
 
-Example = TextExample | TaggedExample
+@dataclass(frozen=True)
+class QAExample:
+    """One question about one context.
+
+    `answers[i]` is a gold answer text found at character offset `answer_starts[i]` of `context`
+    (dev sets give several); both are empty when `is_impossible` (SQuAD 2.0) or unlabelled.
+    """
+
+    id: str
+    question: str
+    context: str
+    answers: tuple[str, ...] = ()
+    answer_starts: tuple[int, ...] = ()
+    is_impossible: bool = False
+
+
+Example = TextExample | TaggedExample | QAExample

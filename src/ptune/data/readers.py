@@ -8,53 +8,23 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ptune.data.examples import TaggedExample, TextExample
+from ptune.data.files import DOCUMENT_MARKERS, PathLike, count, json_type, names, parse_json, read_lines, short
+from ptune.data.hf import read_hf
+from ptune.data.squad import read_squad
+from ptune.data.srl import read_srl
 from ptune.errors import PtuneError
 
-PathLike = str | os.PathLike[str]
 
 CONLL_SUFFIXES = (".txt", ".conll", ".iob", ".bio")
 # Semantic role labelling (read_srl): OntoNotes `*_conll` (CoNLL-2012) and CoNLL-2005 props files.
 SRL_SUFFIXES = (".gold_conll", ".props")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json")
 
-_BOM = b"\xef\xbb\xbf"
-# OntoNotes .gold_conll files wrap documents in these; like -DOCSTART- they carry no tokens.
-_DOCUMENT_MARKERS = ("#begin document", "#end document")
-# Files that `datasets.Dataset.save_to_disk` / `DatasetDict.save_to_disk` always write.
-_SAVED_DATASET_FILES = ("dataset_info.json", "state.json", "dataset_dict.json")
-
-
-def _read_lines(path: Path) -> list[str]:
-    """The file's lines, decoded as UTF-8 line by line so a bad byte is reported with its line."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise PtuneError(f"{path}: file not found — check the path") from None
-    except IsADirectoryError:
-        raise PtuneError(f"{path}: is a folder, not a file — pass the data file itself") from None
-    except OSError as e:
-        raise PtuneError(
-            f"{path}: cannot read the file ({e.strerror}) — check its permissions"
-        ) from None
-    if data.startswith(_BOM):  # Excel and Notepad write one; it would glue onto the first field
-        data = data[len(_BOM) :]
-    lines = []
-    # bytes.splitlines breaks only on \n, \r and \r\n, which is how editors number lines.
-    for number, raw in enumerate(data.splitlines(), start=1):
-        try:
-            lines.append(raw.decode("utf-8"))
-        except UnicodeDecodeError as e:
-            raise PtuneError(
-                f"{path}:{number}: not valid UTF-8 (byte 0x{raw[e.start]:02x}) — re-encode the"
-                f" file to UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > utf8-{path.name}`"
-            ) from None
-    return lines
 
 
 def read_conll(
@@ -79,9 +49,9 @@ def read_conll(
             tokens.clear()
             tags.clear()
 
-    for number, line in enumerate(_read_lines(path), start=1):
+    for number, line in enumerate(read_lines(path), start=1):
         fields = line.split()
-        if not fields or fields[0] == "-DOCSTART-" or line.startswith(_DOCUMENT_MARKERS):
+        if not fields or fields[0] == "-DOCSTART-" or line.startswith(DOCUMENT_MARKERS):
             end_sentence()
             continue
         if not n_columns:
@@ -96,7 +66,7 @@ def read_conll(
                     )
         if len(fields) != n_columns:
             raise PtuneError(
-                f"{path}:{number}: expected {_count(n_columns, 'column')} like line {first_line},"
+                f"{path}:{number}: expected {count(n_columns, 'column')} like line {first_line},"
                 f" found {len(fields)} — fix or remove this line"
             )
         tokens.append(fields[token_index])
@@ -146,7 +116,7 @@ def read_table(
         )
     if header is not None and text_field not in header:
         raise PtuneError(
-            f"{path}: no {text_field!r} column; found columns: {_names(header)}"
+            f"{path}: no {text_field!r} column; found columns: {names(header)}"
             " — rename the text column or choose it as the text field"
         )
 
@@ -157,13 +127,13 @@ def read_table(
     for where, record in records:
         if text_field not in record:
             raise PtuneError(
-                f"{where}: no {text_field!r} field; found fields: {_names(record)}"
+                f"{where}: no {text_field!r} field; found fields: {names(record)}"
                 " — add it or choose another text field"
             )
         text = record[text_field]
         if not isinstance(text, str) or not text.strip():
             raise PtuneError(
-                f"{where}: {text_field!r} must be a non-empty string, found {_short(text)}"
+                f"{where}: {text_field!r} must be a non-empty string, found {short(text)}"
                 " — fill it in or remove this row"
             )
         texts.append(text)
@@ -181,7 +151,7 @@ def _csv_records(path: Path, delimiter: str) -> tuple[list[str], list[tuple[str,
     """The header and ("file:line", row) records of a CSV/TSV file."""
     tsv = delimiter == "\t"
     kind = "TSV" if tsv else "CSV"
-    text = "\n".join(_read_lines(path))
+    text = "\n".join(read_lines(path))
     reader = csv.reader(
         io.StringIO(text),
         delimiter=delimiter,
@@ -203,7 +173,7 @@ def _csv_records(path: Path, delimiter: str) -> tuple[list[str], list[tuple[str,
                 continue
             if len(fields) != len(header):
                 raise PtuneError(
-                    f"{path}:{line}: expected {_count(len(header), 'field')} like the header on"
+                    f"{path}:{line}: expected {count(len(header), 'field')} like the header on"
                     f" line {header_line}, found {len(fields)} — fix or remove this row"
                 )
             records.append((f"{path}:{line}", dict(zip(header, fields, strict=True))))
@@ -222,7 +192,7 @@ def _csv_records(path: Path, delimiter: str) -> tuple[list[str], list[tuple[str,
 
 def _json_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """("file:line", object) records of a JSON-lines file (or a JSON array in a `.json` file)."""
-    lines = _read_lines(path)
+    lines = read_lines(path)
     first = next((line for line in lines if line.strip()), None)
     if first is None:
         raise PtuneError(
@@ -230,13 +200,13 @@ def _json_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
             ' e.g. {"text": ..., "label": ...}'
         )
     if path.suffix.lower() == ".json" and first.lstrip().startswith("["):
-        items = _parse_json(path, 0, "\n".join(lines))
+        items = parse_json(path, 0, "\n".join(lines))
         if not isinstance(items, list):
             raise PtuneError(f"{path}: expected a JSON array of objects — fix the file")
         records = [(f"{path} (item {i})", item) for i, item in enumerate(items, start=1)]
     else:
         records = [
-            (f"{path}:{number}", _parse_json(path, number, line))
+            (f"{path}:{number}", parse_json(path, number, line))
             for number, line in enumerate(lines, start=1)
             if line.strip()
         ]
@@ -244,22 +214,11 @@ def _json_records(path: Path) -> list[tuple[str, dict[str, Any]]]:
         if not isinstance(record, dict):
             raise PtuneError(
                 f'{where}: expected a JSON object like {{"text": ..., "label": ...}},'
-                f" found {_json_type(record)} — fix or remove it"
+                f" found {json_type(record)} — fix or remove it"
             )
     if not records:
         raise PtuneError(f"{path}: holds an empty JSON array — add one object per example")
     return records
-
-
-def _parse_json(path: Path, line: int, text: str) -> Any:
-    """`text` parsed as JSON; `line` is the file line it starts on (0 for a whole file)."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        where = f"{path}:{line or e.lineno}"
-        raise PtuneError(f"{where}: invalid JSON ({e.msg}) — fix or remove this line") from None
-    except RecursionError:  # the json module's answer to absurdly deep nesting
-        raise PtuneError(f"{path}:{line or 1}: JSON nested too deeply — fix this line") from None
 
 
 def _optional_value(where: str, field: str, value: Any) -> str | None:
@@ -271,7 +230,7 @@ def _optional_value(where: str, field: str, value: Any) -> str | None:
     if isinstance(value, (bool, int, float)):
         return json.dumps(value)  # 0 -> "0", true -> "true": what the user wrote in the file
     raise PtuneError(
-        f"{where}: {field!r} must be a string or a number, found {_json_type(value)} — fix this row"
+        f"{where}: {field!r} must be a string or a number, found {json_type(value)} — fix this row"
     )
 
 
@@ -284,179 +243,6 @@ def _all_or_none(values: Sequence[str | None], wheres: Sequence[str], field: str
             f"{wheres[missing]}: empty {field!r} while other rows have one (e.g. {wheres[given]})"
             " — fill it in or remove this row"
         )
-
-
-def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _names(fields: Iterable[Any]) -> str:
-    return ", ".join(repr(f) for f in fields) or "none"
-
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return "null" if value is None else f"the value {_short(value)}"
-
-
-def read_hf(
-    name_or_path: PathLike,
-    *,
-    split: str,
-    text_field: str = "text",
-    text_pair_field: str | None = None,
-    label_field: str = "label",
-    tokens_field: str = "tokens",
-    tags_field: str = "ner_tags",
-) -> list[TextExample] | list[TaggedExample]:
-    """One split of a Hugging Face dataset, by hub name or a folder written by `save_to_disk`.
-
-    A dataset with a `tokens_field` column gives tagged examples, otherwise text examples;
-    ClassLabel ids become their names (id -1, HF's "no label", becomes None).
-    """
-    try:
-        import datasets
-    except ImportError:
-        raise PtuneError(
-            "reading Hugging Face datasets needs the `datasets` package — pip install datasets"
-        ) from None
-    source = str(name_or_path)
-    where = f"{source} [{split}]"
-    failures = (OSError, ValueError, datasets.exceptions.DatasetsError)
-    folder = Path(source)
-    if folder.is_dir() and any((folder / f).is_file() for f in _SAVED_DATASET_FILES):
-        try:
-            loaded = datasets.load_from_disk(source)
-        # datasets reads damaged metadata without checks (KeyError, TypeError... surface from
-        # deep inside); any failure here means the folder is not a loadable saved dataset.
-        except Exception as e:  # noqa: BLE001
-            raise PtuneError(
-                f"{source}: cannot load the saved dataset ({_first_line(e)})"
-                " — save it again with save_to_disk"
-            ) from None
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise PtuneError(
-                    f"{source}: no split {split!r}; available splits: {', '.join(loaded)}"
-                    " — pick one of these"
-                )
-            dataset = loaded[split]
-        else:
-            dataset = loaded  # a single Dataset was saved: it is the split
-    else:
-        try:
-            dataset = datasets.load_dataset(source, split=split)
-        except failures as e:
-            if isinstance(e, ValueError) and "split" in str(e).lower():
-                try:
-                    available = ", ".join(datasets.get_dataset_split_names(source))
-                except failures:
-                    available = "unknown"
-                raise PtuneError(
-                    f"{source}: no split {split!r}; available splits: {available}"
-                    " — pick one of these"
-                ) from None
-            raise PtuneError(
-                f"{source}: cannot load the Hugging Face dataset ({_first_line(e)})"
-                " — check the name, or the path of a folder written by save_to_disk"
-            ) from None
-
-    features = dataset.features
-    if len(dataset) == 0:
-        raise PtuneError(f"{where}: the split has no examples — pick another split")
-    if tokens_field in features:
-        return _tagged_from_hf(where, dataset, features, tokens_field, tags_field)
-    if text_field not in features:
-        raise PtuneError(
-            f"{where}: no {text_field!r} column (nor {tokens_field!r} for tagging); found columns:"
-            f" {_names(features)} — choose the text field (or tokens field) among these"
-        )
-    if text_pair_field is not None and text_pair_field not in features:
-        raise PtuneError(
-            f"{where}: no {text_pair_field!r} column; found columns: {_names(features)}"
-            " — choose the second text field among these"
-        )
-    columns = [
-        c for c in (text_field, text_pair_field, label_field) if c is not None and c in features
-    ]
-    batch = dataset.with_format(None).select_columns(columns)[:]
-    n = len(batch[text_field])
-    pairs = batch[text_pair_field] if text_pair_field is not None else [None] * n
-    if label_field in features:
-        labels = _hf_labels(where, features[label_field], batch[label_field])
-    else:
-        labels = [None] * n
-    examples = []
-    for i, (text, pair, label) in enumerate(zip(batch[text_field], pairs, labels, strict=True)):
-        if not isinstance(text, str) or not text.strip():
-            raise PtuneError(
-                f"{where}: example {i} has no text in {text_field!r} — filter it out of the dataset"
-            )
-        examples.append(TextExample(text, label, pair if isinstance(pair, str) and pair else None))
-    return examples
-
-
-def _tagged_from_hf(
-    where: str, dataset: Any, features: Any, tokens_field: str, tags_field: str
-) -> list[TaggedExample]:
-    columns = [tokens_field] + ([tags_field] if tags_field in features else [])
-    batch = dataset.with_format(None).select_columns(columns)[:]
-    tags_col: list[tuple[str, ...] | None]
-    if tags_field in features:
-        # Sequence/List features keep the per-token feature (a ClassLabel or a Value) in `.feature`.
-        tag_feature = getattr(features[tags_field], "feature", None)
-        tags_col = [
-            tuple(_hf_labels(f"{where} example {i}", tag_feature, tags or (), missing_ok=False))
-            for i, tags in enumerate(batch[tags_field])
-        ]
-    else:
-        tags_col = [None] * len(batch[tokens_field])
-    examples = []
-    for i, (tokens, tags) in enumerate(zip(batch[tokens_field], tags_col, strict=True)):
-        tokens = tokens or ()
-        if tags is not None and len(tags) != len(tokens):
-            raise PtuneError(
-                f"{where}: example {i} has {len(tokens)} tokens but {len(tags)} tags"
-                " — fix the dataset so each token has one tag"
-            )
-        examples.append(TaggedExample(tuple(str(t) for t in tokens), tags))
-    return examples
-
-
-def _hf_labels(
-    where: str, feature: Any, values: Iterable[Any], *, missing_ok: bool = True
-) -> list[Any]:
-    """Label values as strings, ClassLabel ids mapped to their names."""
-    names = getattr(feature, "names", None)
-    out: list[str | None] = []
-    for value in values:
-        if value is None or (names is not None and missing_ok and value == -1):
-            out.append(None)
-        elif names is not None:
-            if not 0 <= value < len(names):
-                raise PtuneError(
-                    f"{where}: label id {value} is outside the dataset's {len(names)} label names"
-                    " — fix the dataset's labels"
-                )
-            out.append(names[value])
-        else:
-            out.append(str(value) or None)
-    if not missing_ok and any(v is None for v in out):
-        raise PtuneError(f"{where}: a tag is missing — give every token a tag")
-    return out
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def read_examples(path: PathLike, **kw: Any) -> list[TextExample] | list[TaggedExample] | list:
@@ -477,14 +263,10 @@ def read_examples(path: PathLike, **kw: Any) -> list[TextExample] | list[TaggedE
         return read_hf(text, split=split or "train", **kw)
     suffix = path.suffix.lower()
     if suffix in SRL_SUFFIXES or path.name.lower().endswith("_conll"):
-        from ptune.data.srl import read_srl  # srl builds on this module
-
         return read_srl(path, **kw)
     if suffix in CONLL_SUFFIXES:
         return read_conll(path, **kw)
     if suffix in (".json", ".jsonl") and _looks_like_squad(path):
-        from ptune.data.squad import read_squad  # squad builds on this module
-
         return read_squad(path)
     if suffix in TABLE_SUFFIXES:
         return read_table(path, **kw)

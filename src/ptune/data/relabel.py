@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Sequence
 
-from ..errors import PtuneError
-from .examples import TaggedExample
+from ptune.errors import PtuneError
+from ptune.data.examples import TaggedExample
 
 
 def parse_label_map(text: str) -> dict[str, str]:

@@ -8,46 +8,30 @@ from __future__ import annotations
 import json
 import numbers
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ptune.data.readers import PathLike, _json_type, _parse_json, _read_lines, _short
+from ptune.data.files import PathLike, json_type, parse_json, read_lines, short
+from ptune.data.examples import QAExample
 from ptune.errors import PtuneError
 
 _HF_SHAPE = '{"id", "question", "context", "answers": {"text": [...], "answer_start": [...]}}'
-
-
-@dataclass(frozen=True)
-class QAExample:
-    """One question about one context.
-
-    `answers[i]` is a gold answer text found at character offset `answer_starts[i]` of `context`
-    (dev sets give several); both are empty when `is_impossible` (SQuAD 2.0) or unlabelled.
-    """
-
-    id: str
-    question: str
-    context: str
-    answers: tuple[str, ...] = ()
-    answer_starts: tuple[int, ...] = ()
-    is_impossible: bool = False
 
 
 def read_squad(path: PathLike) -> list[QAExample]:
     """Questions from an official SQuAD file (`{"data": [{"paragraphs": [{"context", "qas"}]}]}`),
     or Hugging Face schema records: a JSON array, or one object a line (`.jsonl`)."""
     path = Path(path)
-    lines = _read_lines(path)
+    lines = read_lines(path)
     filled = [(number, line) for number, line in enumerate(lines, start=1) if line.strip()]
     if not filled:
         raise PtuneError(
             f'{path}: empty file — expected SQuAD JSON ({{"data": [...]}}) or one {_HF_SHAPE} a line'
         )
     if path.suffix.lower() == ".jsonl" or _is_json_lines(filled):
-        records = ((f"{path}:{number}", _parse_json(path, number, line)) for number, line in filled)
+        records = ((f"{path}:{number}", parse_json(path, number, line)) for number, line in filled)
         return _checked(str(path), [_hf_example(where, record) for where, record in records])
-    document = _parse_json(path, 0, "\n".join(lines))
+    document = parse_json(path, 0, "\n".join(lines))
     if isinstance(document, dict) and "data" in document:
         return _checked(str(path), list(_official_examples(path, document["data"])))
     if isinstance(document, list):
@@ -57,7 +41,7 @@ def read_squad(path: PathLike) -> list[QAExample]:
         return _checked(str(path), [_hf_example(str(path), document)])
     raise PtuneError(
         f'{path}: expected SQuAD JSON ({{"data": [...]}}) or Hugging Face records {_HF_SHAPE},'
-        f" found {_json_type(document)} — convert the file to one of these"
+        f" found {json_type(document)} — convert the file to one of these"
     )
 
 
@@ -139,8 +123,8 @@ def _example(
             elsewhere = context.find(text)
             hint = f"; the text occurs at offset {elsewhere}" if elsewhere >= 0 else ""
             raise PtuneError(
-                f"{where}: answer {_short(text)} does not match the context at answer_start {start}"
-                f" (found {_short(found)}{hint}) — fix answer_start or the answer text"
+                f"{where}: answer {short(text)} does not match the context at answer_start {start}"
+                f" (found {short(found)}{hint}) — fix answer_start or the answer text"
             )
     return QAExample(qid, question, context, tuple(texts), tuple(starts), not texts)
 
@@ -148,7 +132,7 @@ def _example(
 def _field(where: str, record: Any, name: str) -> Any:
     """`record[name]`; `record` must be a JSON object holding it."""
     if not isinstance(record, dict):
-        raise PtuneError(f"{where}: expected a JSON object, found {_json_type(record)} — fix it")
+        raise PtuneError(f"{where}: expected a JSON object, found {json_type(record)} — fix it")
     if name not in record:
         found = ", ".join(repr(key) for key in record) or "none"
         raise PtuneError(f"{where}: no {name!r} field (found: {found}) — add it")
@@ -159,14 +143,14 @@ def _typed(where: str, name: str, value: Any, kind: type) -> Any:
     """`value` if it is a list / an object as the layout requires."""
     if not isinstance(value, kind):
         wanted = "a list" if kind is list else "an object"
-        raise PtuneError(f"{where}: {name!r} must be {wanted}, found {_json_type(value)} — fix it")
+        raise PtuneError(f"{where}: {name!r} must be {wanted}, found {json_type(value)} — fix it")
     return value
 
 
 def _string(where: str, name: str, value: Any) -> str:
     """`value` if it is a non-blank string."""
     if not isinstance(value, str):
-        raise PtuneError(f"{where}: {name!r} must be a string, found {_json_type(value)} — fix it")
+        raise PtuneError(f"{where}: {name!r} must be a string, found {json_type(value)} — fix it")
     if not value.strip():
         raise PtuneError(f"{where}: {name!r} is blank — fill it in or remove this question")
     return value
@@ -181,7 +165,7 @@ def _offset(where: str, value: Any) -> int:
     """An `answer_start`: a whole number of characters (numpy integers from `datasets` too)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise PtuneError(
-            f"{where}: 'answer_start' must be a whole number of characters, found {_json_type(value)} — fix it"
+            f"{where}: 'answer_start' must be a whole number of characters, found {json_type(value)} — fix it"
         )
     return int(value)
 
@@ -198,7 +182,7 @@ def _optional_flag(where: str, record: dict[str, Any]) -> bool | None:
     """`is_impossible` if given (SQuAD 2.0), else None: then an empty answer list decides."""
     value = record.get("is_impossible")
     if value is not None and not isinstance(value, bool):
-        raise PtuneError(f"{where}: 'is_impossible' must be true or false, found {_json_type(value)} — fix it")
+        raise PtuneError(f"{where}: 'is_impossible' must be true or false, found {json_type(value)} — fix it")
     return value
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ptune.data.examples import TaggedExample
-from ptune.data.readers import _DOCUMENT_MARKERS, PathLike, _count, _read_lines
+from ptune.data.files import DOCUMENT_MARKERS, PathLike, count, read_lines
 from ptune.errors import PtuneError
 
 Format = Literal["auto", "conll2012", "conll2005"]
@@ -72,7 +72,7 @@ def read_srl_sentences(
         raise PtuneError(
             f"{path}: unknown SRL format {format!r} — use one of: {', '.join(FORMATS)}"
         )
-    lines = _read_lines(path)
+    lines = read_lines(path)
     sentences = _sentences(lines)
     if not sentences:
         raise PtuneError(
@@ -87,7 +87,7 @@ def read_srl_sentences(
 def spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     """(label, start, end) of each span in BIO `tags`, `end` inclusive as in seqeval.
 
-    Read by seqeval's rules (a stray I- starts a span), the ones `ptune.metrics.entity_f1`
+    Read by seqeval's rules (a stray I- starts a span), the ones `ptune.tasks.metrics.entity_f1`
     scores with, so these are the spans that SRL F1 counts, `V` included as in P-tuning v2.
     """
     from seqeval.metrics.sequence_labeling import get_entities
@@ -101,7 +101,7 @@ def _sentences(lines: Sequence[str]) -> list[list[_Row]]:
     rows: list[_Row] = []
     for number, line in enumerate(lines, start=1):
         fields = line.split()
-        if not fields or line.startswith(_DOCUMENT_MARKERS):
+        if not fields or line.startswith(DOCUMENT_MARKERS):
             if rows:
                 sentences.append(rows)
                 rows = []
@@ -147,9 +147,9 @@ def _frames(path: Path, rows: Sequence[_Row], layout: _Layout) -> tuple[TaggedEx
     n_arguments = n_columns - layout.min_columns
     if n_arguments != len(predicates):
         raise PtuneError(
-            f"{path}:{rows[0][0]}: this sentence has {_count(len(predicates), 'predicate')}"
+            f"{path}:{rows[0][0]}: this sentence has {count(len(predicates), 'predicate')}"
             f" (rows whose {layout.predicate_name}, column {layout.predicate + 1}, is not -) but"
-            f" {_count(n_arguments, 'argument column')} — give each predicate one argument column,"
+            f" {count(n_arguments, 'argument column')} — give each predicate one argument column,"
             f" in the order of the predicate rows (read as {layout.name}; pass format= if it is not)"
         )
     examples = []
@@ -170,13 +170,13 @@ def _check_columns(path: Path, rows: Sequence[_Row], layout: _Layout) -> int:
         if len(fields) != n_columns:
             example = next(number for number, f in rows if len(f) == n_columns)
             raise PtuneError(
-                f"{path}:{line}: expected {_count(n_columns, 'column')} like line {example} of the"
+                f"{path}:{line}: expected {count(n_columns, 'column')} like line {example} of the"
                 f" same sentence, found {len(fields)} — fix or remove this line"
             )
     if n_columns < layout.min_columns:
         raise PtuneError(
             f"{path}:{rows[0][0]}: {layout.name} rows need at least"
-            f" {_count(layout.min_columns, 'column')}, found {n_columns} — fix the file,"
+            f" {count(layout.min_columns, 'column')}, found {n_columns} — fix the file,"
             " or pass the right format"
         )
     return n_columns

@@ -8,21 +8,25 @@ from __future__ import annotations
 import bz2
 import csv
 import importlib.util
+import logging
+import math
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ptune.data.examples import Example, TaggedExample, TextExample
+from ptune.data.examples import Example, QAExample, TaggedExample, TextExample
 from ptune.data.readers import PathLike, read_conll, read_examples
-from ptune.data.squad import QAExample
 from ptune.errors import PtuneError
 
-Kind = Literal["classification", "tagging", "qa"]
+log = logging.getLogger(__name__)
+
+Kind = Literal["classification", "tagging", "qa", "regression"]
 
 # SQuAD 1.1 scoring; a task with unanswerable questions switches to "squad_v2" (see `from_files`).
-METRIC_BY_KIND: dict[str, str] = {"classification": "accuracy", "tagging": "entity_f1", "qa": "squad"}
+METRIC_BY_KIND: dict[str, str] = {"classification": "accuracy", "tagging": "entity_f1", "qa": "squad",
+                                  "regression": "correlation"}
 
 
 @dataclass
@@ -32,7 +36,8 @@ class Task:
     name: str
     kind: Kind
     labels: list[str]
-    # TextExample for classification, TaggedExample for tagging (SRL: with `predicate`), QAExample for qa.
+    # TextExample for classification (label: str) and regression (label: float), TaggedExample for tagging
+    # (SRL: with `predicate`), QAExample for qa.
     train: list
     dev: list
     test: list
@@ -158,7 +163,8 @@ def from_files(
     if not given:
         raise PtuneError("no data files given — pass at least a training file")
     if kind is not None and kind not in METRIC_BY_KIND:
-        raise PtuneError(f"unknown task kind {kind!r} — use 'classification', 'tagging' or 'qa'")
+        raise PtuneError(f"unknown task kind {kind!r} — use {', '.join(map(repr, METRIC_BY_KIND))}")
+    asked = kind
     splits: dict[str, list] = {"train": [], "dev": [], "test": []}
     for split, path in given.items():
         # A dataset folder or hub name serves every role: read its conventionally named split.
@@ -168,13 +174,32 @@ def from_files(
                            else "qa" if isinstance(examples[0], QAExample) else "classification")
         if kind is None:
             kind = file_kind
-        elif file_kind != kind:
+        if kind == "regression" and file_kind == "classification":
+            file_kind = "regression"
+        if file_kind != kind:
             raise PtuneError(
                 f"{path}: holds {file_kind} examples but the task is {kind}"
                 f" — use {_FILE_OF_KIND[kind]} here"
             )
         splits[split] = examples
     assert kind is not None  # set by the first file
+    if asked is None and kind == "classification":
+        # Decided on the training labels alone, so a bad label in dev/test is reported as such.
+        source = "train" if splits["train"] else next(iter(given))
+        numbers = _numeric_labels(splits[source], str(given[source]))
+        if numbers == "fractional":
+            kind = "regression"
+            log.info("%s: the labels are numbers, some with a fraction: a regression task (a score per text, "
+                     "Pearson/Spearman); pass --kind classification to treat them as classes", given[source])
+        elif numbers == "whole":
+            log.info("%s: the labels are whole numbers: a classification task (one class per number); pass "
+                     "--kind regression to treat them as scores", given[source])
+    if kind == "regression":
+        scored = {split: as_scores(examples, str(given.get(split, split))) for split, examples in splits.items()}
+        if not any(e.label is not None for e in scored["train"]):
+            raise PtuneError(f"{given.get('train', next(iter(given.values())))}: has no scores — add a numeric label column")
+        return Task(name=name, kind=kind, labels=[], train=scored["train"], dev=scored["dev"], test=scored["test"],
+                    metric=METRIC_BY_KIND[kind])
     if kind == "qa":  # a span head: no label set
         impossible = any(e.is_impossible for s in splits.values() for e in s)
         return Task(name=name, kind=kind, labels=[], train=splits["train"], dev=splits["dev"], test=splits["test"],
@@ -200,7 +225,53 @@ def from_files(
     return task
 
 
-_FILE_OF_KIND = {"tagging": "a CoNLL file", "classification": "a CSV/TSV/JSONL file", "qa": "a SQuAD JSON file"}
+_FILE_OF_KIND = {"tagging": "a CoNLL file", "classification": "a CSV/TSV/JSONL file", "qa": "a SQuAD JSON file",
+                 "regression": "a CSV/TSV/JSONL file with numeric labels"}
+
+
+def _number(label: str | float | None) -> float | None:
+    """A label as a finite number, None if it is not one (or absent)."""
+    try:
+        value = float(label) if label is not None else None
+    except (TypeError, ValueError):
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _numeric_labels(examples: Sequence[Example], source: str) -> Literal["fractional", "whole"] | None:
+    """"fractional" if every label is a number and some are not whole (a regression task), "whole" if
+    every label is a whole number (such as 0/1: classes), None otherwise.
+
+    Fractional numbers next to a label that is no number are taken for a regression file with a bad
+    row, and refused naming it (``--kind classification`` keeps every label a class)."""
+    labels = [(row, e.label) for row, e in enumerate(examples, start=1)
+              if isinstance(e, TextExample) and e.label is not None]
+    numbers = [_number(label) for _, label in labels]
+    if not labels:
+        return None
+    if not any(n is not None and n != int(n) for n in numbers):
+        return "whole" if all(n is not None for n in numbers) else None
+    bad = next(((row, label) for (row, label), n in zip(labels, numbers) if n is None), None)
+    if bad is not None:
+        raise PtuneError(f"{source}: label {bad[1]!r} (row {bad[0]}) is not a number, but other labels are numbers "
+                         "with fractions (a regression task) — fix that row, or pass --kind classification to "
+                         "treat every label as a class")
+    return "fractional"
+
+
+def as_scores(examples: Sequence[Example], source: str) -> list[TextExample]:
+    """Text examples with their labels as numbers (regression); refuses a label that is not one."""
+    out = []
+    for row, example in enumerate(examples, start=1):
+        if not isinstance(example, TextExample):
+            raise PtuneError(f"{source}: a regression task needs text examples (CSV/TSV/JSONL with text and label)")
+        value = _number(example.label)
+        if example.label is not None and value is None:
+            raise PtuneError(f"{source}: label {example.label!r} (row {row}) is not a number — a regression task needs "
+                             "a numeric label on every row (or train with --kind classification)")
+        out.append(TextExample(example.text, value, example.text_pair))
+    return out
+
 
 # Task kinds read from the user's files: `ptune train --task squad --train FILE ...`.
 FILE_TASKS: tuple[str, ...] = ("squad", "squad_v2", "srl")
@@ -225,6 +296,21 @@ def file_task(name: str, train: PathLike | None = None, dev: PathLike | None = N
     return task
 
 
+def read_for_task(path: PathLike, kind: str, task_name: str) -> list:
+    """The examples of a data file, read as a task of this kind and name reads its files: SQuAD JSON
+    for qa, SRL columns for srl, numeric labels for regression, else by file type."""
+    if kind == "qa":
+        from ptune.data.squad import read_squad
+
+        return read_squad(path)
+    if task_name == "srl":
+        from ptune.data.srl import read_srl
+
+        return read_srl(path)
+    examples = read_examples(path)
+    return as_scores(examples, str(path)) if kind == "regression" else examples
+
+
 BUILTIN: dict[str, Callable[[], Task]] = {
     "conll2003": conll2003,
     "rotten_tomatoes": rotten_tomatoes,
@@ -242,7 +328,10 @@ def get_task(name: str) -> Task:
 
 
 def check_labels(task: Task, examples: Sequence[Example], source: str) -> None:
-    """Refuse labels/tags in `examples` that are not in `task.labels` (unlabelled examples pass)."""
+    """Refuse labels/tags in `examples` that are not in `task.labels` (unlabelled examples pass; spans
+    and scores have no label set)."""
+    if task.kind in ("qa", "regression"):
+        return
     known = set(task.labels)
     for i, example in enumerate(examples, start=1):
         if isinstance(example, TaggedExample):

@@ -9,7 +9,6 @@ from torch import nn
 class ClassificationHead(nn.Module):
     """Linear layer on one token per example ([CLS], the last token, or a template's {label} slot)."""
 
-    kind = "classification"
 
     def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
         super().__init__()
@@ -34,7 +33,6 @@ class TokenHead(nn.Module):
     """Linear layer on the first sub-token of every word; other positions (virtual prompt tokens,
     continuation sub-tokens, specials, padding) are dropped before the head."""
 
-    kind = "tagging"
 
     def __init__(self, hidden: int, num_labels: int, dropout: float = 0.1):
         super().__init__()
@@ -53,3 +51,26 @@ class TokenHead(nn.Module):
         """Gold tag ids [N], aligned with ``forward``'s rows."""
         rows, _ = (batch["word_index"] >= 0).nonzero(as_tuple=True)
         return batch["tags"][rows, batch["word_index"][batch["word_index"] >= 0]]
+
+
+class RegressionHead(nn.Module):
+    """Linear layer from one pooled token per example to a single score (STS-B style regression)."""
+
+
+    def __init__(self, hidden: int, dropout: float = 0.1):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.linear = nn.Linear(hidden, 1)
+
+    def reset_parameters(self) -> None:
+        self.linear.reset_parameters()
+
+    def forward(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """hidden: [B, T, H] -> scores [B]."""
+        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch["pool_index"]]
+        return self.linear(self.dropout(pooled)).squeeze(-1)
+
+    @staticmethod
+    def targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Gold scores [B]."""
+        return batch["scores"]

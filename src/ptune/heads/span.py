@@ -12,7 +12,6 @@ from torch import nn
 class SpanHead(nn.Module):
     """Linear layer mapping each token's hidden state to a start and an end logit."""
 
-    kind = "span"
 
     def __init__(self, hidden: int, dropout: float = 0.1):
         super().__init__()

@@ -19,7 +19,6 @@ class VerbalizerHead(nn.Module):
     a label with several words thus collects the probability of all of them.
     """
 
-    kind = "classification"
 
     def __init__(self, lm_head: Callable[[], nn.Module], word_ids: Sequence[Sequence[int]]):
         """lm_head: returns the frozen LM head ([..., H] -> [..., V]); kept as a callable so the

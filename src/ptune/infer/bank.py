@@ -14,9 +14,9 @@ from typing import Iterator, Literal, Sequence
 import torch
 from torch import nn
 
-from .encoding import Feature, collate
-from .errors import PtuneError
-from .model import PromptModel, run_backbone
+from ptune.batch.encoding import Feature, collate
+from ptune.errors import PtuneError
+from ptune.model.prompt_model import PromptModel, run_backbone
 
 
 class PromptBank(nn.Module):
@@ -30,6 +30,9 @@ class PromptBank(nn.Module):
         for name, model in models.items():
             if model.backbone is not first:
                 raise PtuneError(f"prompt {name!r} is on another backbone object; load every prompt on one backbone")
+            if not model.kind.mixable:
+                raise PtuneError(f"prompt {name!r} is for a {model.kind.name} task, which cannot share a mixed-task "
+                                 "batch yet; run it on its own")
             if getattr(model, "tuned_backbone", None) is not None:
                 raise PtuneError(f"prompt {name!r} tunes its own backbone copy ({model.config.method}); it cannot share one")
         self.models = nn.ModuleDict(models)
@@ -103,43 +106,33 @@ class PromptBank(nn.Module):
                 sub = {key: value[rows] for key, value in batch.items()}
                 yield name, rows, self.models[name].head(hidden[rows], sub), sub
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Per-example logits: [C] for classification, [W, C] over the words for tagging."""
-        out: list[torch.Tensor | None] = [None] * len(batch["task_index"])
-        for name, rows, logits, sub in self.task_outputs(batch):
-            if self.models[name].tagging:
-                parts = logits.split((sub["word_index"] >= 0).sum(-1).tolist())
-            else:
-                parts = list(logits)
-            for row, part in zip(rows.tolist(), parts):
+    def forward(self, batch: dict[str, torch.Tensor]) -> list:
+        """Per-example head outputs, cut by each task's kind: [C] logits (classification), [W, C]
+        over the words (tagging), a score [] (regression)."""
+        out: list = [None] * len(batch["task_index"])
+        for name, rows, outputs, sub in self.task_outputs(batch):
+            for row, part in zip(rows.tolist(), self.models[name].kind.rows(outputs, sub)):
                 out[row] = part
-        return out  # type: ignore[return-value]
+        return out
 
     def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """Mean over the tasks in the batch of each task's cross-entropy (multi-task training)."""
-        losses = [nn.functional.cross_entropy(logits, self.models[name].head.targets(sub))
-                  for name, _, logits, sub in self.task_outputs(batch)]
+        """Mean over the tasks in the batch of each task's loss (multi-task training)."""
+        losses = [self.models[name].kind.loss(self.models[name], outputs, sub)
+                  for name, _, outputs, sub in self.task_outputs(batch)]
         return torch.stack(losses).mean()
 
     @torch.no_grad()
     def predict(self, items: Sequence[tuple[str, object]], *, batch_size: int = 64) -> list:
-        """Labels (or tag lists) for (task name, example) pairs, batched across tasks."""
+        """Predictions for (task name, example) pairs, batched across tasks."""
         self.eval()
         out = []
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             encoded = self.encode(chunk)
-            for (name, example), (_, feature), logits in zip(chunk, encoded, self(self.collate(encoded))):
-                out.append(_labels(self.models[name], logits, feature))
+            for (name, example), (_, feature), output in zip(chunk, encoded, self(self.collate(encoded))):
+                model = self.models[name]
+                out.append(model.kind.decode_row(model, output, feature.num_words))
         return out
-
-
-def _labels(model: PromptModel, logits: torch.Tensor, feature: Feature):
-    ids = logits.argmax(-1).tolist()
-    if not model.tagging:
-        return model.labels[ids]
-    tags = [model.labels[i] for i in ids]
-    return tags + ["O"] * (feature.num_words - len(tags))
 
 
 @torch.no_grad()
@@ -147,10 +140,11 @@ def ensemble_predict(models: Sequence[PromptModel], examples: Sequence, *, combi
                      batch_size: int = 64) -> list:
     """Predictions of N prompts for one task, combined, with ONE backbone pass per batch of
     examples: each example is repeated N times, each copy carrying a different prompt."""
-    if any(m.qa for m in models):
-        raise PtuneError("ensembles of question answering prompts are not supported yet; evaluate each prompt alone")
+    kind = models[0].kind
+    if not kind.mixable:
+        raise PtuneError(f"ensembles of {kind.name} prompts are not supported yet; evaluate each prompt alone")
     labels = models[0].labels
-    if any(m.labels != labels or m.tagging != models[0].tagging for m in models):
+    if any(m.labels != labels or m.kind is not kind for m in models):
         raise PtuneError("ensemble members must be prompts for the same task (same labels and head)")
     bank = PromptBank({str(i): m for i, m in enumerate(models)}).eval()
     n = len(models)
@@ -160,17 +154,9 @@ def ensemble_predict(models: Sequence[PromptModel], examples: Sequence, *, combi
         chunk = examples[start : start + per_batch]
         items = [(str(i), example) for example in chunk for i in range(n)]
         encoded = bank.encode(items)
-        logits = bank(bank.collate(encoded))
-        for j, example in enumerate(chunk):
-            members = torch.stack(logits[j * n : (j + 1) * n])  # [N, C] or [N, W, C]
-            if combine == "mean":
-                ids = members.softmax(-1).mean(0).argmax(-1)
-            elif combine == "vote":
-                votes = members.argmax(-1)  # [N] or [N, W]
-                ids = torch.mode(votes, dim=0).values  # ties: the smallest label id
-            else:
-                raise PtuneError(f"combine must be 'vote' or 'mean', got {combine!r}")
+        outputs = bank(bank.collate(encoded))
+        for j in range(len(chunk)):
+            members = torch.stack(outputs[j * n : (j + 1) * n])  # [N, C], [N, W, C] or [N]
             feature = encoded[j * n][1]
-            out.append(_labels(models[0], torch.nn.functional.one_hot(ids, len(labels)).float(), feature))
+            out.append(kind.decode_row(models[0], kind.combine(members, combine), feature.num_words))
     return out
-

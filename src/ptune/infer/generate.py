@@ -11,10 +11,10 @@ from typing import Sequence
 
 import torch
 
-from .data.examples import TextExample
-from .encoding import collate
-from .errors import PtuneError
-from .model import PromptModel
+from ptune.data.examples import TextExample
+from ptune.batch.encoding import collate
+from ptune.errors import PtuneError
+from ptune.model.prompt_model import PromptModel
 
 
 def generate(model: PromptModel, texts: Sequence[str], *, max_new_tokens: int = 40, temperature: float = 0.0,

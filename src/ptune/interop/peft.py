@@ -14,11 +14,12 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .backbones import Backbone
-from .checkpoint import atomic_write, load_prompt, save_prompt
-from .config import MethodConfig
-from .errors import PtuneError
-from .model import PromptModel
+from ptune.model.backbones import Backbone
+from ptune.storage.atomic import atomic_write
+from ptune.storage.prompt_files import load_prompt, save_prompt
+from ptune.config import MethodConfig
+from ptune.errors import PtuneError
+from ptune.model.prompt_model import PromptModel
 
 PEFT_TYPES = {"prompt": "PROMPT_TUNING", "ptuning": "P_TUNING", "deep": "PREFIX_TUNING"}
 ADAPTER_CONFIG = "adapter_config.json"
@@ -92,10 +93,12 @@ def import_peft(adapter_dir: str | Path, backbone: Backbone, *, out: str | Path,
                           template=f"[P]*{length} {{text}}" if method != "deep" else None)
     head_state, task = _read_head(folder)
     if task is not None:
-        labels, tagging, task_name = task["labels"], task["kind"] == "tagging", task["name"]
+        labels, kind, task_name = task["labels"], task["kind"], task["name"]
     elif not labels:
         raise PtuneError(f"{folder}: a PEFT adapter holds no task head; give the task's labels (--labels A,B,...)")
-    model = PromptModel(backbone, config, labels, tagging=tagging)
+    else:
+        kind = "tagging" if tagging else "classification"
+    model = PromptModel(backbone, config, labels, kind=kind)
     model.initialise(seed=seed)
     with torch.no_grad():
         if method == "deep":
@@ -104,9 +107,8 @@ def import_peft(adapter_dir: str | Path, backbone: Backbone, *, out: str | Path,
             model.input_prompt.embedding.copy_(weights)
         if head_state:
             model.head.load_state_dict(head_state)
-    metric = "entity_f1" if tagging else "accuracy"
     name = task_name or folder.name
-    save_prompt(out, model, task_name=name, metric=metric,
+    save_prompt(out, model, task_name=name, metric=model.metric,
                 metrics={"imported_from_peft": str(folder), "head": "imported" if head_state else "untrained"})
     return model.eval()
 
@@ -160,12 +162,12 @@ def _read_head(folder: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     except (SafetensorError, OSError, ValueError) as error:
         raise PtuneError(f"{path}: not a readable ptune head file ({error})") from None
     if not isinstance(task, dict) or not isinstance(task.get("labels"), list) or task.get("kind") not in (
-            "classification", "tagging"):
+            "classification", "tagging", "regression"):
         raise PtuneError(f"{path}: head file without its task description; re-export it with ptune")
     return state, task
 
 
 def _base_path(backbone: Backbone) -> str:
-    from .backbones import resolve
+    from ptune.model.backbones import resolve
 
     return resolve(backbone.name) if backbone.name == "minilm" else backbone.name

@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import injection
-from .errors import PtuneError
+from ptune.model import injection
+from ptune.errors import PtuneError
 
 log = logging.getLogger(__name__)
 

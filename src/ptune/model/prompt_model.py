@@ -14,41 +14,44 @@ from typing import Iterable, Sequence
 import torch
 from torch import nn
 
-from . import injection, qa
-from .backbones import Backbone
-from .config import MethodConfig
-from .encoding import Encoder, Feature, collate
-from .errors import PtuneError
-from .heads import ClassificationHead, TokenHead, VerbalizerHead
-from .heads.span import SpanHead
-from .layer_cache import layer_list, starting_at
-from .prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
-from .templates import default_template, parse_template
+from ptune.model import injection
+from ptune.model.backbones import Backbone
+from ptune.config import MethodConfig
+from ptune.batch.encoding import Encoder, Feature
+from ptune.errors import PtuneError
+from ptune.tasks import TaskKind, get_kind
+from ptune.heads import VerbalizerHead
+from ptune.model.depth_cache import layer_list, starting_at
+from ptune.model.prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
+from ptune.batch.templates import default_template, parse_template
 
 
 class PromptModel(nn.Module):
-    """backbone (frozen unless fine-tuning) + optional input prompt + optional deep prompt + head."""
+    """backbone (frozen unless fine-tuning) + optional input prompt + optional deep prompt + the task
+    kind's head. Everything that depends on the kind (features, head, loss, decoding) goes through
+    ``self.kind``."""
 
-    def __init__(self, backbone: Backbone, config: MethodConfig, labels: Sequence[str], *, tagging: bool,
-                 pair: bool = False, qa: bool = False, no_answer: bool = False):
-        """``qa``: extractive question answering with a span head (``labels`` unused); ``no_answer``:
-        SQuAD 2.0, the answer may be "" (no span)."""
+    def __init__(self, backbone: Backbone, config: MethodConfig, labels: Sequence[str], *,
+                 kind: str | TaskKind = "classification", pair: bool = False, metric: str | None = None):
+        """``labels``: the label set (empty for kinds without one: qa, regression); ``pair``: examples
+        are text pairs; ``metric``: one of the kind's metrics (default its first; qa: squad_v2 allows
+        "no answer")."""
         super().__init__()
         self.backbone_ref = backbone  # not a submodule: its weights are not ours to save
         self.config = config
+        self.kind = get_kind(kind)
+        self.metric = metric or self.kind.metrics[0]
+        if self.metric not in self.kind.metrics:
+            raise PtuneError(f"metric {self.metric!r} does not score {self.kind.name} tasks; "
+                             f"use {' or '.join(self.kind.metrics)}")
         self.labels = list(labels)
-        self.tagging = tagging
-        self.qa, self.no_answer = qa, no_answer
-        if qa and config.peft_layout:
-            raise PtuneError("question answering keeps [CLS] first (the no-answer position); drop --peft-layout")
+        self.label_ids = {label: i for i, label in enumerate(self.labels)}
         template = config.template or default_template(config.method, prompt_length=config.length, pair=pair,
                                                        leading=config.peft_layout)
         self.template = parse_template(template)
-        if qa and any(part.kind == "words" for part in self.template.parts):
-            raise PtuneError(f"template {template!r}: question answering places only the continuous tokens "
-                             "(after [CLS]); drop the words from the template")
         peft = config.peft_layout
-        self.encoder = Encoder(backbone.tokenizer, self.template, self.labels, tagging=tagging,
+        self.encoder = Encoder(backbone.tokenizer, self.template, words=self.kind.word_level,
+                               target=lambda example: self.kind.target(self, example),
                                decoder=backbone.is_decoder, max_length=config.max_length,
                                prompts_before_specials=peft and config.has_input_prompt,
                                position_offset=config.length if peft and config.method == "deep" else 0)
@@ -58,25 +61,19 @@ class PromptModel(nn.Module):
         self.deep_prompt = (DeepPrompt(config.length, parse_layers(config.layers, backbone.num_layers), backbone.kv_heads,
                                        backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden)
                             if config.method == "deep" else None)
+        self.kind.check(self)
         self.initialised = False  # set by initialise() or by loading trained tensors
-        self.head = SpanHead(hidden) if qa else (TokenHead if tagging else ClassificationHead)(hidden, len(self.labels))
-        if config.head == "verbalizer":
-            self.head = VerbalizerHead(backbone.lm_head, self.verbalizer_ids(tagging or qa))
+        self.head = (VerbalizerHead(backbone.lm_head, self.verbalizer_ids()) if config.head == "verbalizer"
+                     else self.kind.head(self))
         if config.method == "finetune" or config.tune_backbone:
             # A private, trainable copy: the shared backbone stays frozen for every other task.
             self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True)
 
     @classmethod
     def for_task(cls, backbone: Backbone, task, config: MethodConfig | None = None) -> "PromptModel":
-        """A model shaped for ``task`` (its labels, tagging or classification, sentence pairs)."""
+        """A model shaped for ``task`` (its kind, labels and metric; sentence pairs)."""
         pair = any(getattr(e, "text_pair", None) is not None for e in task.train[:1000])
-        return cls(backbone, config or MethodConfig(), task.labels, tagging=task.kind == "tagging", pair=pair,
-                   qa=task.kind == "qa", no_answer=task.metric == "squad_v2")
-
-    @property
-    def kind(self) -> str:
-        """The task kind a prompt file records: classification, tagging or qa."""
-        return "qa" if self.qa else "tagging" if self.tagging else "classification"
+        return cls(backbone, config or MethodConfig(), task.labels, kind=task.kind, pair=pair, metric=task.metric)
 
     @property
     def backbone(self) -> Backbone:
@@ -127,10 +124,10 @@ class PromptModel(nn.Module):
         return [[i for word in words for i in tokenizer(prefix + word, add_special_tokens=False)["input_ids"]]
                 or [tokenizer.unk_token_id] for words in self.label_words()]
 
-    def verbalizer_ids(self, per_token: bool) -> list[list[int]]:
+    def verbalizer_ids(self) -> list[list[int]]:
         """First-token id of each verbalizer word, per label; refuses set-ups the verbalizer cannot read."""
-        if per_token:
-            raise PtuneError("the verbalizer head classifies whole examples; use --head linear for tagging and QA tasks")
+        if not self.kind.verbalizer:
+            raise PtuneError(f"the verbalizer head scores label words; a {self.kind.name} task needs --head linear")
         if not self.backbone.is_decoder and not self.template.has_slot("label"):
             raise PtuneError(f"template {self.template.source!r}: a masked LM's verbalizer reads the [MASK] at the "
                              "{label} slot; give a template with one, e.g. --template '[P]*8 {text} It was {label}'")
@@ -155,22 +152,17 @@ class PromptModel(nn.Module):
         return out
 
     # -- forward --------------------------------------------------------------------------------
-    def encode(self, examples) -> list[Feature] | list[qa.QAFeature]:
-        if self.qa:  # strided windows of question + context; input prompts right after [CLS]
-            prompts = self.template.num_prompts if self.input_prompt is not None else 0
-            return qa.encode(examples, self.backbone.tokenizer, self.config.max_length, prompts=prompts,
-                             pad_id=self.encoder.pad_id)
-        return self.encoder.encode(examples)
+    def encode(self, examples: Sequence) -> list:
+        """Examples -> features, as the task kind lays them out."""
+        return self.kind.encode(self, examples)
 
-    def collate(self, features: Sequence[Feature] | Sequence[qa.QAFeature]) -> dict[str, torch.Tensor]:
-        """Pad features into a batch of tensors (see ``encoding.collate`` and ``qa.collate_qa``)."""
-        if self.qa:
-            return qa.collate_qa(features, pad_id=self.encoder.pad_id)
-        return collate(features, pad_id=self.encoder.pad_id, left_pad=self.encoder.decoder)
+    def collate(self, features: Sequence) -> dict[str, torch.Tensor]:
+        """Pad features into a batch of tensors (see ``batch.encoding.collate``)."""
+        return self.kind.collate(self, features)
 
     @property
     def first_prompted_layer(self) -> int:
-        """Layers below this one see no trainable tensor: their outputs can be cached (layer_cache)."""
+        """Layers below this one see no trainable tensor: their outputs can be cached (depth_cache)."""
         if self.deep_prompt is None or self.input_prompt is not None or getattr(self, "tuned_backbone", None) is not None:
             return 0
         return self.deep_prompt.layers[0]
@@ -195,34 +187,19 @@ class PromptModel(nn.Module):
         return run_backbone(self.transformer, batch, prompt_vectors=None, prefixes=None,
                             token_types=self.encoder.layout.uses_token_types, decoder=self.backbone.is_decoder)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Logits: [B, C] (classification), [N, C] over the batch's N words (tagging), or start and
-        end logits [B, T] (qa)."""
+    def forward(self, batch: dict[str, torch.Tensor]):
+        """The head's outputs: logits [B, C] (classification), [N, C] over the batch's N words
+        (tagging), start and end logits [B, T] (qa), scores [B] (regression)."""
         return self.head(self.hidden_states(batch), batch)
 
     def loss(self, batch: dict[str, torch.Tensor], forward: nn.Module | None = None) -> torch.Tensor:
-        """Cross-entropy of ``forward(batch)`` (this model, or a DDP wrapper around it)."""
-        logits = (forward if forward is not None else self)(batch)
-        if self.qa:
-            return self.head.loss(*logits, *self.head.targets(batch))
-        return nn.functional.cross_entropy(logits, self.head.targets(batch))
+        """The kind's loss of ``forward(batch)`` (this model, or a DDP wrapper around it)."""
+        return self.kind.loss(self, (forward if forward is not None else self)(batch), batch)
 
     @torch.no_grad()
     def predict_batch(self, batch: dict[str, torch.Tensor]) -> list:
-        """Labels per example: a string (classification), a list of tags, one per word, or (qa) the
-        window's start and end logits [T], [T], mapped to answers by ``qa.best_spans``."""
-        if self.qa:
-            return list(zip(*(logits.float().cpu().unbind(0) for logits in self(batch))))
-        predicted = self(batch).argmax(-1).tolist()
-        if not self.tagging:
-            return [self.labels[i] for i in predicted]
-        out, cursor = [], 0
-        counts = (batch["word_index"] >= 0).sum(-1).tolist()
-        for count, words in zip(counts, batch["num_words"].tolist()):
-            tags = [self.labels[i] for i in predicted[cursor : cursor + count]]
-            out.append(tags + ["O"] * (words - count))  # words cut by max_length
-            cursor += count
-        return out
+        """One prediction per feature of the batch, decoded by the kind (qa: a window's logits)."""
+        return self.kind.decode(self, self(batch), batch)
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def trainable_parameters(self) -> Iterable[nn.Parameter]:

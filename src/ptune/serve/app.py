@@ -24,12 +24,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from .backbones import Backbone
-from .checkpoint import load_prompt
-from .data import TaggedExample, TextExample
-from .evaluation import entities
-from .errors import PtuneError
-from .mixed import PromptBank
+from ptune.model.backbones import Backbone
+from ptune.storage.prompt_files import load_prompt
+from ptune.errors import PtuneError
+from ptune.infer.bank import PromptBank
 
 log = logging.getLogger(__name__)
 TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -84,9 +82,9 @@ class TaskRegistry:
                 self._seen[name] = mtime
                 try:
                     model = load_prompt(path, self.backbone)
-                    if model.qa:  # a span head answers question/context pairs, not the texts /predict takes
-                        raise PtuneError(f"{path}: question answering prompts are not served yet; "
-                                         "use `ptune predict --question ... --context ...`")
+                    if not model.kind.mixable:  # e.g. a span head answers question/context pairs, not texts
+                        raise PtuneError(f"{path}: {model.kind.name} prompts are not served yet; "
+                                         "use `ptune predict` with this prompt file")
                     self.models[name] = model
                     self.failed.pop(name, None)
                     log.info("loaded task %s from %s", name, path)
@@ -99,7 +97,7 @@ class TaskRegistry:
                 self.bank = PromptBank(dict(self.models)) if self.models else None
 
     def describe(self) -> list[dict[str, Any]]:
-        return [{"task": name, "method": m.config.method, "kind": "tagging" if m.tagging else "classification",
+        return [{"task": name, "method": m.config.method, "kind": m.kind.name,
                  "labels": m.labels} for name, m in self.models.items()]
 
 
@@ -267,10 +265,8 @@ def _items(request: PredictRequest, limits: Limits) -> list[tuple[str, str]]:
 
 
 def _example(model, text: str):
-    return TaggedExample(tuple(text.split())) if model.tagging else TextExample(text)
+    return model.kind.example({"text": text})
 
 
-def _record(model, example, label) -> dict:
-    if not model.tagging:
-        return {"text": example.text, "label": label}
-    return {"tokens": list(example.tokens), "tags": label, "entities": entities(example.tokens, label)}
+def _record(model, example, prediction) -> dict:
+    return model.kind.record(example, prediction)

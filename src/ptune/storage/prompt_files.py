@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,32 +15,17 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .backbones import Backbone, load_backbone
-from .config import MethodConfig
-from .errors import PtuneError
-from .metrics import MAIN_KEY
-from .model import PromptModel
+from ptune.model.backbones import Backbone, load_backbone
+from ptune.config import MethodConfig
+from ptune.errors import PtuneError
+from ptune.storage.atomic import atomic_write
+from ptune.tasks import KINDS
+from ptune.model.prompt_model import PromptModel
 
 FORMAT = "ptune-prompt"
 VERSION = 1
 HEADER_KEY = "ptune"
 REQUIRED = ("format", "version", "method", "task", "backbone")
-
-
-def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` then move the finished file over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric: str,
@@ -54,7 +37,7 @@ def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric:
         "format": FORMAT,
         "version": VERSION,
         "method": model.config.to_dict(),
-        "task": {"name": task_name, "kind": model.kind,
+        "task": {"name": task_name, "kind": model.kind.name,
                  "labels": model.labels, "metric": metric, "pair": model.template.has_slot("text_pair")},
         "backbone": model.backbone.fingerprint(),
         "trainable_params": model.num_trainable(),
@@ -102,13 +85,13 @@ def _check_fields(path: Path, header: dict) -> None:
     task, backbone = header["task"], header["backbone"]
     need(isinstance(header["method"], dict), "method", "an object of method options")
     need(isinstance(task, dict), "task", "an object")
-    need(task.get("kind") in ("classification", "tagging", "qa"), "task.kind", "'classification', 'tagging' or 'qa'")
+    need(task.get("kind") in KINDS, "task.kind", " or ".join(map(repr, KINDS)))
     labels = task.get("labels")
-    need(isinstance(labels, list) and (bool(labels) or task.get("kind") == "qa")  # a span head has no labels
+    need(isinstance(labels, list) and (bool(labels) or not KINDS[task["kind"]].has_labels)  # spans, scores: none
          and all(isinstance(x, str) for x in labels) and len(set(labels)) == len(labels),
          "task.labels", "a list of distinct label strings")
     need(isinstance(task.get("name"), str), "task.name", "a string")
-    need(task.get("metric") in MAIN_KEY, "task.metric", " or ".join(map(repr, MAIN_KEY)))
+    need(task.get("metric") in KINDS[task["kind"]].metrics, "task.metric", " or ".join(map(repr, KINDS[task["kind"]].metrics)))
     need(isinstance(task.get("pair", False), bool), "task.pair", "true or false")
     need(isinstance(backbone, dict) and isinstance(backbone.get("name"), str), "backbone", "an object with a name")
     need(isinstance(header.get("metrics", {}), dict), "metrics", "an object")
@@ -146,8 +129,8 @@ def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptMod
     check_backbone(path, header, backbone)
     config = MethodConfig.from_dict(header["method"], source=f"{path} header 'method'")
     task = header["task"]
-    model = PromptModel(backbone, config, task["labels"], tagging=task["kind"] == "tagging", pair=task.get("pair", False),
-                        qa=task["kind"] == "qa", no_answer=task["metric"] == "squad_v2")
+    model = PromptModel(backbone, config, task["labels"], kind=task["kind"], pair=task.get("pair", False),
+                        metric=task["metric"])
     tensors = {}
     try:
         with safe_open(str(path), framework="pt") as handle:

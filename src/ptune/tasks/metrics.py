@@ -1,4 +1,5 @@
-"""Metrics that score predictions against gold labels: accuracy and entity-level F1.
+"""Metrics that score predictions against gold labels: accuracy, entity-level F1, SQuAD EM/F1, and
+Pearson/Spearman correlation.
 
 `score` is the entry point for training and evaluation; `MAIN_KEY` names the number to select on.
 """
@@ -9,7 +10,8 @@ from collections.abc import Sequence
 
 from ptune.errors import PtuneError
 
-MAIN_KEY: dict[str, str] = {"accuracy": "accuracy", "entity_f1": "f1", "squad": "f1", "squad_v2": "f1"}
+MAIN_KEY: dict[str, str] = {"accuracy": "accuracy", "entity_f1": "f1", "squad": "f1", "squad_v2": "f1",
+                            "correlation": "pearson"}
 
 
 def _check_lengths(gold: Sequence[object], predicted: Sequence[object]) -> None:
@@ -42,11 +44,27 @@ def entity_f1(
     return {"f1": float(f1), "precision": float(precision), "recall": float(recall)}
 
 
+def correlation(gold: Sequence[float], predicted: Sequence[float]) -> dict[str, float]:
+    """Pearson and Spearman correlation (as STS-B reports them) and the mean squared error.
+
+    A constant prediction has no correlation: it scores 0.0 there (scipy would give NaN).
+    """
+    import numpy as np
+    from scipy.stats import pearsonr, spearmanr
+
+    _check_lengths(gold, predicted)
+    g, p = np.asarray(gold, dtype=float), np.asarray(predicted, dtype=float)
+    constant = len(g) < 2 or np.ptp(g) == 0 or np.ptp(p) == 0
+    pearson = 0.0 if constant else float(pearsonr(g, p).statistic)
+    spearman = 0.0 if constant else float(spearmanr(g, p).statistic)
+    return {"pearson": pearson, "spearman": spearman, "mse": float(np.mean((g - p) ** 2))}
+
+
 def score(metric: str, gold: Sequence, predicted: Sequence) -> dict[str, float]:
-    """`metric` ("accuracy", "entity_f1", or "squad"/"squad_v2": EM and F1 in percent, `gold` the
+    """`metric` ("accuracy", "entity_f1", "correlation", or "squad"/"squad_v2": EM and F1 in percent, `gold` the
     QAExamples and `predicted` their answer texts) as a dict of named numbers; see `MAIN_KEY`."""
     if metric in ("squad", "squad_v2"):
-        from ptune.qa_metrics import squad_scores
+        from ptune.tasks.squad_metrics import squad_scores
 
         _check_lengths(gold, predicted)
         return squad_scores({e.id: answer for e, answer in zip(gold, predicted, strict=True)}, gold)
@@ -54,4 +72,6 @@ def score(metric: str, gold: Sequence, predicted: Sequence) -> dict[str, float]:
         return {"accuracy": accuracy(gold, predicted)}
     if metric == "entity_f1":
         return entity_f1(gold, predicted)
+    if metric == "correlation":
+        return correlation(gold, predicted)
     raise PtuneError(f"unknown metric {metric!r} — use one of: {', '.join(MAIN_KEY)}")

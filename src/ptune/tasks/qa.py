@@ -1,4 +1,4 @@
-"""Extractive QA around a span head: examples -> overlapping token windows with answer targets,
+"""The extractive question-answering kind, around a span head: examples -> overlapping token windows with answer targets,
 and span logits -> answer texts cut from the original context by character offsets.
 """
 
@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import torch
+from torch import nn
 
-from ptune.data.squad import QAExample
+from ptune.data.examples import QAExample
 from ptune.errors import PtuneError
+from ptune.heads.span import SpanHead
+from ptune.tasks.base import TaskKind
 
 NO_ANSWER = 0  # the target position of "no answer in this window": [CLS] (or BOS)
 
@@ -266,3 +270,64 @@ def collate_qa(features: Sequence[QAFeature], *, pad_id: int) -> dict[str, torch
         "start_positions": torch.tensor([f.start_position for f in features]),
         "end_positions": torch.tensor([f.end_position for f in features]),
     }
+
+
+class SpanQA(TaskKind):
+    """Extractive question answering: a start and an end logit per token (``SpanHead``); an example's
+    answer is its best span over all its windows, or "" (SQuAD 2.0, metric squad_v2)."""
+
+    name = "qa"
+    metrics: ClassVar[tuple[str, ...]] = ("squad", "squad_v2")
+    has_labels = False
+    mixable = False
+    input_help = "a JSON object with 'question' and 'context' strings"
+
+    def check(self, model) -> None:
+        if model.config.peft_layout:
+            raise PtuneError("question answering keeps [CLS] first (the no-answer position); drop --peft-layout")
+        if any(part.kind == "words" for part in model.template.parts):
+            raise PtuneError(f"template {model.template.source!r}: question answering places only the continuous "
+                             "tokens (after [CLS]); drop the words from the template")
+        if model.config.head == "verbalizer":
+            raise PtuneError("the verbalizer head classifies whole examples; use --head linear for QA tasks")
+
+    def head(self, model) -> nn.Module:
+        return SpanHead(model.backbone.hidden_size)
+
+    def encode(self, model, examples: Sequence) -> list[QAFeature]:
+        """Strided windows of question + context; input prompts right after [CLS]."""
+        prompts = model.template.num_prompts if model.input_prompt is not None else 0
+        return encode(examples, model.backbone.tokenizer, model.config.max_length, prompts=prompts,
+                      pad_id=model.encoder.pad_id)
+
+    def collate(self, model, features: Sequence[QAFeature]) -> dict[str, torch.Tensor]:
+        return collate_qa(features, pad_id=model.encoder.pad_id)
+
+    def loss(self, model, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return model.head.loss(*outputs, *model.head.targets(batch))
+
+    def rows(self, outputs, batch: dict[str, torch.Tensor]) -> list:
+        """(start [B, T], end [B, T]) -> one (start [T], end [T]) per window."""
+        return list(zip(*(logits.float().cpu().unbind(0) for logits in outputs)))
+
+    def decode_row(self, model, output, num_words: int):
+        return output  # a window's logits: answers need every window of the example (``finish``)
+
+    def finish(self, model, examples: Sequence, features: Sequence, decoded: list) -> list[str]:
+        starts, ends = zip(*decoded) if decoded else ((), ())
+        answers = best_spans(examples, features, starts, ends, allow_impossible=model.metric == "squad_v2")
+        return [answers[e.id] for e in examples]
+
+    def gold(self, examples) -> list:
+        return list(examples)
+
+    def labelled(self, example) -> bool:
+        return True  # a question without answers is "no answer" (SQuAD 2.0), still scored
+
+    def example(self, row: dict, *, predicate: int | None = None) -> QAExample:
+        if not (isinstance(row.get("question"), str) and isinstance(row.get("context"), str)):
+            raise ValueError(f"expected {self.input_help}")
+        return QAExample(str(row.get("id", "")), row["question"], row["context"])
+
+    def record(self, example, prediction) -> dict:
+        return {"id": example.id, "question": example.question, "answer": prediction}

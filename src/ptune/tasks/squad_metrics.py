@@ -10,7 +10,7 @@ import string
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from ptune.data.squad import QAExample
+from ptune.data.examples import QAExample
 
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")

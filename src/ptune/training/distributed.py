@@ -12,8 +12,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .checkpoint import tensors_digest
-from .errors import PtuneError
+from ptune.storage.prompt_files import tensors_digest
+from ptune.errors import PtuneError
 
 
 class Processes:

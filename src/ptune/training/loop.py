@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -18,66 +18,21 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from .checkpoint import atomic_write, save_prompt
-from .config import DEFAULT_EPOCHS, MethodConfig, check_types
-from .data.tasks import Task
-from .encoding import batches
-from .errors import PtuneError
-from .evaluation import gold_labels, predict
-from .metrics import MAIN_KEY, score
-from .distributed import Processes
-from .layer_cache import BottomCache, layer_list
-from .model import PromptModel, frequent_ids
-from .reports import plot_curve
-from .resume import CHECKPOINT, Progress, fault, read_checkpoint, remove_stale_temporaries, save_checkpoint
+from ptune.storage.atomic import atomic_write
+from ptune.storage.prompt_files import save_prompt
+from ptune.config import TrainConfig  # defined there so the CLI can build its options without torch
+from ptune.data.tasks import Task
+from ptune.batch.encoding import batches
+from ptune.errors import PtuneError
+from ptune.infer.predict import predict
+from ptune.tasks.metrics import MAIN_KEY, score
+from ptune.training.distributed import Processes
+from ptune.model.depth_cache import BottomCache, layer_list
+from ptune.model.prompt_model import PromptModel, frequent_ids
+from ptune.training.curves import plot_curve
+from ptune.training.resume import CHECKPOINT, Progress, fault, read_checkpoint, remove_stale_temporaries, save_checkpoint
 
 log = logging.getLogger(__name__)
-
-SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "constant")
-
-
-@dataclass
-class TrainConfig:
-    epochs: int | None = field(default=None, metadata={"help": "epochs (default per method)"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimiser steps"})
-    batch_size: int = field(default=32, metadata={"help": "examples per step"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate (default per method)"})
-    weight_decay: float = 0.01
-    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
-    scheduler: str = field(default="linear", metadata={"help": "linear | cosine | constant_with_warmup"})
-    max_grad_norm: float = 1.0
-    patience: int = field(default=3, metadata={"help": "stop after this many epochs without dev improvement (0: never)"})
-    seed: int = 0
-    train_limit: int | None = field(default=None, metadata={"help": "use only the first N training examples"})
-    eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples"})
-    cache_mb: int = field(default=2048, metadata={"help": "deep prompts on top layers only: memory for the cached "
-                                                          "outputs of the un-prompted bottom layers (0: no cache)"})
-    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 (autocast; measured slower on this CPU, "
-                                                             "see docs/RESULTS.md)", "choices": ("fp32", "bf16")})
-    compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
-    checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        check_types(self, "training option")
-        if self.precision not in ("fp32", "bf16"):
-            raise PtuneError(f"training option 'precision' must be fp32 or bf16, got {self.precision!r}")
-        if self.scheduler not in SCHEDULERS:
-            raise PtuneError(f"training option 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        negative = [f.name for f in fields(self) if isinstance(getattr(self, f.name), (int, float))
-                    and not isinstance(getattr(self, f.name), bool) and getattr(self, f.name) < 0]
-        if negative:
-            raise PtuneError(f"training option(s) {', '.join(negative)} cannot be negative")
-
-    def resolved(self, method: MethodConfig) -> "TrainConfig":
-        """A copy with the method's default epochs and learning rate filled in."""
-        out = TrainConfig(**asdict(self))
-        out.epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS[method.method]
-        out.lr = self.lr if self.lr is not None else method.default_lr
-        if out.epochs < 1 or out.batch_size < 1 or out.lr <= 0:
-            raise PtuneError("epochs and batch_size must be at least 1 and lr positive")
-        return out
-
 
 @dataclass
 class TrainResult:
@@ -180,7 +135,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                   "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2),
                   "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
         if dev_features:
-            dev = score(task.metric, gold_labels(dev_examples), predict(model, dev_examples, features=dev_features))
+            dev = score(task.metric, model.kind.gold(dev_examples), predict(model, dev_examples, features=dev_features))
             record.update({f"dev_{k}": v for k, v in dev.items()})
             current = dev[main_key]
         else:

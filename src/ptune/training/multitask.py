@@ -14,19 +14,19 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .backbones import Backbone
-from .checkpoint import save_prompt
-from .config import MethodConfig
-from .data.tasks import Task
-from .encoding import batches
-from .errors import PtuneError
-from .evaluation import gold_labels, predict_features
-from .metrics import MAIN_KEY, score
-from .mixed import PromptBank
-from .model import PromptModel, frequent_ids
-from .reports import plot_curve
-from .training import (Selection, TrainConfig, TrainResult, log_epoch, make_optimiser, optimiser_step, prepare_out_dir,
-                       seed_everything)
+from ptune.model.backbones import Backbone
+from ptune.storage.prompt_files import save_prompt
+from ptune.config import MethodConfig, TrainConfig
+from ptune.data.tasks import Task
+from ptune.batch.encoding import batches
+from ptune.errors import PtuneError
+from ptune.infer.predict import predict
+from ptune.tasks.metrics import MAIN_KEY, score
+from ptune.infer.bank import PromptBank
+from ptune.model.prompt_model import PromptModel, frequent_ids
+from ptune.training.curves import plot_curve
+from ptune.training.loop import (Selection, TrainResult, log_epoch, make_optimiser, optimiser_step, prepare_out_dir,
+                                 seed_everything)
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
         for task in tasks:
             examples, dev_features = dev[task.name]
             if dev_features:
-                result = score(task.metric, gold_labels(examples), predict_features(bank.models[task.name], dev_features))
+                model = bank.models[task.name]
+                result = score(task.metric, model.kind.gold(examples), predict(model, examples, features=dev_features))
                 scores[task.name] = result
                 record[f"dev_{task.name}_{MAIN_KEY[task.metric]}"] = result[MAIN_KEY[task.metric]]
         mean = float(np.mean([scores[t.name][MAIN_KEY[t.metric]] for t in tasks if t.name in scores])) if scores else -record["train_loss"]

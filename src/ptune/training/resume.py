@@ -18,8 +18,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .checkpoint import atomic_write
-from .errors import PtuneError
+from ptune.storage.atomic import atomic_write
+from ptune.errors import PtuneError
 
 CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "ptune-checkpoint"

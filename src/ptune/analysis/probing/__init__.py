@@ -2,17 +2,48 @@
 
 Relations come from countryinfo's country facts; prompts are manual templates or learned probes
 (P-tuning's continuous tokens mixed into a template, or a prepended soft prompt).
+Names load on first use, so ``ptune --help`` (which registers ``probe`` from ``.command``) needs no torch.
 """
 
-from .learned import ProbePrompt, init_vectors, parse_probe_template, ptuning_template, soft_prompt_template
-from .probe import Prediction, ProbeResult, fill_template, head_weight, precision_at_1, single_token_precision_at_1
-from .relations import Fact, Relation, load_relation, single_token, split_facts
-from .scoring import score_candidates, score_candidates_uncached
-from .training import ProbeHistory, ProbeTrainConfig, train_probe
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# public name -> the module that defines it
+_HOMES = {
+    **dict.fromkeys(("ProbePrompt", "init_vectors", "parse_probe_template", "ptuning_template", "soft_prompt_template"),
+                    "ptune.analysis.probing.learned"),
+    **dict.fromkeys(("Prediction", "ProbeResult", "fill_template", "head_weight", "precision_at_1",
+                     "single_token_precision_at_1"), "ptune.analysis.probing.probe"),
+    **dict.fromkeys(("Fact", "Relation", "load_relation", "single_token", "split_facts"),
+                    "ptune.analysis.probing.relations"),
+    **dict.fromkeys(("score_candidates", "score_candidates_uncached"), "ptune.analysis.probing.scoring"),
+    **dict.fromkeys(("ProbeHistory", "ProbeTrainConfig", "train_probe"), "ptune.analysis.probing.training"),
+}
 
 __all__ = [
     "Fact", "Prediction", "ProbeHistory", "ProbePrompt", "ProbeResult", "ProbeTrainConfig", "Relation",
-    "fill_template", "head_weight", "init_vectors", "load_relation", "parse_probe_template",
-    "precision_at_1", "ptuning_template", "soft_prompt_template", "train_probe", "score_candidates", "score_candidates_uncached", "single_token",
-    "single_token_precision_at_1", "split_facts",
+    "fill_template", "head_weight", "init_vectors", "load_relation", "parse_probe_template", "precision_at_1",
+    "ptuning_template", "score_candidates", "score_candidates_uncached", "single_token",
+    "single_token_precision_at_1", "soft_prompt_template", "split_facts", "train_probe",
 ]
+
+if TYPE_CHECKING:
+    from ptune.analysis.probing.learned import ProbePrompt, init_vectors, parse_probe_template, ptuning_template, soft_prompt_template
+    from ptune.analysis.probing.probe import Prediction, ProbeResult, fill_template, head_weight, precision_at_1, single_token_precision_at_1
+    from ptune.analysis.probing.relations import Fact, Relation, load_relation, single_token, split_facts
+    from ptune.analysis.probing.scoring import score_candidates, score_candidates_uncached
+    from ptune.analysis.probing.training import ProbeHistory, ProbeTrainConfig, train_probe
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'ptune.analysis.probing' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

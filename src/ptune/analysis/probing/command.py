@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..errors import PtuneError
+from ptune.errors import PtuneError
 
 METHODS = ("manual", "ptuning", "prompt")
 DEFAULT_MANUAL = "The capital of {subject} is"
@@ -21,9 +21,11 @@ def add_probe_parser(sub) -> None:
     probe = sub.add_parser("probe", help="knowledge probing (LAMA-style P@1): manual vs P-tuned vs prompt-tuned")
     probe.add_argument("--relation", default="capital-of", help="capital-of, continent-of or borders")
     probe.add_argument("--backbone", default="smollm2", help="a causal LM: smollm2, a hub id or a folder")
-    probe.add_argument("--method", default="manual", choices=METHODS)
+    probe.add_argument("--method", default="manual", choices=METHODS,
+                       help="manual (score wordings as written), ptuning (learn [P] tokens around a wording) or "
+                            "prompt (learn a soft prompt in front of it)")
     probe.add_argument("--manual", nargs="+", metavar="TEMPLATE",
-                       help="manual wordings with one {subject}, e.g. 'The capital of {subject} is' (one run each)")
+                       help=f"manual wordings with one {{subject}}, one run each (default: {DEFAULT_MANUAL!r})")
     probe.add_argument("--template", help="a full probe template with [P] tokens, e.g. '[P]*3 {subject} capital [P]*3'")
     probe.add_argument("--probe", nargs="+", metavar="FILE", help="score saved probe files instead of training")
     probe.add_argument("--encoder", default="lstm", choices=("none", "mlp", "lstm"), help="P-tuning prompt encoder")
@@ -31,9 +33,9 @@ def add_probe_parser(sub) -> None:
                        help="continuous tokens: per side for ptuning (default 3), in front for prompt (default 8)")
     probe.add_argument("--init", choices=("words", "vocab"), help="initial [P] vectors (default: words for "
                                                                     "ptuning, vocab for prompt)")
-    probe.add_argument("--epochs", type=int, default=3)
-    probe.add_argument("--lr", type=float, default=3e-3)
-    probe.add_argument("--batch-size", type=int, default=16)
+    probe.add_argument("--epochs", type=int, default=3, help="training epochs of a learned probe")
+    probe.add_argument("--lr", type=float, default=3e-3, help="learning rate of a learned probe")
+    probe.add_argument("--batch-size", type=int, default=16, help="facts per training step")
     probe.add_argument("--seed", type=int, default=0, help="split and training seed")
     probe.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split scored")
     probe.add_argument("--limit", type=int, help="at most N subjects per split (quick runs)")
@@ -43,8 +45,8 @@ def add_probe_parser(sub) -> None:
 
 def _templates(args: argparse.Namespace) -> list[tuple[str, str]]:
     """(wording, template) per run, validated before any model loads."""
-    from .learned import parse_probe_template, ptuning_template, soft_prompt_template
-    from .relations import RELATIONS
+    from ptune.analysis.probing.learned import parse_probe_template, ptuning_template, soft_prompt_template
+    from ptune.analysis.probing.relations import RELATIONS
 
     if args.relation not in RELATIONS:
         raise PtuneError(f"unknown relation {args.relation!r}; use one of {', '.join(RELATIONS)}")
@@ -77,12 +79,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from ..backbones import load_backbone
-    from .files import load_probe, read_probe_header, save_probe
-    from .learned import ProbePrompt, init_vectors
-    from .probe import head_weight, precision_at_1, single_token_precision_at_1
-    from .relations import load_relation, single_token, split_facts
-    from .training import ProbeTrainConfig, train_probe
+    from ptune.model.backbones import load_backbone
+    from ptune.analysis.probing.files import load_probe, read_probe_header, save_probe
+    from ptune.analysis.probing.learned import ProbePrompt, init_vectors
+    from ptune.analysis.probing.probe import head_weight, precision_at_1, single_token_precision_at_1
+    from ptune.analysis.probing.relations import load_relation, single_token, split_facts
+    from ptune.analysis.probing.training import ProbeTrainConfig, train_probe
 
     if args.probe:
         headers = [read_probe_header(path) for path in args.probe]
@@ -140,7 +142,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
     summary = {"relation": args.relation, "backbone": args.backbone, "split": args.split, "subjects": len(facts),
                "single_token_subjects": len(single_facts), "candidates": len(relation.candidates), "runs": results}
-    from ..checkpoint import atomic_write
+    from ptune.storage.atomic import atomic_write
 
     atomic_write(out_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
     table = Table(title=f"P@1, {args.relation}, {args.split} split ({len(facts)} subjects, "

@@ -1,6 +1,6 @@
 """Probe files: a trained probe's tensors in safetensors, its template and provenance in the JSON header.
 
-Written atomically (``checkpoint.atomic_write``); the prompt encoder is kept, so a probe can resume
+Written atomically (``storage.atomic.atomic_write``); the prompt encoder is kept, so a probe can resume
 training. Never pickle.
 """
 
@@ -14,10 +14,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from ..backbones import Backbone
-from ..checkpoint import atomic_write, check_backbone, tensors_digest
-from ..errors import PtuneError
-from .learned import ProbePrompt
+from ptune.model.backbones import Backbone
+from ptune.storage.atomic import atomic_write
+from ptune.storage.prompt_files import check_backbone, tensors_digest
+from ptune.errors import PtuneError
+from ptune.analysis.probing.learned import ProbePrompt
 
 FORMAT = "ptune-probe"
 VERSION = 1

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from ..errors import PtuneError
-from ..prompts.init import sampled_vocab
-from ..prompts.input import ENCODERS, InputPrompt
+from ptune.errors import PtuneError
+from ptune.model.prompts.init import sampled_vocab
+from ptune.model.prompts.input import ENCODERS, InputPrompt
 
 _PIECE = re.compile(r"(\[P\](?:\*\d+)?|\{subject\}|\{\}|\{object\})")
 _COUNT = re.compile(r"^\[P\](?:\*(\d+))?$")

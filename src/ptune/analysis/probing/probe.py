@@ -12,9 +12,9 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..errors import PtuneError
-from .relations import Fact, Relation, object_token_ids
-from .scoring import prompt_embeddings, score_candidates
+from ptune.errors import PtuneError
+from ptune.analysis.probing.relations import Fact, Relation, object_token_ids
+from ptune.analysis.probing.scoring import prompt_embeddings, score_candidates
 
 
 @dataclass(frozen=True)

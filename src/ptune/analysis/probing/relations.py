@@ -15,7 +15,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from ..errors import PtuneError
+from ptune.errors import PtuneError
 
 RELATIONS = ("capital-of", "continent-of", "borders")
 SPLITS = ("train", "dev", "test")

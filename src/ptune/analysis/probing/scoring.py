@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import torch
 from transformers import DynamicCache, PreTrainedModel
 
-from ..errors import PtuneError
+from ptune.errors import PtuneError
 
 
 def prompt_embeddings(model: PreTrainedModel, prompt: torch.Tensor) -> torch.Tensor:

@@ -15,10 +15,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from ..errors import PtuneError
-from .learned import ProbePrompt
-from .relations import Fact, object_token_ids
-from .scoring import summed_log_probs
+from ptune.errors import PtuneError
+from ptune.analysis.probing.learned import ProbePrompt
+from ptune.analysis.probing.relations import Fact, object_token_ids
+from ptune.analysis.probing.scoring import summed_log_probs
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import PtuneError
+from ptune.errors import PtuneError
 
 
 def parse_layers(spec: str | list[int], num_layers: int) -> list[int]:

@@ -1,0 +1,2 @@
+"""Looking inside: nearest-token interpretation of prompts, knowledge probing, and the
+side-by-side training-step benchmark."""

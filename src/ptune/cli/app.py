@@ -1,0 +1,56 @@
+"""The ``ptune`` entry point: the parser of every command, logging, and errors as one line and an exit code.
+
+Every user-fixable problem surfaces as one line on stderr and exit code 2, never a traceback. Building the
+parser imports no torch or transformers: each command loads them inside its ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from typing import Sequence
+
+from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, serve, train
+from ptune.cli.options import CommandParser, DefaultsFormatter, add_global_flags
+from ptune.cli.output import err
+from ptune.errors import PtuneError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ptune.analysis.probing.command import add_probe_parser
+
+    parser = argparse.ArgumentParser(prog="ptune", description="Prompt tuning of frozen Hugging Face transformers.",
+                                     formatter_class=DefaultsFormatter)
+    add_global_flags(parser, after_command=False)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
+    for command in (train, evaluate, generate, predict, inspect, export, benchmark, serve):
+        command.add_parser(sub)
+    add_probe_parser(sub)
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=err(), show_path=False, show_time=False)])
+    logging.getLogger("ptune").setLevel(logging.INFO)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose or args.command == "train")
+    try:
+        return args.func(args)
+    except PtuneError as error:
+        err().print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err().print("interrupted")
+        return 130

@@ -1,0 +1,56 @@
+"""``ptune export`` and ``ptune import-peft``: prompt files to and from Hugging Face PEFT adapter folders."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ptune.cli.options import add_backbone_override
+from ptune.cli.output import print_json
+from ptune.errors import PtuneError
+
+
+def add_parser(sub) -> None:
+    export = sub.add_parser("export", help="write a prompt file as a Hugging Face PEFT adapter folder")
+    export.add_argument("prompt", help="prompt file (.safetensors), trained with --peft-layout")
+    export.add_argument("--peft", required=True, metavar="DIR", help="adapter folder to write")
+    add_backbone_override(export)
+    export.set_defaults(func=run_export)
+
+    imp = sub.add_parser("import-peft", help="read a PEFT prompt/P-tuning/prefix adapter folder as a prompt file")
+    imp.add_argument("adapter", help="folder written by PEFT's save_pretrained (adapter_model.safetensors)")
+    imp.add_argument("--out", required=True, help="prompt file to write (.safetensors)")
+    imp.add_argument("--backbone", default="minilm", help="the adapter's base model")
+    imp.add_argument("--labels", help="the task's labels, comma separated (needed unless the folder has ptune's head)")
+    imp.add_argument("--tagging", action="store_true", help="a per-token task (the labels are tags)")
+    imp.add_argument("--task", help="task name to record (default: the folder name)")
+    imp.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    imp.set_defaults(func=run_import)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ptune.interop.peft import export_peft
+    from ptune.model.backbones import load_backbone
+    from ptune.storage.prompt_files import read_header
+
+    header = read_header(args.prompt)
+    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
+    folder = export_peft(args.prompt, args.peft, backbone)
+    print_json({"prompt": args.prompt, "peft_adapter": str(folder),
+                "files": sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))})
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ptune.interop.peft import import_peft
+    from ptune.model.backbones import load_backbone
+
+    labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
+    target = Path(args.out)
+    if target.exists() and not args.overwrite:
+        raise PtuneError(f"{target}: exists; choose another --out or pass --overwrite")
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    model = import_peft(args.adapter, backbone, out=target, labels=labels, tagging=args.tagging, task_name=args.task)
+    print_json({"adapter": args.adapter, "prompt": str(target), "method": model.config.method,
+                "length": model.config.length, "labels": model.labels})
+    return 0

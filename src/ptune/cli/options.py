@@ -1,0 +1,148 @@
+"""Shared by every command: the global flags, help that shows each option's default, dataclass fields as
+options, the JSON config file, and the prompt file a command names. Nothing here imports torch."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from ptune.config import MethodConfig, TrainConfig
+from ptune.errors import PtuneError
+
+GLOBAL_FLAGS = (
+    (("-v", "--verbose"), "log progress details (default: off)"),
+    (("-q", "--quiet"), "no progress bars (default: off)"),
+    (("--trust-remote-code",), "allow model code from the hub (default: off)"),
+)
+# Keys a config file may hold besides the MethodConfig and TrainConfig fields.
+FILE_KEYS = ("task", "train", "dev", "test", "backbone", "out", "kind")
+
+
+def shown(value: Any) -> str:
+    """A default as help text shows it: on/off for flags, none for unset."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with ``(default: ...)``, unless the help already speaks of its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or not action.option_strings or action.required
+                or action.default is argparse.SUPPRESS):
+            return text
+        return f"{text} (default: {shown(action.default).replace('%', '%%')})".lstrip()
+
+
+def add_global_flags(parser: argparse.ArgumentParser, *, after_command: bool) -> None:
+    """-v, -q and --trust-remote-code. After the command they default to SUPPRESS, so that leaving them out
+    there keeps what was given before the command (``ptune -q train`` and ``ptune train -q`` both work)."""
+    group = parser.add_argument_group("global options") if after_command else parser
+    for flags, help_text in GLOBAL_FLAGS:
+        group.add_argument(*flags, action="store_true", default=argparse.SUPPRESS if after_command else False,
+                           help=help_text)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """A subcommand's parser: help with defaults, and the global flags accepted after the command too."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(**kwargs)
+        add_global_flags(self, after_command=True)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        # argparse prints nothing for an option without help; give it its default at least
+        if (action.help is None and action.option_strings and not action.required
+                and action.default is not argparse.SUPPRESS):
+            action.help = f"(default: {shown(action.default).replace('%', '%%')})"
+        return action
+
+
+def add_backbone_override(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", help="override the backbone recorded in the prompt file (default: that one)")
+
+
+# -- dataclass fields as options -------------------------------------------------------------------
+def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: Sequence[str] = ()) -> None:
+    """One ``--option`` per dataclass field, help from the field's metadata. The CLI default is None so a
+    config file can fill what the command line leaves out; the help shows the field's own default."""
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if "default" not in help_text:
+            help_text = f"{help_text} (default: {shown(f.default)})".lstrip()
+        help_text = help_text.replace("%", "%%")
+        if f.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
+            parser.add_argument(flag, type=kind, default=None, help=help_text, choices=f.metadata.get("choices"))
+
+
+def dataclass_from(cls, args: argparse.Namespace, config_file: dict, skip: Sequence[str] = ()):
+    """``cls`` from the command line, then the config file, then the field defaults."""
+    values = {}
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        cli_value = getattr(args, f.name, None)
+        if cli_value is not None:
+            values[f.name] = cli_value
+        elif f.name in config_file:
+            values[f.name] = config_file[f.name]
+    try:
+        return cls(**values)
+    except PtuneError as error:
+        source = config_file.get("__source__")
+        raise PtuneError(f"{source}: {error}" if source else str(error)) from None
+
+
+def read_config(path: str | None) -> dict:
+    """A JSON config file whose keys are option names (``lr``, ``method``...); CLI flags win."""
+    if not path:
+        return {}
+    file = Path(path)
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PtuneError(f"{file}: config file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PtuneError(f"{file}: not valid JSON ({error}); fix the file") from None
+    if not isinstance(data, dict):
+        raise PtuneError(f"{file}: a config file must be a JSON object of option names to values")
+    known = {f.name for f in dataclasses.fields(MethodConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
+    known |= set(FILE_KEYS)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PtuneError(f"{file}: unknown option(s) {', '.join(map(repr, unknown))}; "
+                         f"known: {', '.join(sorted(known))}")
+    for key in FILE_KEYS[1:]:
+        if key in data and not isinstance(data[key], str):
+            raise PtuneError(f"{file}: option {key!r} must be a string (a path or name), got {data[key]!r}")
+    task = data.get("task")
+    if task is not None and not (isinstance(task, str) or (isinstance(task, list) and task
+                                                          and all(isinstance(t, str) for t in task))):
+        raise PtuneError(f"{file}: option 'task' must be a task name or a list of names, got {task!r}")
+    return {**data, "__source__": str(file)}
+
+
+# -- the prompt file a command names ---------------------------------------------------------------
+def load_prompt_and_backbone(args: argparse.Namespace):
+    """The model saved in ``args.prompt``, on its recorded backbone or ``--backbone``."""
+    from ptune.model.backbones import load_backbone
+    from ptune.storage.prompt_files import load_prompt, read_header
+
+    header = read_header(args.prompt)
+    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
+    return load_prompt(args.prompt, backbone)

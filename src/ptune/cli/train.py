@@ -1,0 +1,222 @@
+"""``ptune train``: one task, several tasks with one shared prompt, or ``--resume DIR`` of an interrupted run;
+options from flags, then a JSON config file, then the method's defaults."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from ptune.cli.options import add_dataclass_options, dataclass_from, read_config
+from ptune.cli.output import err, print_json
+from ptune.config import MethodConfig, TrainConfig
+from ptune.errors import PtuneError
+
+
+def add_parser(sub) -> None:
+    train = sub.add_parser("train", help="train a prompt (or fine-tune) on a task")
+    train.add_argument("--config", help="JSON file of options (flags override it)")
+    train.add_argument("--task", nargs="+", help="built-in task: conll2003 or rotten_tomatoes; several: multi-task "
+                                                 "training with one shared prompt and a head per task; squad, "
+                                                 "squad_v2 or srl: that kind of task from --train/--dev/--test files")
+    train.add_argument("--init-from", help="start from this prompt file (continue a run or a multi-task prompt)")
+    train.add_argument("--train", "--data", dest="train",
+                       help="your training file (CoNLL columns, CSV/TSV/JSONL, SQuAD JSON, SRL columns, or a datasets "
+                            "folder); --data is the same option")
+    train.add_argument("--dev", help="your dev file (model selection, early stopping)")
+    train.add_argument("--test", help="your test file (scored once at the end)")
+    train.add_argument("--kind", choices=("classification", "tagging", "qa", "regression"),  # = tasks.KINDS (tested)
+                       help="what your files' labels are (default: from the data; numeric labels with fractions "
+                            "make a regression task, whole numbers such as 0/1 stay classes)")
+    train.add_argument("--backbone", help="minilm, smollm2, a hub id or a local folder (default: minilm)")
+    train.add_argument("--out", help="output folder (default: runs/TASK-METHOD)")
+    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
+    add_dataclass_options(train.add_argument_group("method options"), MethodConfig)
+    add_dataclass_options(train.add_argument_group("training options"), TrainConfig, skip=("progress",))
+    train.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ptune.model.backbones import load_backbone
+    from ptune.model.prompt_model import PromptModel
+    from ptune.training.loop import train
+
+    if args.resume:
+        return _resume(args)
+    config_file = read_config(args.config)
+    method = dataclass_from(MethodConfig, args, config_file)
+    train_config = dataclass_from(TrainConfig, args, config_file, skip=("progress",))
+    train_config.progress = not args.quiet
+    from_file = config_file.get("task")
+    names = args.task or ([from_file] if isinstance(from_file, str) else from_file)
+    if names and len(names) > 1:
+        return _multitask(args, names, method, train_config, config_file)
+    task = load_task(args, config_file)
+    out_dir = Path(args.out or config_file.get("out") or f"runs/{task.name}-{method.method}")
+    _check_out_dir(out_dir, args.overwrite)
+    backbone_name = args.backbone or config_file.get("backbone", "minilm")
+    backbone = load_backbone(backbone_name, trust_remote_code=args.trust_remote_code)
+    model = PromptModel.for_task(backbone, task, method)
+    if args.init_from:
+        _continue_from(model, Path(args.init_from))
+    err().log(f"{method.method} on {task.name} with {backbone.name}: {model.num_trainable():,} trainable parameters "
+              f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)")
+    run_spec = {"backbone": backbone_name, "trust_remote_code": args.trust_remote_code,
+                "data": _data_spec(args, config_file)}
+    result = train(model, task, train_config, out_dir=out_dir, run=run_spec)
+    return _finish(args, model, task, result, out_dir)
+
+
+# -- data --------------------------------------------------------------------------------------------
+def load_task(args: argparse.Namespace, config_file: dict):
+    """The task from --task, or from the user's --train/--dev/--test files (flags win over the config file)."""
+    from ptune.data import from_files, get_task
+    from ptune.data.tasks import FILE_TASKS, file_task
+
+    name = args.task[0] if args.task else config_file.get("task")
+    train_file = args.train or config_file.get("train")
+    if name in FILE_TASKS:  # a task kind whose data are the user's files
+        if not train_file:
+            raise PtuneError(f"--task {name} reads your data: give --train FILE [--dev FILE] [--test FILE]")
+        return file_task(name, train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"))
+    if name and train_file:
+        raise PtuneError("give either --task NAME or --train FILE (with --dev/--test), not both")
+    if name:
+        return get_task(name)
+    if not train_file:
+        raise PtuneError("no data: give --task conll2003|rotten_tomatoes, or --train FILE [--dev FILE] [--test FILE] "
+                         "(with --task squad|squad_v2|srl for those file formats)")
+    return from_files(train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"),
+                      kind=getattr(args, "kind", None) or config_file.get("kind"))
+
+
+def _data_spec(args: argparse.Namespace, config_file: dict) -> dict:
+    """Where the data came from, with absolute paths, so ``--resume`` can find it again."""
+    from ptune.data.tasks import FILE_TASKS
+
+    name = args.task[0] if args.task else config_file.get("task")
+    if name and name not in FILE_TASKS:
+        return {"task": name}
+    files = {key: args.__dict__.get(key) or config_file.get(key) for key in ("train", "dev", "test")}
+    spec = {key: str(Path(value).resolve()) if value else None for key, value in files.items()}
+    kind = getattr(args, "kind", None) or config_file.get("kind")
+    spec = {**spec, "kind": kind} if kind else spec
+    return {**spec, "file_task": name} if name else spec
+
+
+def _task_from_spec(data: dict):
+    """The task a checkpoint's ``data`` record names (see ``_data_spec``)."""
+    from ptune.data import from_files, get_task
+    from ptune.data.tasks import file_task
+
+    if data.get("file_task"):
+        return file_task(data["file_task"], data["train"], data.get("dev"), data.get("test"))
+    if data.get("task"):
+        return get_task(data["task"])
+    return from_files(data["train"], data.get("dev"), data.get("test"), kind=data.get("kind"))
+
+
+# -- the run folder ----------------------------------------------------------------------------------
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """A finished or interrupted run is never overwritten by accident."""
+    from ptune.training.resume import CHECKPOINT
+
+    for name, what in ((CHECKPOINT, "an interrupted run"), ("prompt.safetensors", "a finished run")):
+        if (out_dir / name).exists() and not overwrite:
+            resume = f"`ptune train --resume {out_dir}` to continue it, " if name == CHECKPOINT else ""
+            raise PtuneError(f"{out_dir}: holds {what} ({name}); use {resume}--overwrite to replace it, "
+                             "or choose another --out")
+    if overwrite:
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+def _continue_from(model, path: Path) -> None:
+    """Start from a saved prompt (e.g. a multi-task one) instead of a fresh initialisation."""
+    from ptune.storage.prompt_files import load_prompt
+
+    start = load_prompt(path, model.backbone)
+    if start.config.method != model.config.method or start.labels != model.labels:
+        raise PtuneError(f"{path}: a {start.config.method} prompt for labels {start.labels} cannot start a "
+                         f"{model.config.method} run on labels {model.labels}; pass matching --method and task")
+    mine = model.trainable_state()
+    for name, tensor in start.trainable_state().items():
+        if name not in mine or mine[name].shape != tensor.shape:
+            raise PtuneError(f"{path}: tensor {name} does not fit this run's options (length, layers, template?)")
+    model.load_state_dict(start.trainable_state(), strict=False)
+    model.initialised = True
+
+
+def _finish(args, model, task, result, out_dir: Path) -> int:
+    """Score the test split, write results.json and print it."""
+    from ptune.infer.predict import evaluate
+
+    if not result.is_main:  # another process of `accelerate launch`: the main one reports
+        return 0
+    backbone = model.backbone
+    summary = {"task": task.name, "method": model.config.method, "backbone": backbone.name,
+               "best_epoch": result.best_epoch, "dev": result.dev, "train_seconds": round(result.seconds, 1),
+               "prompt": str(result.prompt_path), "trainable_params": model.num_trainable(),
+               "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters(),
+               "processes": len(result.process_digests), "prompt_sha256_per_process": result.process_digests}
+    if task.test:
+        summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_json(summary)
+    return 0
+
+
+# -- resume and multi-task ---------------------------------------------------------------------------
+def _resume(args: argparse.Namespace) -> int:
+    """``ptune train --resume DIR``: every option comes from the checkpoint."""
+    from ptune.model.backbones import load_backbone
+    from ptune.model.prompt_model import PromptModel
+    from ptune.training.loop import train
+    from ptune.training.resume import read_checkpoint
+
+    given = [f"--{f.name.replace('_', '-')}" for cls in (MethodConfig, TrainConfig) for f in dataclasses.fields(cls)
+             if getattr(args, f.name, None) is not None and f.name != "progress"]
+    given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "train", "dev", "test", "backbone", "out",
+                                                         "init_from") if getattr(args, name, None)]
+    if given:
+        raise PtuneError(f"--resume takes every option from the interrupted run; drop {', '.join(given)}")
+    out_dir = Path(args.resume)
+    run_spec = read_checkpoint(out_dir).run
+    method = MethodConfig.from_dict(run_spec["method"], source=f"{out_dir} checkpoint")
+    train_config = TrainConfig(**run_spec["train"])
+    train_config.progress = not args.quiet
+    task = _task_from_spec(run_spec["data"])
+    backbone = load_backbone(run_spec["backbone"], trust_remote_code=run_spec.get("trust_remote_code", False))
+    model = PromptModel.for_task(backbone, task, method)
+    result = train(model, task, train_config, out_dir=out_dir, resume=True,
+                   run={k: run_spec[k] for k in ("backbone", "trust_remote_code", "data")})
+    return _finish(args, model, task, result, out_dir)
+
+
+def _multitask(args, names, method, train_config, config_file) -> int:
+    """``ptune train --task A B ...``: one shared prompt, a head per task."""
+    from ptune.data import get_task
+    from ptune.infer.predict import evaluate
+    from ptune.model.backbones import load_backbone
+    from ptune.training.multitask import shared_prompt_bank, train_multitask
+
+    if args.train or args.init_from:
+        raise PtuneError("multi-task training takes built-in tasks (--task A B ...); "
+                         "--train/--init-from apply to one task")
+    tasks = [get_task(name) for name in names]
+    out_dir = Path(args.out or config_file.get("out") or f"runs/{'+'.join(names)}-{method.method}")
+    backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),
+                             trust_remote_code=args.trust_remote_code)
+    bank = shared_prompt_bank(backbone, tasks, method)
+    results = train_multitask(bank, tasks, train_config, out_dir=out_dir)
+    summary = {"tasks": names, "method": method.method, "backbone": backbone.name, "per_task": {}}
+    for task in tasks:
+        model, result = bank.models[task.name], results[task.name]
+        summary["per_task"][task.name] = {
+            "dev": result.dev, "prompt": str(result.prompt_path), "best_epoch": result.best_epoch,
+            "test": evaluate(model, task.test, task.metric) if task.test else None,
+        }
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print_json(summary)
+    return 0

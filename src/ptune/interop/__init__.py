@@ -1,0 +1,1 @@
+"""Other tools' formats: Hugging Face PEFT adapters, exported and imported."""

@@ -1,0 +1,107 @@
+"""The task-kind protocol: what a task asks of the model, from examples to a metric.
+
+A kind is stateless; each method takes the ``PromptModel`` it serves (labels, encoder, head).
+Shared code (training, prediction, the mixed-task bank, the server, the CLI) calls these and
+never asks which kind it holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Sequence
+
+import torch
+from torch import nn
+
+from ptune.batch.encoding import collate
+from ptune.errors import PtuneError
+
+
+class TaskKind:
+    """Base of every kind; subclasses set the class attributes and override what differs."""
+
+    name: ClassVar[str]
+    metrics: ClassVar[tuple[str, ...]]  # metric names this kind is scored with; the first is the default
+    word_level: ClassVar[bool] = False  # examples are pre-split words, one prediction per word
+    has_labels: ClassVar[bool] = True  # a fixed label set (False: spans, scores)
+    mixable: ClassVar[bool] = True  # can share a mixed-task batch and an ensemble
+    verbalizer: ClassVar[bool] = False  # may read label words through the LM head (--head verbalizer)
+    input_help: ClassVar[str] = "a JSON object with a 'text' field, or plain text"
+
+    # -- building ---------------------------------------------------------------------------------
+    def check(self, model) -> None:
+        """Refuse a method configuration this kind cannot serve (called when a model is built)."""
+
+    def head(self, model) -> nn.Module:
+        """A freshly initialised head for ``model`` (hidden states [B, T, H] -> outputs)."""
+        raise NotImplementedError
+
+    def target(self, model, example) -> Any:
+        """The training target of one example (class id, tag ids, score), None when unlabelled."""
+        raise NotImplementedError
+
+    # -- batches ----------------------------------------------------------------------------------
+    def encode(self, model, examples: Sequence) -> list:
+        """Examples -> features (token ids with the template and prompt positions laid out)."""
+        return model.encoder.encode(examples)
+
+    def collate(self, model, features: Sequence) -> dict[str, torch.Tensor]:
+        """Pad features into a batch of [B, T] tensors (see ``batch.encoding.collate``)."""
+        return collate(features, pad_id=model.encoder.pad_id, left_pad=model.encoder.decoder)
+
+    # -- loss and predictions ---------------------------------------------------------------------
+    def loss(self, model, outputs, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Cross-entropy of the head's logits against its targets (a scalar)."""
+        return nn.functional.cross_entropy(outputs, model.head.targets(batch))
+
+    def rows(self, outputs, batch: dict[str, torch.Tensor]) -> list:
+        """The head's outputs cut into one piece per example of the batch."""
+        return list(outputs)
+
+    def decode_row(self, model, output, num_words: int) -> Any:
+        """One example's prediction from its piece of the outputs."""
+        raise NotImplementedError
+
+    def decode(self, model, outputs, batch: dict[str, torch.Tensor]) -> list:
+        """One prediction per feature of the batch."""
+        words = batch["num_words"].tolist() if "num_words" in batch else [0] * len(batch["input_ids"])
+        return [self.decode_row(model, row, n) for row, n in zip(self.rows(outputs, batch), words)]
+
+    def finish(self, model, examples: Sequence, features: Sequence, decoded: list) -> list:
+        """Per-feature predictions -> one per example (a kind whose example spans several features
+        joins them here)."""
+        return decoded
+
+    def combine(self, members: torch.Tensor, how: str) -> torch.Tensor:
+        """An ensemble's outputs for one example, [N, ...] -> the combined output [...]: the mean of
+        the members' probabilities, or a majority vote (ties: the smallest label id)."""
+        if how == "mean":
+            ids = members.softmax(-1).mean(0).argmax(-1)
+        elif how == "vote":
+            ids = torch.mode(members.argmax(-1), dim=0).values
+        else:
+            raise PtuneError(f"combine must be 'vote' or 'mean', got {how!r}")
+        return nn.functional.one_hot(ids, members.shape[-1]).float()
+
+    # -- gold, inputs, outputs --------------------------------------------------------------------
+    def gold(self, examples: Sequence) -> list:
+        """What predictions are scored against."""
+        raise NotImplementedError
+
+    def labelled(self, example) -> bool:
+        """Whether ``example`` carries a gold answer (evaluation needs one)."""
+        return getattr(example, "label", None) is not None
+
+    def example(self, row: dict, *, predicate: int | None = None):
+        """An unlabelled example from a JSON row of ``ptune predict`` or the server; raises
+        ``ValueError`` naming what is missing."""
+        from ptune.data.examples import TextExample
+
+        text = row.get("text")
+        if not isinstance(text, str):
+            raise ValueError(f"expected {self.input_help}")
+        pair = row.get("text_pair")
+        return TextExample(text, text_pair=pair if isinstance(pair, str) else None)
+
+    def record(self, example, prediction) -> dict:
+        """A prediction as the JSON record ``ptune predict`` prints and the server returns."""
+        return {"text": example.text, "label": prediction}

@@ -1,0 +1,39 @@
+"""Classification: one label per text or text pair, from a linear head on the pooled token or from
+label words through the LM head (verbalizer); scored by accuracy."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from torch import nn
+
+from ptune.errors import PtuneError
+from ptune.heads import ClassificationHead
+from ptune.tasks.base import TaskKind
+
+
+def label_id(model, label: str) -> int:
+    """The id of ``label`` in the model's label set; refuses a label unseen in training."""
+    if label not in model.label_ids:
+        raise PtuneError(f"label {label!r} was not seen in training (known: {', '.join(model.labels)}); "
+                         "remove it or retrain with it in the training data")
+    return model.label_ids[label]
+
+
+class Classification(TaskKind):
+    name = "classification"
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    verbalizer = True
+
+    def head(self, model) -> nn.Module:
+        return ClassificationHead(model.backbone.hidden_size, len(model.labels))
+
+    def target(self, model, example) -> int | None:
+        return None if example.label is None else label_id(model, example.label)
+
+    def decode_row(self, model, output, num_words: int) -> str:
+        """output: [C] logits -> the label."""
+        return model.labels[int(output.argmax(-1))]
+
+    def gold(self, examples) -> list:
+        return [e.label for e in examples]

@@ -1,0 +1,67 @@
+"""Tagging: a tag per word (NER, chunking; SRL with the predicate as a second segment), from a
+linear head on each word's first sub-token; scored by entity-level F1."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ptune.errors import PtuneError
+from ptune.heads import TokenHead
+from ptune.tasks.base import TaskKind
+from ptune.tasks.classification import label_id
+
+
+class Tagging(TaskKind):
+    name = "tagging"
+    metrics: ClassVar[tuple[str, ...]] = ("entity_f1",)
+    word_level = True
+    input_help = "a JSON object with a 'text' (words split on spaces) or 'tokens' field, or plain text"
+
+    def check(self, model) -> None:
+        if model.config.head == "verbalizer":
+            raise PtuneError("the verbalizer head classifies whole examples; use --head linear for tagging tasks")
+
+    def head(self, model) -> nn.Module:
+        return TokenHead(model.backbone.hidden_size, len(model.labels))
+
+    def target(self, model, example) -> list[int] | None:
+        return None if example.tags is None else [label_id(model, tag) for tag in example.tags]
+
+    def rows(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """outputs: [N, C] over the batch's N labelled words -> one [W_i, C] per example."""
+        return list(outputs.split((batch["word_index"] >= 0).sum(-1).tolist()))
+
+    def decode_row(self, model, output: torch.Tensor, num_words: int) -> list[str]:
+        """output: [W, C] -> a tag per word; words cut off by max_length get "O"."""
+        tags = [model.labels[i] for i in output.argmax(-1).tolist()]
+        return tags + ["O"] * (num_words - len(tags))
+
+    def gold(self, examples) -> list:
+        return [list(e.tags) for e in examples]
+
+    def labelled(self, example) -> bool:
+        return example.tags is not None
+
+    def example(self, row: dict, *, predicate: int | None = None):
+        from ptune.data.examples import TaggedExample
+
+        tokens = row.get("tokens")
+        if tokens is None and isinstance(row.get("text"), str):
+            tokens = row["text"].split()
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            raise ValueError(f"expected {self.input_help}")
+        return TaggedExample(tuple(tokens), predicate=row.get("predicate", predicate))
+
+    def record(self, example, prediction) -> dict:
+        return {"tokens": list(example.tokens), "tags": prediction, "entities": entities(example.tokens, prediction)}
+
+
+def entities(tokens, tags) -> list[dict]:
+    """Entity spans of an IOB tag sequence: text, type, start and end (word offsets, end exclusive)."""
+    from seqeval.metrics.sequence_labeling import get_entities
+
+    return [{"text": " ".join(tokens[start : end + 1]), "type": kind, "start": start, "end": end + 1}
+            for kind, start, end in get_entities(list(tags))]
