@@ -19,6 +19,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from ptune.model import injection
+from ptune.model.depth_cache import find_layers
 from ptune.errors import PtuneError
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Backbone:
     path: str | None = None  # where the weights came from: the LM head is read from here on demand
     trust_remote_code: bool = False
     _lm_head: nn.Module | None = field(default=None, repr=False)
+    _prefix_problem: list = field(default_factory=list, repr=False)  # [reason or None], once checked
 
     def __post_init__(self) -> None:
         # Taken once, at load: the weights a prompt was trained against.
@@ -123,6 +125,13 @@ class Backbone:
             self._lm_head = _load_lm_head(self)
         return self._lm_head
 
+    def prefix_problem(self) -> str | None:
+        """Why deep prompts cannot reach this backbone's attention layers, or None (checked once)."""
+        if not self._prefix_problem:
+            self._prefix_problem.append(injection.prefix_problem(self.model, self.num_layers, self.kv_heads,
+                                                                 self.head_dim))
+        return self._prefix_problem[0]
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 
@@ -165,6 +174,9 @@ def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> B
         ) from error
     model.requires_grad_(False)
     model.eval()
+    layers = find_layers(model, config.num_hidden_layers)
+    if layers is not None:  # families whose attention modules carry no layer_idx (DistilBERT)
+        injection.tag_layers(layers)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return Backbone(name=name, model=model, tokenizer=tokenizer, path=path, trust_remote_code=trust_remote_code)

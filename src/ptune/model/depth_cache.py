@@ -21,12 +21,21 @@ class _Skip(nn.Module):
         return hidden_states
 
 
-def layer_list(transformer: nn.Module, num_layers: int) -> nn.ModuleList:
-    """The backbone's stack of transformer layers (``encoder.layer`` for BERT, ``layers`` for Llama...)."""
+def find_layers(transformer: nn.Module, num_layers: int) -> nn.ModuleList | None:
+    """The backbone's stack of transformer layers (``encoder.layer`` for BERT, ``layers`` for Llama...),
+    or None for a family without one (ALBERT runs one shared layer group ``num_layers`` times)."""
     for module in transformer.modules():
         if isinstance(module, nn.ModuleList) and len(module) == num_layers:
             return module
-    raise ValueError(f"{type(transformer).__name__}: no list of {num_layers} layers found")
+    return None
+
+
+def layer_list(transformer: nn.Module, num_layers: int) -> nn.ModuleList:
+    """``find_layers``, required."""
+    layers = find_layers(transformer, num_layers)
+    if layers is None:
+        raise ValueError(f"{type(transformer).__name__}: no list of {num_layers} layers found")
+    return layers
 
 
 @contextlib.contextmanager

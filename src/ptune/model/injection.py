@@ -1,16 +1,20 @@
 """Where deep prompts enter the model: a prefix-aware attention function for any HF backbone.
 
 Registered once under the name ``ptune`` in transformers' AttentionInterface (and its mask
-builder in AttentionMaskInterface, without which padding masks silently vanish). Every attention
-module that carries a ``layer_idx`` looks up its layer's prefix keys/values in a context variable
-set for the duration of one forward pass; with no prefix it is plain SDPA.
+builder in AttentionMaskInterface, without which padding masks silently vanish). Each attention
+call finds its layer (the module's ``layer_idx``; else the index ptune tagged it with at load; else,
+for families that run one shared module for every layer such as ALBERT, the order of the calls in
+this forward pass) and looks up that layer's prefix keys/values in a context variable set for the
+duration of one forward pass; with no prefix it is plain SDPA. ``prefix_problem`` checks at load
+that this reaches every layer exactly once, so a family it cannot serve is refused, never silently
+left without prompts.
 """
 
 from __future__ import annotations
 
 import contextlib
 from contextvars import ContextVar
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 from transformers import AttentionInterface
@@ -25,16 +29,48 @@ Prefixes = dict[int, tuple[torch.Tensor, ...]]
 _active: ContextVar[Prefixes | None] = ContextVar("ptune_prefixes", default=None)
 # layer index -> list that receives that layer's keys [B, kvH, T, D] (for interpretability)
 _captured: ContextVar[dict[int, list] | None] = ContextVar("ptune_captured_keys", default=None)
+# attention calls so far in this forward pass: the layer of a module with no index of its own
+_calls: ContextVar[list[int] | None] = ContextVar("ptune_attention_calls", default=None)
+# receives the layer each attention call resolved to (the load-time reach check)
+_resolved: ContextVar[list[int] | None] = ContextVar("ptune_resolved_layers", default=None)
+LAYER_TAG = "_ptune_layer"
 
 
 @contextlib.contextmanager
 def prefixes_active(prefixes: Prefixes | None) -> Iterator[None]:
     """Make ``prefixes`` visible to every attention layer during the enclosed forward pass."""
-    token = _active.set(prefixes)
+    token, calls = _active.set(prefixes), _calls.set([0])
     try:
         yield
     finally:
         _active.reset(token)
+        _calls.reset(calls)
+
+
+def tag_layers(layers: Sequence[torch.nn.Module]) -> None:
+    """Give every module inside ``layers[i]`` the layer index ``i``, for families whose attention
+    modules carry no ``layer_idx`` (DistilBERT); modules shared by several layers are left alone."""
+    owners: dict[int, set[int]] = {}
+    for index, layer in enumerate(layers):
+        for module in layer.modules():
+            owners.setdefault(id(module), set()).add(index)
+    for index, layer in enumerate(layers):
+        for module in layer.modules():
+            if len(owners[id(module)]) == 1 and getattr(module, "layer_idx", None) is None:
+                setattr(module, LAYER_TAG, index)
+
+
+def layer_of(module) -> int | None:
+    """The layer an attention call belongs to: ``layer_idx``, else ptune's tag, else the call order."""
+    layer = getattr(module, "layer_idx", None)
+    if layer is None:
+        layer = getattr(module, LAYER_TAG, None)
+    if layer is None:
+        calls = _calls.get()
+        if calls is not None:
+            layer = calls[0]
+            calls[0] += 1
+    return layer
 
 
 @contextlib.contextmanager
@@ -63,7 +99,10 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     attend) or None. Prefix columns are attended unless the prefix entry carries a [B, P] mask.
     """
     prefixes = _active.get()
-    layer = getattr(module, "layer_idx", None)
+    layer = layer_of(module)
+    resolved = _resolved.get()
+    if resolved is not None:
+        resolved.append(layer)
     captured = _captured.get()
     if captured is not None and layer in captured:
         captured[layer].append(key.detach())
@@ -101,3 +140,36 @@ def register() -> str:
     AttentionInterface.register(ATTN_IMPLEMENTATION, prefix_attention)
     AttentionMaskInterface.register(ATTN_IMPLEMENTATION, _materialised_mask)
     return ATTN_IMPLEMENTATION
+
+
+def prefix_problem(model: torch.nn.Module, num_layers: int, kv_heads: int, head_dim: int) -> str | None:
+    """Why deep prompts cannot reach ``model``'s layers, or None when they can.
+
+    Two tiny forward passes at load: every layer 0..L-1 must resolve exactly once per pass, and a
+    random prefix on every layer must change the output (a family whose attention bypasses the
+    attention interface, e.g. DeBERTa-v2's disentangled attention, fails both).
+    """
+    vocab = model.get_input_embeddings().weight.shape[0]
+    ids = torch.arange(1, 4).clamp(max=vocab - 1).unsqueeze(0)
+    mask = torch.ones_like(ids)
+    resolved: list[int] = []
+    token = _resolved.set(resolved)
+    try:
+        with torch.no_grad(), prefixes_active({}):
+            plain = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    finally:
+        _resolved.reset(token)
+    if not resolved:
+        return "its attention does not go through transformers' attention interface"
+    if sorted(resolved) != list(range(num_layers)):
+        return (f"its attention calls resolve to layers {sorted(resolved)[:8]}, not to each of its {num_layers} "
+                "layers once")
+    generator = torch.Generator().manual_seed(0)
+    dtype = plain.dtype
+    prefixes = {layer: tuple(torch.randn(1, kv_heads, 2, head_dim, generator=generator).to(dtype) * 3 for _ in range(2))
+                for layer in range(num_layers)}
+    with torch.no_grad(), prefixes_active(prefixes):
+        prompted = model(input_ids=ids, attention_mask=mask).last_hidden_state
+    if torch.allclose(plain, prompted):
+        return "a prefix on every layer leaves its outputs unchanged"
+    return None

@@ -21,7 +21,7 @@ from ptune.batch.encoding import Encoder, Feature
 from ptune.errors import PtuneError
 from ptune.tasks import TaskKind, get_kind
 from ptune.heads import VerbalizerHead
-from ptune.model.depth_cache import layer_list, starting_at
+from ptune.model.depth_cache import find_layers, layer_list, starting_at
 from ptune.model.prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
 from ptune.batch.templates import default_template, parse_template
 
@@ -62,6 +62,9 @@ class PromptModel(nn.Module):
                                        backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden)
                             if config.method == "deep" else None)
         self.kind.check(self)
+        if self.deep_prompt is not None and (problem := backbone.prefix_problem()):
+            raise PtuneError(f"backbone {backbone.name!r} ({backbone.config.model_type}): deep prompts cannot reach its "
+                             f"attention layers ({problem}); use --method prompt or ptuning")
         self.initialised = False  # set by initialise() or by loading trained tensors
         self.head = (VerbalizerHead(backbone.lm_head, self.verbalizer_ids()) if config.head == "verbalizer"
                      else self.kind.head(self))
@@ -164,6 +167,8 @@ class PromptModel(nn.Module):
     def first_prompted_layer(self) -> int:
         """Layers below this one see no trainable tensor: their outputs can be cached (depth_cache)."""
         if self.deep_prompt is None or self.input_prompt is not None or getattr(self, "tuned_backbone", None) is not None:
+            return 0
+        if find_layers(self.transformer, self.backbone.num_layers) is None:  # shared layers (ALBERT): run them all
             return 0
         return self.deep_prompt.layers[0]
 
