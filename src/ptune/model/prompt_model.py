@@ -7,6 +7,7 @@ the attention layers through ``injection``; the head reads the final hidden stat
 from __future__ import annotations
 
 import contextlib
+import logging
 import copy
 from collections import Counter
 from typing import Iterable, Sequence
@@ -24,6 +25,8 @@ from ptune.heads import VerbalizerHead
 from ptune.model.depth_cache import find_layers, layer_list, starting_at
 from ptune.model.prompts import DeepPrompt, InputPrompt, from_labels, parse_layers, random_uniform, sampled_vocab
 from ptune.batch.templates import default_template, parse_template
+
+log = logging.getLogger(__name__)
 
 
 class PromptModel(nn.Module):
@@ -111,8 +114,14 @@ class PromptModel(nn.Module):
             init = sampled_vocab(embeddings, length, ids[:5000], generator=generator)
             if self.config.init == "labels":
                 init = from_labels(embeddings, self.label_token_ids(), length, init)
-        with torch.no_grad():
-            self.input_prompt.embedding.copy_(init)
+        if self.config.init == "random" or self.input_prompt.encoder_kind == "none":
+            with torch.no_grad():
+                self.input_prompt.embedding.copy_(init)
+            return
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            error = self.input_prompt.fit_output(init)
+        log.info("prompt encoder fitted to start at the %s init vectors (relative error %.3f)", self.config.init, error)
 
     def label_words(self) -> list[list[str]]:
         """Each label's words: the verbalizer's when one is set, else from the name ("B-PER" -> "per")."""

@@ -36,3 +36,27 @@ class InputPrompt(nn.Module):
         elif self.encoder_kind == "mlp":
             vectors = self.mlp(vectors)
         return vectors
+
+    def fit_output(self, target: torch.Tensor, *, steps: int = 300, lr: float = 1e-2, tolerance: float = 1e-2) -> float:
+        """Set the raw vectors to ``target`` [P, H] and train the encoder so that its output starts at
+        ``target`` too (else initialising from words would only feed the encoder's input, and the
+        words would never reach the model). Stops early once the relative error ||out - target|| /
+        ||target|| is below ``tolerance``; returns it.
+        """
+        with torch.no_grad():
+            self.embedding.copy_(target)
+        if self.encoder_kind == "none":
+            return 0.0
+        encoder = [p for name, p in self.named_parameters() if name != "embedding"]
+        optimizer = torch.optim.Adam(encoder, lr=lr)
+        scale = target.pow(2).mean().clamp(min=1e-12)
+        with torch.enable_grad():
+            for _ in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                loss = (self() - target).pow(2).mean() / scale  # squared relative error
+                if loss.item() < tolerance ** 2:
+                    break
+                loss.backward()
+                optimizer.step()
+        with torch.no_grad():
+            return float((self() - target).norm() / target.norm().clamp(min=1e-12))
