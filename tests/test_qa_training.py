@@ -261,3 +261,29 @@ def test_cli_resume_a_squad_run(tmp_path, monkeypatch):
     assert main(["-q", "train", "--resume", str(tmp_path / "cut")]) == 0
     whole, cut = (load_file(tmp_path / name / "prompt.safetensors") for name in ("whole", "cut"))
     assert whole.keys() == cut.keys() and all(torch.equal(whole[k], cut[k]) for k in whole)
+
+
+def test_decoder_no_answer_score_sees_the_whole_window(tiny_llama, tmp_path):
+    """On a causal model, position 0 sees nothing after it: its no-answer score must come from a
+    position that sees the question and the context (the last real token), so it can differ by input."""
+    task = from_files(squad_v2_file(tmp_path), squad_v2_file(tmp_path))
+    model = PromptModel.for_task(tiny_llama, task, MethodConfig(method="deep", length=4))
+    assert model.head.null is not None
+    model.initialise(seed=0)
+    model.eval()
+    contexts = ["Peter went home to Paris.", "The river is long and it runs through three countries."]
+    examples = [QAExample(str(i), "Who went home?", c) for i, c in enumerate(contexts)]
+    with torch.no_grad():
+        start, end = model(model.collate(model.encode(examples)))
+    assert not torch.allclose(start[0, NO_ANSWER], start[1, NO_ANSWER])  # the null score depends on the input
+    train(model, task, TrainConfig(epochs=1, max_steps=2, batch_size=2, progress=False, checkpoint_every=0),
+          out_dir=tmp_path / "run")
+    loaded = load_prompt(tmp_path / "run" / "prompt.safetensors", tiny_llama)
+    assert predict(loaded, task.dev) == predict(model, task.dev)
+    model.head.null.bias.data.fill_(1e4)  # a null score above every span: "" for SQuAD 2.0
+    assert predict(model, task.dev) == ["", ""]
+
+
+def test_encoder_span_head_keeps_cls_as_no_answer(minilm):
+    model = PromptModel(minilm, DEEP, [], kind="qa")
+    assert model.head.null is None

@@ -1,6 +1,8 @@
 """Span head for extractive question answering (SQuAD): a start and an end score for every token.
 
-Position 0 ([CLS] / BOS) stands for "no answer in this window", so it is never masked.
+Position 0 ([CLS] / BOS) stands for "no answer in this window", so it is never masked. On a causal
+(decoder) model position 0 sees nothing after it, so its no-answer score comes from the last real
+token, which sees the question and the whole window, through a linear layer of its own.
 """
 
 from __future__ import annotations
@@ -12,11 +14,12 @@ from torch import nn
 class SpanHead(nn.Module):
     """Linear layer mapping each token's hidden state to a start and an end logit."""
 
-
-    def __init__(self, hidden: int, dropout: float = 0.1):
+    def __init__(self, hidden: int, dropout: float = 0.1, *, causal: bool = False):
+        """``causal``: score "no answer" (position 0) from the last real token (decoders)."""
         super().__init__()
         self.dropout = nn.Dropout(dropout)
         self.linear = nn.Linear(hidden, 2)
+        self.null = nn.Linear(hidden, 2) if causal else None
 
     def forward(
         self, hidden: torch.Tensor, batch: dict[str, torch.Tensor] | None = None
@@ -27,6 +30,14 @@ class SpanHead(nn.Module):
         logits are the dtype's lowest value; position 0 is always kept for the no-answer case.
         """
         start, end = self.linear(self.dropout(hidden)).unbind(-1)
+        if self.null is not None:
+            if batch is None or "attention_mask" not in batch:
+                raise ValueError("a causal span head needs the batch's attention_mask to find the last token")
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            last = batch["attention_mask"].long().sum(-1) - 1  # right-padded windows
+            null_start, null_end = self.null(self.dropout(hidden[rows, last])).unbind(-1)  # [B], [B]
+            start = torch.cat([null_start.unsqueeze(1), start[:, 1:]], dim=1)
+            end = torch.cat([null_end.unsqueeze(1), end[:, 1:]], dim=1)
         if batch is not None and "span_mask" in batch:
             allowed = batch["span_mask"].bool().clone()
             allowed[:, 0] = True
