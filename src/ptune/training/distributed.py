@@ -1,13 +1,15 @@
 """Data-parallel training through Hugging Face Accelerate: `accelerate launch ... ptune train ...`.
 
-Each process takes its share of every batch; DDP averages the gradients, so every process holds the
-same prompt after each step. Only the main process writes files. One process: nothing changes.
+Each process takes its share of every batch, its loss weighted by that share so that DDP's average
+of the gradients is the gradient of the whole batch; every process then holds the same prompt after
+each step. Dev evaluation is sharded the same way and gathered, each example counted once. Only
+the main process writes files. One process: nothing changes.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -43,12 +45,31 @@ class Processes:
         """What the training step calls: DDP around ``model`` when there are several processes."""
         return self.accelerator.prepare_model(model) if self.accelerator else model
 
-    def share(self, indices: Sequence[int]) -> list[int]:
-        """This process's examples of one global batch (every process gets at least one)."""
+    def share(self, indices: Sequence[int]) -> tuple[list[int], float]:
+        """This process's examples of one global batch and the weight of its mean loss.
+
+        DDP averages the processes' gradients, so a process holding n of the batch's N examples
+        weighs its mean loss by n * count / N: the average is then the whole batch's mean. A process
+        left with no example (a last batch smaller than the process count) still has to take part
+        in the gradient exchange: it runs the batch's first example with weight 0, which adds
+        nothing and repeats no example in the loss.
+        """
         if not self.accelerator:
-            return list(indices)
+            return list(indices), 1.0
         mine = list(indices[self.rank :: self.count])
-        return mine or [indices[0]]
+        if not mine:
+            return [indices[0]], 0.0
+        return mine, len(mine) * self.count / len(indices)
+
+    def map_shards(self, items: Sequence, predict: Callable[[Sequence], list]) -> list:
+        """``predict(items)``, with the items split across the processes and the results gathered
+        back into input order (each item predicted once)."""
+        if not self.accelerator:
+            return predict(items)
+        from accelerate.utils import gather_object
+
+        mine = list(items[self.rank :: self.count])
+        return interleave(gather_object([predict(mine) if mine else []]))
 
     def prompt_digests(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Each process's hash of its trained tensors; they must all be equal."""
@@ -62,3 +83,11 @@ class Processes:
             raise PtuneError(f"the {self.count} training processes ended with different prompts ({digests}); "
                              "report this with the accelerate launch command")
         return digests
+
+
+def interleave(per_rank: Sequence[Sequence]) -> list:
+    """Undo ``items[rank::count]``: [[a, c], [b]] -> [a, b, c]."""
+    out: list = []
+    for k in range(max((len(part) for part in per_rank), default=0)):
+        out.extend(part[k] for part in per_rank if k < len(part))
+    return out

@@ -113,13 +113,14 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                    initial=progress.batch, total=len(groups))
         epoch_started = time.perf_counter()
         for indices in groups[progress.batch:]:
-            indices = processes.share(indices)
+            indices, weight = processes.share(indices)
             batch = model.collate([train_features[i] for i in indices])
             if cache is not None:
                 batch["bottom_hidden"] = cache.hidden(indices, batch, lambda: model.bottom_pass(batch))
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 loss = model.loss(batch, forward=runner)
-            progress.losses.append(optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm))
+            optimiser_step(loss * weight if weight != 1.0 else loss, params, optimizer, scheduler, config.max_grad_norm)
+            progress.losses.append(loss.item())
             progress.step += 1
             progress.batch += 1
             bar.update()
@@ -135,7 +136,9 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                   "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2),
                   "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
         if dev_features:
-            dev = score(task.metric, model.kind.gold(dev_examples), predict(model, dev_examples, features=dev_features))
+            predicted = (processes.map_shards(dev_examples, lambda shard: predict(model, shard)) if processes.count > 1
+                         else predict(model, dev_examples, features=dev_features))
+            dev = score(task.metric, model.kind.gold(dev_examples), predicted)
             record.update({f"dev_{k}": v for k, v in dev.items()})
             current = dev[main_key]
         else:
