@@ -43,5 +43,9 @@ def test_score_and_main_key() -> None:
     assert result == {"accuracy": 0.5} and result[MAIN_KEY["accuracy"]] == 0.5
     f1 = score("entity_f1", [["B-X"]], [["B-X"]])
     assert f1[MAIN_KEY["entity_f1"]] == 1.0 and set(f1) == {"f1", "precision", "recall"}
+    tokens = score("token_accuracy", [["NN", "VB"]], [["NN", "NN"]])
+    assert tokens[MAIN_KEY["token_accuracy"]] == 0.5 and set(tokens) == {"accuracy", "macro_f1"}
+    srl = score("srl_f1", [["B-ARG0", "B-V"]], [["B-ARG0", "B-V"]])
+    assert srl[MAIN_KEY["srl_f1"]] == 1.0 and set(srl) == {"f1", "precision", "recall", "f1_with_v"}
     with pytest.raises(PtuneError, match="unknown metric 'bleu'"):
         score("bleu", [], [])

@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     evaluate.add_argument("--task", help="built-in task (default: the one it was trained on)")
     evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"), help="the task's split to score")
     evaluate.add_argument("--data", help="a labelled data file instead of a task (domain shift)")
+    evaluate.add_argument("--metric", help="score with another of the task kind's metrics (default: the one the prompt "
+                                           "was trained with; tagging: entity_f1, token_accuracy or srl_f1)")
     evaluate.add_argument("--label-map", metavar="THEIRS=OURS,...",
                           help="rename the data's labels onto the prompt's, e.g. 'pos=positive,neg=negative'")
     add_backbone_override(evaluate)
@@ -28,7 +30,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ptune.data import check_labels, get_task
-    from ptune.data.tasks import FILE_TASKS, Task, read_for_task
+    from ptune.data.tasks import FILE_TASKS, Task, check_metric, read_for_task
     from ptune.infer.bank import ensemble_predict
     from ptune.infer.predict import evaluate
     from ptune.model.backbones import load_backbone
@@ -63,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     recorded = header["task"]
     trained = Task(recorded["name"], recorded["kind"], recorded["labels"], [], [], [], recorded["metric"])
     check_labels(trained, examples, source)
-    metric = header["task"]["metric"]
+    metric = args.metric or recorded["metric"]
+    if args.metric:
+        check_metric(recorded["kind"], recorded["labels"], metric, examples)
     if len(models) == 1:
         scores = evaluate(models[0], examples, metric, batch_size=args.batch_size, progress=not args.quiet)
         print_json({"prompt": paths[0], "data": source, "examples": len(examples), **scores})

@@ -18,7 +18,7 @@ GLOBAL_FLAGS = (
     (("--trust-remote-code",), "allow model code from the hub (default: off)"),
 )
 # Keys a config file may hold besides the MethodConfig and TrainConfig fields.
-FILE_KEYS = ("task", "train", "dev", "test", "backbone", "out", "kind")
+FILE_KEYS = ("task", "train", "dev", "test", "backbone", "out", "kind", "metric")
 
 
 def shown(value: Any) -> str:

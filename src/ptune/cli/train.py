@@ -29,6 +29,10 @@ def add_parser(sub) -> None:
     train.add_argument("--kind", choices=("classification", "tagging", "qa", "regression"),  # = tasks.KINDS (tested)
                        help="what your files' labels are (default: from the data; numeric labels with fractions "
                             "make a regression task, whole numbers such as 0/1 stay classes)")
+    train.add_argument("--metric", help="what dev selection and the scores use (default: from the data): tagging: "
+                                        "entity_f1 (B-/I- tags), token_accuracy (also macro-F1; POS and other plain "
+                                        "tags) or srl_f1 (SRL without V, as CoNLL-2005 scores it); qa: squad or "
+                                        "squad_v2")
     train.add_argument("--backbone", help="minilm, smollm2, a hub id or a local folder (default: minilm)")
     train.add_argument("--out", help="output folder (default: runs/TASK-METHOD)")
     train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last checkpoint")
@@ -64,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     err().log(f"{method.method} on {task.name} with {backbone.name}: {model.num_trainable():,} trainable parameters "
               f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)")
     run_spec = {"backbone": backbone_name, "trust_remote_code": args.trust_remote_code,
-                "data": _data_spec(args, config_file)}
+                "data": _data_spec(args, config_file, task.metric)}
     result = train(model, task, train_config, out_dir=out_dir, run=run_spec)
     return _finish(args, model, task, result, out_dir)
 
@@ -73,34 +77,42 @@ def run(args: argparse.Namespace) -> int:
 def load_task(args: argparse.Namespace, config_file: dict):
     """The task from --task, or from the user's --train/--dev/--test files (flags win over the config file)."""
     from ptune.data import from_files, get_task
-    from ptune.data.tasks import FILE_TASKS, file_task
+    from ptune.data.tasks import FILE_TASKS, file_task, with_metric
 
     name = args.task[0] if args.task else config_file.get("task")
     train_file = args.train or config_file.get("train")
+    metric = _metric(args, config_file)
     if name in FILE_TASKS:  # a task kind whose data are the user's files
         if not train_file:
             raise PtuneError(f"--task {name} reads your data: give --train FILE [--dev FILE] [--test FILE]")
-        return file_task(name, train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"))
+        return file_task(name, train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"),
+                         metric=metric)
     if name and train_file:
         raise PtuneError("give either --task NAME or --train FILE (with --dev/--test), not both")
     if name:
-        return get_task(name)
+        return with_metric(get_task(name), metric)
     if not train_file:
         raise PtuneError("no data: give --task conll2003|rotten_tomatoes, or --train FILE [--dev FILE] [--test FILE] "
                          "(with --task squad|squad_v2|srl for those file formats)")
     return from_files(train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"),
-                      kind=getattr(args, "kind", None) or config_file.get("kind"))
+                      kind=getattr(args, "kind", None) or config_file.get("kind"), metric=metric)
 
 
-def _data_spec(args: argparse.Namespace, config_file: dict) -> dict:
-    """Where the data came from, with absolute paths, so ``--resume`` can find it again."""
+def _metric(args: argparse.Namespace, config_file: dict) -> str | None:
+    """The metric asked for with --metric or the config file's "metric" (None: chosen from the data)."""
+    return getattr(args, "metric", None) or config_file.get("metric")
+
+
+def _data_spec(args: argparse.Namespace, config_file: dict, metric: str) -> dict:
+    """Where the data came from, with absolute paths, and the metric chosen, so ``--resume`` can find
+    them again."""
     from ptune.data.tasks import FILE_TASKS
 
     name = args.task[0] if args.task else config_file.get("task")
     if name and name not in FILE_TASKS:
-        return {"task": name}
+        return {"task": name, "metric": metric}
     files = {key: args.__dict__.get(key) or config_file.get(key) for key in ("train", "dev", "test")}
-    spec = {key: str(Path(value).resolve()) if value else None for key, value in files.items()}
+    spec = {key: str(Path(value).resolve()) if value else None for key, value in files.items()} | {"metric": metric}
     kind = getattr(args, "kind", None) or config_file.get("kind")
     spec = {**spec, "kind": kind} if kind else spec
     return {**spec, "file_task": name} if name else spec
@@ -109,13 +121,18 @@ def _data_spec(args: argparse.Namespace, config_file: dict) -> dict:
 def _task_from_spec(data: dict):
     """The task a checkpoint's ``data`` record names (see ``_data_spec``)."""
     from ptune.data import from_files, get_task
-    from ptune.data.tasks import file_task
+    from ptune.data.tasks import file_task, with_metric
 
+    metric = data.get("metric")
     if data.get("file_task"):
-        return file_task(data["file_task"], data["train"], data.get("dev"), data.get("test"))
-    if data.get("task"):
-        return get_task(data["task"])
-    return from_files(data["train"], data.get("dev"), data.get("test"), kind=data.get("kind"))
+        task = file_task(data["file_task"], data["train"], data.get("dev"), data.get("test"), metric=metric)
+    elif data.get("task"):
+        task = with_metric(get_task(data["task"]), metric)
+    else:
+        task = from_files(data["train"], data.get("dev"), data.get("test"), kind=data.get("kind"), metric=metric)
+    if metric is None and task.kind == "tagging":  # a run from before the metric was chosen by the tags
+        task = dataclasses.replace(task, metric="entity_f1")
+    return task
 
 
 # -- the run folder ----------------------------------------------------------------------------------
@@ -178,7 +195,7 @@ def _resume(args: argparse.Namespace) -> int:
     given = [f"--{f.name.replace('_', '-')}" for cls in (MethodConfig, TrainConfig) for f in dataclasses.fields(cls)
              if getattr(args, f.name, None) is not None and f.name != "progress"]
     given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "train", "dev", "test", "backbone", "out",
-                                                         "init_from") if getattr(args, name, None)]
+                                                         "init_from", "metric") if getattr(args, name, None)]
     if given:
         raise PtuneError(f"--resume takes every option from the interrupted run; drop {', '.join(given)}")
     out_dir = Path(args.resume)
@@ -201,9 +218,9 @@ def _multitask(args, names, method, train_config, config_file) -> int:
     from ptune.model.backbones import load_backbone
     from ptune.training.multitask import shared_prompt_bank, train_multitask
 
-    if args.train or args.init_from:
-        raise PtuneError("multi-task training takes built-in tasks (--task A B ...); "
-                         "--train/--init-from apply to one task")
+    if args.train or args.init_from or _metric(args, config_file):
+        raise PtuneError("multi-task training takes built-in tasks (--task A B ...), each scored by its own metric; "
+                         "--train/--init-from/--metric apply to one task")
     tasks = [get_task(name) for name in names]
     out_dir = Path(args.out or config_file.get("out") or f"runs/{'+'.join(names)}-{method.method}")
     backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),

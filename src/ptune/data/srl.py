@@ -88,11 +88,33 @@ def spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
     """(label, start, end) of each span in BIO `tags`, `end` inclusive as in seqeval.
 
     Read by seqeval's rules (a stray I- starts a span), the ones `ptune.tasks.metrics.entity_f1`
-    scores with, so these are the spans that SRL F1 counts, `V` included as in P-tuning v2.
+    scores with: these are the spans of the with-`V` figure P-tuning v2 reports (`f1_with_v`).
     """
     from seqeval.metrics.sequence_labeling import get_entities
 
     return {(label, start, end) for label, start, end in get_entities(list(tags))}
+
+
+Argument = tuple[str, tuple[tuple[int, int], ...]]  # (label, its pieces as (start, end) inclusive)
+
+
+def arguments(tags: Sequence[str]) -> set[Argument]:
+    """The arguments of one predicate's BIO `tags` as the CoNLL-2005 scorer (srl-eval.pl) reads
+    them: a `C-X` span continues the latest `X` argument before it, as one more piece of that
+    argument (a `C-X` with no `X` before it is an `X` argument of its own); `R-X` is a label of its
+    own. The predicate's `V` is among them; `srl-eval.pl` leaves it out of its counts.
+    """
+    found: list[tuple[str, list[tuple[int, int]]]] = []
+    latest: dict[str, list[tuple[int, int]]] = {}
+    for label, start, end in sorted(spans(tags), key=lambda span: span[1]):
+        base = label.removeprefix("C-")
+        if base != label and base in latest:
+            latest[base].append((start, end))
+            continue
+        pieces = [(start, end)]
+        found.append((base, pieces))
+        latest[base] = pieces
+    return {(label, tuple(pieces)) for label, pieces in found}
 
 
 def _sentences(lines: Sequence[str]) -> list[list[_Row]]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import dataclasses
 import importlib.util
 import logging
 import math
@@ -18,15 +19,19 @@ from typing import Literal
 
 from ptune.data.examples import Example, QAExample, TaggedExample, TextExample
 from ptune.data.readers import PathLike, read_conll, read_examples
+from ptune.data.tag_schemes import tag_scheme
 from ptune.errors import PtuneError
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["classification", "tagging", "qa", "regression"]
 
-# SQuAD 1.1 scoring; a task with unanswerable questions switches to "squad_v2" (see `from_files`).
-METRIC_BY_KIND: dict[str, str] = {"classification": "accuracy", "tagging": "entity_f1", "qa": "squad",
-                                  "regression": "correlation"}
+# The metrics each kind can be scored with (= its `TaskKind.metrics`, tested), the default first. Tagging
+# tasks get theirs from their tags and qa tasks "squad_v2" when a question has no answer (`auto_metric`).
+METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
+    "classification": ("accuracy",), "tagging": ("entity_f1", "token_accuracy", "srl_f1"),
+    "qa": ("squad", "squad_v2"), "regression": ("correlation",)}
+METRIC_BY_KIND: dict[str, str] = {kind: metrics[0] for kind, metrics in METRICS_BY_KIND.items()}
 
 
 @dataclass
@@ -150,12 +155,14 @@ def from_files(
     name: str = "custom",
     labels: list[str] | None = None,
     reader: Callable[[PathLike], list] | None = None,
+    metric: str | None = None,
 ) -> Task:
     """A task from user files (any format `read_examples` reads, or `reader`); missing splits are empty.
 
     The label set is the training labels (all given files' if there is no training file) unless
     `labels` is given; every file is then checked against it with `check_labels`. Question
-    answering files (SQuAD) make a "qa" task, scored as SQuAD 2.0 if any question has no answer.
+    answering files (SQuAD) make a "qa" task. The metric is `metric` if given (`check_metric`),
+    else chosen from the data (`auto_metric`), and the log says which and how to choose another.
     """
     given = {
         split: path for split, path in (("train", train), ("dev", dev), ("test", test)) if path
@@ -194,22 +201,22 @@ def from_files(
         elif numbers == "whole":
             log.info("%s: the labels are whole numbers: a classification task (one class per number); pass "
                      "--kind regression to treat them as scores", given[source])
+    data_file = str(given.get("train", next(iter(given.values()))))
     if kind == "regression":
         scored = {split: as_scores(examples, str(given.get(split, split))) for split, examples in splits.items()}
         if not any(e.label is not None for e in scored["train"]):
-            raise PtuneError(f"{given.get('train', next(iter(given.values())))}: has no scores — add a numeric label column")
+            raise PtuneError(f"{data_file}: has no scores — add a numeric label column")
         return Task(name=name, kind=kind, labels=[], train=scored["train"], dev=scored["dev"], test=scored["test"],
-                    metric=METRIC_BY_KIND[kind])
+                    metric=choose_metric(kind, [], [], metric, source=data_file))
     if kind == "qa":  # a span head: no label set
-        impossible = any(e.is_impossible for s in splits.values() for e in s)
+        every = [e for s in splits.values() for e in s]
         return Task(name=name, kind=kind, labels=[], train=splits["train"], dev=splits["dev"], test=splits["test"],
-                    metric="squad_v2" if impossible else "squad")
+                    metric=choose_metric(kind, [], every, metric, source=data_file))
     if labels is None:
         labels = label_set(splits["train"] or [e for s in splits.values() for e in s])
     if not labels:
-        source = given.get("train", next(iter(given.values())))
         raise PtuneError(
-            f"{source}: has no labels — add a label column (or a tag column for CoNLL files)"
+            f"{data_file}: has no labels — add a label column (or a tag column for CoNLL files)"
         )
     task = Task(
         name=name,
@@ -222,7 +229,82 @@ def from_files(
     )
     for split, path in given.items():
         check_labels(task, splits[split], str(path))
+    task.metric = choose_metric(kind, task.labels, [e for s in splits.values() for e in s], metric, source=data_file)
     return task
+
+
+def auto_metric(kind: str, labels: Sequence[str], examples: Sequence[Example] = ()) -> str:
+    """The metric a task is scored with unless one is asked for. Tagging: "srl_f1" when the examples
+    mark a predicate (SRL), "entity_f1" when the tags mark entities (`tag_scheme`: B-/I-, IOBES,
+    BILOU), else "token_accuracy" (POS tags, chunk tags without prefixes). QA: "squad_v2" when a
+    question has no answer, else "squad". Other kinds have one metric."""
+    if kind == "tagging":
+        scheme = tag_scheme(labels)
+        if scheme == "IOB" and any(getattr(e, "predicate", None) is not None for e in examples):
+            return "srl_f1"
+        return "entity_f1" if scheme else "token_accuracy"
+    if kind == "qa" and any(getattr(e, "is_impossible", False) for e in examples):
+        return "squad_v2"
+    return METRIC_BY_KIND[kind]
+
+
+def check_metric(kind: str, labels: Sequence[str], metric: str, examples: Sequence[Example] = ()) -> None:
+    """Refuse `metric` (`--metric`) where it cannot score a task of `kind` with these labels and examples."""
+    choices = METRICS_BY_KIND[kind]
+    if metric not in choices:
+        raise PtuneError(f"--metric {metric!r} does not score {kind} tasks — use {' or '.join(choices)}")
+    scheme = tag_scheme(labels) if kind == "tagging" else None
+    if metric in ("entity_f1", "srl_f1") and scheme is None:
+        raise PtuneError(f"--metric {metric} reads entities from B-/I- (or E-/S-, L-/U-) tags, but this task's "
+                         f"tags ({_some(labels)}) have no such prefixes — use --metric token_accuracy")
+    if metric == "srl_f1" and scheme != "IOB":
+        raise PtuneError(f"--metric srl_f1 reads BIO argument tags, but this task's tags are {scheme} — use "
+                         "--metric entity_f1 or token_accuracy")
+    if metric == "squad" and any(getattr(e, "is_impossible", False) for e in examples):
+        raise PtuneError("--metric squad cannot score questions without an answer, and this task has some "
+                         "— use --metric squad_v2")
+
+
+# Why a metric was chosen automatically, and what else there is: logged by `choose_metric`.
+_CHOSEN = {
+    "entity_f1": "the tags mark entities ({scheme}): scored by entity_f1 (seqeval entity F1); pass "
+                 "--metric token_accuracy to score each word's tag instead",
+    "token_accuracy": "the tags ({tags}) mark no entities (no B-/I- prefixes): scored by token_accuracy "
+                      "(accuracy per word, macro-F1 over tags alongside); --metric entity_f1 needs B-/I- entity tags",
+    "srl_f1": "SRL, a predicate per example: scored by srl_f1, argument F1 as the CoNLL-2005 scorer counts it "
+              "(without V; f1_with_v alongside, as P-tuning v2 reports it); pass --metric entity_f1 to select on "
+              "F1 over every span, V included, or token_accuracy",
+    "squad": "every question has an answer: scored by squad (SQuAD 1.1); pass --metric squad_v2 to allow "
+             "\"no answer\" predictions",
+    "squad_v2": "some questions have no answer: scored by squad_v2 (SQuAD 2.0)",
+}
+
+
+def choose_metric(kind: str, labels: Sequence[str], examples: Sequence[Example], asked: str | None = None, *,
+                  source: str = "") -> str:
+    """`asked` if it fits the task (`check_metric`), else `auto_metric`; logs the choice and the others."""
+    if asked is not None:
+        check_metric(kind, labels, asked, examples)
+        if len(METRICS_BY_KIND[kind]) > 1:
+            log.info("%s: scored by %s", source, asked)
+        return asked
+    metric = auto_metric(kind, labels, examples)
+    if metric in _CHOSEN:
+        log.info("%s: %s", source, _CHOSEN[metric].format(scheme=tag_scheme(labels), tags=_some(labels)))
+    return metric
+
+
+def _some(labels: Sequence[str]) -> str:
+    return ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
+
+
+def with_metric(task: Task, metric: str | None) -> Task:
+    """`task` scored by `metric` (`ptune train --metric`) instead of its own, if it fits (`check_metric`);
+    None keeps the task's own."""
+    if metric is None or metric == task.metric:
+        return task
+    return dataclasses.replace(task, metric=choose_metric(task.kind, task.labels, [*task.train, *task.dev, *task.test],
+                                                          metric, source=task.name))
 
 
 _FILE_OF_KIND = {"tagging": "a CoNLL file", "classification": "a CSV/TSV/JSONL file", "qa": "a SQuAD JSON file",
@@ -278,22 +360,20 @@ FILE_TASKS: tuple[str, ...] = ("squad", "squad_v2", "srl")
 
 
 def file_task(name: str, train: PathLike | None = None, dev: PathLike | None = None,
-              test: PathLike | None = None) -> Task:
+              test: PathLike | None = None, *, metric: str | None = None) -> Task:
     """A `FILE_TASKS` task from files: extractive QA from SQuAD JSON (squad_v2 allows "no answer";
     squad switches to it when a question has none), or SRL from CoNLL-2005/2012 (`read_srl`:
-    one example per predicate, BIO argument tags, span F1)."""
+    one example per predicate, BIO argument tags, scored by "srl_f1"); `metric` chooses another."""
     if name not in FILE_TASKS:
         raise PtuneError(f"{name!r} is not a file task; use one of: {', '.join(FILE_TASKS)}")
     if name == "srl":
         from ptune.data.srl import read_srl
 
-        return from_files(train, dev, test, kind="tagging", name=name, reader=read_srl)
+        return from_files(train, dev, test, kind="tagging", name=name, reader=read_srl, metric=metric)
     from ptune.data.squad import read_squad
 
-    task = from_files(train, dev, test, kind="qa", name=name, reader=read_squad)
-    if name == "squad_v2":
-        task.metric = "squad_v2"
-    return task
+    return from_files(train, dev, test, kind="qa", name=name, reader=read_squad,
+                      metric=metric or ("squad_v2" if name == "squad_v2" else None))
 
 
 def read_for_task(path: PathLike, kind: str, task_name: str) -> list:

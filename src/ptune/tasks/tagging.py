@@ -1,5 +1,6 @@
 """Tagging: a tag per word (NER, chunking; SRL with the predicate as a second segment), from a
-linear head on each word's first sub-token; scored by entity-level F1."""
+linear head on each word's first sub-token; scored by entity F1 (entity tags: B-/I-, IOBES,
+BILOU), token accuracy and macro-F1 (POS and other plain tags) or SRL argument F1 (see `metrics`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from ptune.tasks.classification import label_id
 
 class Tagging(TaskKind):
     name = "tagging"
-    metrics: ClassVar[tuple[str, ...]] = ("entity_f1",)
+    # entity_f1 first: the default of callers that name no metric, and what prompt files before
+    # token_accuracy and srl_f1 record (`ptune.data.tasks.auto_metric` picks one from the tags).
+    metrics: ClassVar[tuple[str, ...]] = ("entity_f1", "token_accuracy", "srl_f1")
     word_level = True
     input_help = "a JSON object with a 'text' (words split on spaces) or 'tokens' field, or plain text"
 
@@ -60,8 +63,9 @@ class Tagging(TaskKind):
 
 
 def entities(tokens, tags) -> list[dict]:
-    """Entity spans of an IOB tag sequence: text, type, start and end (word offsets, end exclusive)."""
-    from seqeval.metrics.sequence_labeling import get_entities
+    """Entity spans of a tag sequence: text, type, start and end (word offsets, end exclusive), read by
+    the tags' scheme as entity F1 reads them; none for tags that mark no entities (POS tags)."""
+    from ptune.data.tag_schemes import entity_spans
 
     return [{"text": " ".join(tokens[start : end + 1]), "type": kind, "start": start, "end": end + 1}
-            for kind, start, end in get_entities(list(tags))]
+            for kind, start, end in entity_spans(tags)]
