@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import ModelOutput
 
 from ptune.model import injection
 from ptune.model.depth_cache import find_layers
@@ -81,6 +82,8 @@ class Backbone:
     trust_remote_code: bool = False
     _lm_head: nn.Module | None = field(default=None, repr=False)
     _prefix_problem: list = field(default_factory=list, repr=False)  # [reason or None], once checked
+    _causal: bool | None = field(default=None, repr=False)
+    _output_size: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # Taken once, at load: the weights a prompt was trained against.
@@ -93,11 +96,17 @@ class Backbone:
 
     @property
     def is_decoder(self) -> bool:
-        """True for causal (left-to-right) models: pool the last token, pad on the left."""
-        config = self.config
-        return bool(getattr(config, "is_decoder", False)) or any(
-            arch.endswith("ForCausalLM") for arch in (config.architectures or [])
-        )
+        """True for causal (left-to-right) models: pool the last token, pad on the left.
+
+        Read off the attention modules themselves (``is_causal``), so a base checkpoint or a family
+        whose LM class is not called *ForCausalLM (GPT-2's GPT2LMHeadModel) is still recognised.
+        """
+        if self._causal is None:
+            flags = [m.is_causal for m in self.model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
+            config = self.config
+            self._causal = any(flags) if flags else bool(getattr(config, "is_decoder", False)) or any(
+                arch.endswith(("ForCausalLM", "LMHeadModel")) for arch in (config.architectures or []))
+        return self._causal
 
     @property
     def num_layers(self) -> int:
@@ -105,7 +114,24 @@ class Backbone:
 
     @property
     def hidden_size(self) -> int:
+        """The width of the attention layers (the config's hidden size)."""
         return self.config.hidden_size
+
+    @property
+    def embedding_size(self) -> int:
+        """The width of the input embeddings, which input prompts replace (ALBERT, ELECTRA-small and
+        OPT-350m embed narrower than their hidden size)."""
+        return self.model.get_input_embeddings().embedding_dim
+
+    @property
+    def output_size(self) -> int:
+        """The width of the final hidden states the heads read (OPT-350m projects them down)."""
+        if self._output_size is None:
+            ids = torch.ones(1, 2, dtype=torch.long)
+            with torch.no_grad():
+                self._output_size = int(self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+                                        .last_hidden_state.shape[-1])
+        return self._output_size
 
     @property
     def kv_heads(self) -> int:
@@ -182,6 +208,62 @@ def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> B
     return Backbone(name=name, model=model, tokenizer=tokenizer, path=path, trust_remote_code=trust_remote_code)
 
 
+@dataclass
+class _BaseOutput(ModelOutput):
+    """A base model's output holding only the last hidden state; every other field an LM's forward
+    may read (past_key_values, cross_attentions, ...) is None."""
+
+    last_hidden_state: torch.Tensor | None = None
+
+    def __getattr__(self, name: str):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return None
+
+
+class _GivenHidden(nn.Module):
+    """Stands in for the base model inside an LM: returns the hidden states it is handed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden: torch.Tensor | None = None
+
+    def forward(self, *args, **kwargs):
+        return _BaseOutput(last_hidden_state=self.hidden)
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name.startswith("_"):
+                raise
+            return self  # an LM that calls a part of its base (OPT: ``self.model.decoder(...)``) gets this too
+
+
+class LMHead(nn.Module):
+    """The family's own LM head code (its *ForMaskedLM / *ForCausalLM forward) with the base model
+    replaced by the hidden states given: whatever transform, activation, norm and projection the
+    family applies, in its order."""
+
+    def __init__(self, lm: PreTrainedModel):
+        super().__init__()
+        self.lm = lm
+        self.given = _GivenHidden()
+        setattr(lm, lm.base_model_prefix, self.given)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden: [..., H] -> vocabulary logits [..., V]."""
+        shape = hidden.shape
+        flat = hidden.reshape(-1, 1, shape[-1])  # [N, 1, H]: one position per row
+        self.given.hidden = flat
+        try:
+            ids = torch.zeros(flat.shape[:2], dtype=torch.long, device=hidden.device)
+            logits = self.lm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
+        finally:
+            self.given.hidden = None
+        return logits.reshape(*shape[:-1], logits.shape[-1])
+
+
 def _load_lm_head(backbone: Backbone) -> nn.Module:
     """The modules that ``AutoModelForCausalLM`` / ``AutoModelForMaskedLM`` put on top of the base
     model, applied in order (Llama, GPT-2: ``lm_head``; BERT: ``cls``; RoBERTa: ``lm_head``).
@@ -208,9 +290,19 @@ def _load_lm_head(backbone: Backbone) -> nn.Module:
     if untrained or not parts:
         raise PtuneError(f"backbone {backbone.name!r} has no trained {kind} LM head (its checkpoint lacks "
                          f"{', '.join(sorted(untrained)[:3]) or 'the head'}); {fix}")
+    lm.eval()
+    ids = torch.arange(1, 4).clamp(max=lm.config.vocab_size - 1).unsqueeze(0)
+    with torch.no_grad():  # what the family's own LM computes, to check the head against
+        hidden = base(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
+        expected = lm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
     output = lm.get_output_embeddings()
     if output is not None and getattr(lm.config, "tie_word_embeddings", False):
         output.weight = backbone.model.get_input_embeddings().weight  # tied: share the backbone's matrix, no copy
-    head = nn.Sequential(*parts).requires_grad_(False).eval()
-    del lm, base
+    del base, parts
+    head = LMHead(lm).requires_grad_(False).eval()
+    with torch.no_grad():
+        ok = torch.allclose(head(hidden), expected, atol=1e-4, rtol=1e-4)
+    if not ok:
+        raise PtuneError(f"backbone {backbone.name!r} ({backbone.config.model_type}): its {kind} LM head cannot be "
+                         f"run on ptune's hidden states (they differ from the model's own logits); {fix}")
     return head

@@ -107,7 +107,7 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     if captured is not None and layer in captured:
         captured[layer].append(key.detach())
     if prefixes is None or layer not in prefixes:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+        return _attend(module, query, key, value, attention_mask, **kwargs)
     prefix_key, prefix_value, *prefix_attend = prefixes[layer]
     batch, _, length, _ = query.shape
     prefix_length = prefix_key.shape[2]
@@ -132,7 +132,34 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
             ~columns, torch.finfo(attention_mask.dtype).min).expand(*attention_mask.shape[:-1], prefix_length)
     attention_mask = torch.cat([prefix_columns, attention_mask], dim=-1)
     kwargs["is_causal"] = False
-    return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return _attend(module, query, key, value, attention_mask, **kwargs)
+
+
+def _attend(module, query, key, value, attention_mask, **kwargs):
+    """SDPA, or for families that cap their attention logits (Gemma-2's ``softcap``, which SDPA
+    cannot do) the same computation written out."""
+    if kwargs.get("softcap") is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    return softcapped_attention(module, query, key, value, attention_mask, **kwargs)
+
+
+def softcapped_attention(module, query, key, value, attention_mask, *, softcap: float, scaling: float | None = None,
+                         dropout: float = 0.0, **_):
+    """query: [B, H, T, D]; key, value: [B, kvH, S, D]; attention_mask: bool [B, 1, T, S] (True =
+    attend), additive, or None -> (output [B, T, H, D], weights [B, H, T, S]), as transformers'
+    eager attention: logits scaled, capped to softcap * tanh(logits / softcap), masked, softmax."""
+    groups = query.shape[1] // key.shape[1]
+    key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+    scores = query @ key.transpose(2, 3) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
+    scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is not None:
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask[..., : key.shape[2]]
+    weights = torch.softmax(scores.float(), dim=-1).to(query.dtype)
+    weights = torch.nn.functional.dropout(weights, p=dropout, training=module.training)
+    return (weights @ value).transpose(1, 2).contiguous(), weights
 
 
 def register() -> str:

@@ -59,7 +59,8 @@ class PromptModel(nn.Module):
                                prompts_before_specials=peft and config.has_input_prompt,
                                position_offset=config.length if peft and config.method == "deep" else 0)
         hidden = backbone.hidden_size
-        self.input_prompt = (InputPrompt(self.template.num_prompts, hidden, encoder=config.encoder if config.method == "ptuning" else "none")
+        self.input_prompt = (InputPrompt(self.template.num_prompts, backbone.embedding_size,
+                                         encoder=config.encoder if config.method == "ptuning" else "none")
                              if config.has_input_prompt and self.template.num_prompts else None)
         self.deep_prompt = (DeepPrompt(config.length, parse_layers(config.layers, backbone.num_layers), backbone.kv_heads,
                                        backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden)

@@ -26,7 +26,7 @@ class Classification(TaskKind):
     verbalizer = True
 
     def head(self, model) -> nn.Module:
-        return ClassificationHead(model.backbone.hidden_size, len(model.labels))
+        return ClassificationHead(model.backbone.output_size, len(model.labels))
 
     def target(self, model, example) -> int | None:
         return None if example.label is None else label_id(model, example.label)

@@ -292,7 +292,7 @@ class SpanQA(TaskKind):
             raise PtuneError("the verbalizer head classifies whole examples; use --head linear for QA tasks")
 
     def head(self, model) -> nn.Module:
-        return SpanHead(model.backbone.hidden_size, causal=model.backbone.is_decoder)
+        return SpanHead(model.backbone.output_size, causal=model.backbone.is_decoder)
 
     def encode(self, model, examples: Sequence) -> list[QAFeature]:
         """Strided windows of question + context; input prompts right after [CLS]."""

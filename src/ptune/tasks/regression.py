@@ -39,7 +39,7 @@ class Regression(TaskKind):
                              "use --init vocab or --init random")
 
     def head(self, model) -> nn.Module:
-        return RegressionHead(model.backbone.hidden_size)
+        return RegressionHead(model.backbone.output_size)
 
     def target(self, model, example) -> float | None:
         return None if example.label is None else score_of(example.label)

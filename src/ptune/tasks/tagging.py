@@ -28,7 +28,7 @@ class Tagging(TaskKind):
             raise PtuneError("the verbalizer head classifies whole examples; use --head linear for tagging tasks")
 
     def head(self, model) -> nn.Module:
-        return TokenHead(model.backbone.hidden_size, len(model.labels))
+        return TokenHead(model.backbone.output_size, len(model.labels))
 
     def target(self, model, example) -> list[int] | None:
         return None if example.tags is None else [label_id(model, tag) for tag in example.tags]
