@@ -829,19 +829,9 @@ class Known:
 
 
 BYTE_LEVEL = {name for name, f in FAMILIES.items() if f.tokenizer_kind == "bpe-bytelevel"}
-KNOWN = [
-    Known("empty_word", r"decoding puts another word's tag", lambda f, m, k: True,
-          ("issue 12, word alignment (in progress): a word with no sub-token shifts every later word's tag in "
-           "decoding; src/ptune/tasks/tagging.py Tagging.decode_row appends the missing tags at the end instead of "
-           "placing each row at its word_index")),
-    Known("word_alignment", r"in running text it is", lambda f, m, k: f in BYTE_LEVEL | {"gemma2", "gemma3"},
-          ("issue 12, spacing (in progress): pre-split words are tokenised without the space they have in running "
-           "text (src/ptune/batch/encoding.py Encoder.encode calls is_split_into_words on a tokenizer that adds no "
-           "prefix space)")),
-    Known("verbalizer_spacing", r"scored as|running text gives", lambda f, m, k: f in BYTE_LEVEL,
-          ("issue 12, spacing (in progress): label and template words get a leading space only when is_decoder "
-           "(src/ptune/model/prompt_model.py PromptModel.verbalizer_ids, src/ptune/batch/encoding.py "
-           "Encoder._word_ids)")),
+KNOWN: list[Known] = [
+    # Known(check regex, result regex, cells(family, method, kind) -> bool, reason): an expected failure,
+    # listed with the issue that will fix it. None today.
 ]
 
 

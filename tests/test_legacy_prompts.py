@@ -132,10 +132,23 @@ def test_legacy_header_reads(file):
     assert {k: header["backbone"][k] for k in recorded} == recorded
 
 
+# Trained by 945acf5 on byte-level BPE words glued without their spaces ("UnitedArabEmirates"):
+# issue 12 fixed the encoding, so this file no longer sees the input it was trained on. Its
+# predictions are not expected to stay; loading it must say so (a warning naming the file), never
+# change silently.
+RESPACED = {"conll_deep_top1_tinyllama.safetensors"}
+
+
 @pytest.mark.parametrize("file", sorted(RECORDS))
-def test_legacy_prompt_predicts_identically(file, backbone_of):
+def test_legacy_prompt_predicts_identically(file, backbone_of, caplog):
     record = RECORDS[file]
-    model = ptune.load_prompt(FIXTURES / file, backbone_of(record["backbone"]))
+    with caplog.at_level("WARNING", logger="ptune"):
+        model = ptune.load_prompt(FIXTURES / file, backbone_of(record["backbone"]))
+    warned = [r.getMessage() for r in caplog.records if "older ptune" in r.getMessage()]
+    if file in RESPACED:
+        assert warned and file in warned[0] and "glued pre-split words" in warned[0] and "retrain" in warned[0]
+        return
+    assert not warned, warned
     examples = examples_of(record)
     assert ptune.predict(model, examples) == record["predictions"]
     if "logits" in record:

@@ -7,6 +7,7 @@ place of a good one. Never pickle.
 from __future__ import annotations
 
 import hashlib
+import logging
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,10 +23,14 @@ from ptune.storage.atomic import atomic_write
 from ptune.tasks import KINDS
 from ptune.model.prompt_model import PromptModel
 
+log = logging.getLogger(__name__)
+
 FORMAT = "ptune-prompt"
 VERSION = 1
 HEADER_KEY = "ptune"
 REQUIRED = ("format", "version", "method", "task", "backbone")
+# Files without it were written when word spacing followed "is this a decoder" (see _old_spacing).
+SPACING = "tokenizer"
 
 
 def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric: str,
@@ -44,6 +49,7 @@ def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric:
         "backbone_params": model.backbone.num_parameters(),
         "metrics": metrics or {},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "spacing": SPACING,
     }
     atomic_write(Path(path), lambda tmp: save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)}))
     return header
@@ -151,6 +157,25 @@ def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptMod
                 raise PtuneError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, expected {tuple(params[name].shape)}")
             params[name].copy_(tensor)
     model.header = header
+    if header.get("spacing") != SPACING and (change := _old_spacing(model)):
+        log.warning("%s: written by an older ptune that %s; this version tokenises as the model reads running "
+                    "text, so predictions may differ from when it was trained — retrain it for the corrected "
+                    "input", path, change)
     model.initialised = True
     model.eval()
     return model
+
+
+def _old_spacing(model: PromptModel) -> str | None:
+    """How the word spacing of files written before tokenizer-driven spacing differs for ``model``
+    (None when it does not): pre-split words were glued without spaces, and template, pair and
+    label words got a leading space exactly when the model was a decoder."""
+    separator = model.encoder.spacing.separator
+    if model.kind.word_level and separator == " ":
+        return "glued pre-split words together without their spaces for this tokenizer"
+    old = " " if model.backbone.is_decoder else ""
+    uses_words = (any(part.kind == "words" for part in model.template.parts) or model.config.head == "verbalizer"
+                  or model.template.has_slot("text_pair"))
+    if uses_words and old != separator:
+        return f"spaced template, pair and label words as {'a decoder' if old else 'an encoder'} instead of as this tokenizer does"
+    return None

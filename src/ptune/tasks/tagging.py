@@ -34,13 +34,29 @@ class Tagging(TaskKind):
         return None if example.tags is None else [label_id(model, tag) for tag in example.tags]
 
     def rows(self, outputs: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """outputs: [N, C] over the batch's N labelled words -> one [W_i, C] per example."""
-        return list(outputs.split((batch["word_index"] >= 0).sum(-1).tolist()))
+        """outputs: [N, C] over the batch's N words with a position -> one [W_i, C] per example, each
+        word's row in its place; NaN rows for words without one (no sub-token, cut by max_length)."""
+        placed = batch["word_index"] >= 0
+        counts = placed.sum(-1).tolist()
+        out = []
+        for words, logits, total in zip(batch["word_index"][placed].split(counts), outputs.split(counts),
+                                        batch["num_words"].tolist()):
+            row = logits.new_full((max(total, int(words.max()) + 1 if len(words) else 0), logits.shape[-1]), float("nan"))
+            row[words] = logits
+            out.append(row)
+        return out
 
     def decode_row(self, model, output: torch.Tensor, num_words: int) -> list[str]:
-        """output: [W, C] -> a tag per word; words cut off by max_length get "O"."""
-        tags = [model.labels[i] for i in output.argmax(-1).tolist()]
+        """output: [W, C] -> a tag per word; a word without a row (NaN) gets "O"."""
+        missing = output.isnan().any(-1).tolist()
+        tags = ["O" if gone else model.labels[i] for i, gone in zip(output.nan_to_num(0.0).argmax(-1).tolist(), missing)]
         return tags + ["O"] * (num_words - len(tags))
+
+    def combine(self, members: torch.Tensor, how: str) -> torch.Tensor:
+        """[N, W, C] -> [W, C]; a member without a row for a word (NaN) adds a uniform distribution
+        (no say under "mean"); a word that no member has stays NaN."""
+        combined = super().combine(members.nan_to_num(0.0), how)
+        return combined.masked_fill(members.isnan().any(-1).all(0).unsqueeze(-1), float("nan"))
 
     def gold(self, examples) -> list:
         return [list(e.tags) for e in examples]
