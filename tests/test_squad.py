@@ -260,9 +260,13 @@ def test_answer_at_the_end_of_a_long_context(tokenizer):
 
 
 def test_question_too_long_for_the_window(tokenizer):
+    """Cut to leave stride + 1 context tokens (tests/test_truncation.py checks the warning); refused only
+    where no question fits."""
     example = QAExample("q-long", "why " * 60, "some context", ("some",), (0,), False)
+    features = featurize([example], tokenizer, max_length=64, stride=16)
+    assert features and all(len(f.input_ids) <= 64 for f in features)
     with pytest.raises(PtuneError, match="'q-long'.*raise max_length"):
-        featurize([example], tokenizer, max_length=64, stride=16)
+        featurize([example], tokenizer, max_length=20, stride=16)
 
 
 def spans_fixture() -> tuple[list[QAExample], list[QAFeature]]:

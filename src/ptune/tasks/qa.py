@@ -4,6 +4,7 @@ and span logits -> answer texts cut from the original context by character offse
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -11,10 +12,14 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ptune.batch.encoding import SpecialLayout
+from ptune.batch.spacing import Spacing
 from ptune.data.examples import QAExample
 from ptune.errors import PtuneError
 from ptune.heads.span import SpanHead
 from ptune.tasks.base import TaskKind
+
+log = logging.getLogger(__name__)
 
 NO_ANSWER = 0  # the target position of "no answer in this window": [CLS] (or BOS)
 
@@ -61,28 +66,61 @@ def featurize(
             f"{type(tokenizer).__name__} gives no character offsets — load a fast tokenizer"
             " (AutoTokenizer.from_pretrained(..., use_fast=True)) for question answering"
         )
-    _check_room(examples, tokenizer, max_length, stride)
+    examples = _check_room(examples, tokenizer, max_length, stride)
+    lead = _pair_lead(tokenizer)
     features: list[QAFeature] = []
     for begin in range(0, len(examples), chunk):
-        features.extend(_windows(examples, begin, begin + chunk, tokenizer, max_length, stride, question_first))
+        features.extend(_windows(examples, begin, begin + chunk, tokenizer, max_length, stride, question_first, lead))
     return features
 
 
-def _check_room(examples: Sequence[QAExample], tokenizer, max_length: int, stride: int) -> None:
-    """Refuse settings that leave a question's windows no more than `stride` context tokens
-    (the tokenizer would panic rather than raise)."""
+def _pair_lead(tokenizer) -> str:
+    """What goes before the pair's second text so that its first word reads as after the first text:
+    the learned word separator where the tokenizer puts nothing between the two (byte-level BPE
+    decoders: ``… Ġ? ĠPeter``, not ``… Ġ? Peter``), "" where special tokens separate them."""
+    return "" if SpecialLayout.of(tokenizer).pair_middle else Spacing.of(tokenizer).separator
+
+
+def _after(text: str, lead: str) -> str:
+    return lead + text if lead and text and not text[0].isspace() else text
+
+
+def _check_room(examples: Sequence[QAExample], tokenizer, max_length: int, stride: int) -> list[QAExample]:
+    """`examples` with each question that leaves its windows no more than `stride` context tokens
+    (the tokenizer would panic rather than raise) cut to fit, with a warning; settings where even a
+    one-token question leaves no room are refused."""
     if stride < 0:
         raise PtuneError(f"stride {stride} is negative — pass 0 or more overlapping tokens")
     specials = tokenizer.num_special_tokens_to_add(pair=True)
-    lengths = tokenizer([e.question for e in examples], add_special_tokens=False)["input_ids"]
-    for example, ids in zip(examples, lengths, strict=True):
-        room = max_length - specials - len(ids)
-        if room <= stride:
+    keep = max_length - specials - stride - 1  # the most question tokens that leave stride + 1 context tokens
+    encoded = tokenizer([e.question for e in examples], add_special_tokens=False, return_offsets_mapping=True)
+    out, cuts = list(examples), []
+    for i, (example, ids) in enumerate(zip(examples, encoded["input_ids"], strict=True)):
+        if len(ids) <= keep:
+            continue
+        if keep < 1:
             raise PtuneError(
-                f"question {example.id!r}: its {len(ids)} tokens leave {max(room, 0)} context tokens per"
-                f" window of max_length {max_length}, not more than stride {stride}"
-                " — raise max_length, lower stride or shorten the question"
+                f"question {example.id!r}: max_length {max_length} leaves no room for a question and more than"
+                f" stride {stride} context tokens per window — raise max_length or lower stride"
             )
+        out[i] = replace(example, question=_cut_question(tokenizer, example.question, encoded["offset_mapping"][i], keep))
+        cuts.append(f"{example.id!r} lost {len(ids) - keep}")
+    if cuts:
+        shown = ", ".join(cuts[:5]) + (f" and {len(cuts) - 5} more" if len(cuts) > 5 else "")
+        log.warning("%d question%s too long for max_length=%d with stride %d, cut to %d tokens (%s); raise "
+                    "--max-length to keep them whole", len(cuts), "" if len(cuts) == 1 else "s", max_length,
+                    stride, keep, shown)
+    return out
+
+
+def _cut_question(tokenizer, question: str, offsets, keep: int) -> str:
+    """`question` cut after its `keep`-th token, shorter still if the cut text tokenises longer."""
+    while keep > 0:
+        cut = question[: offsets[keep - 1][1]]
+        if len(tokenizer(cut, add_special_tokens=False)["input_ids"]) <= keep:
+            return cut
+        keep -= 1
+    return ""
 
 
 def _windows(
@@ -93,10 +131,16 @@ def _windows(
     max_length: int,
     stride: int,
     question_first: bool,
+    lead: str = "",
 ) -> list[QAFeature]:
-    """The features of `examples[begin:end]`, tokenised in one call."""
+    """The features of `examples[begin:end]`, tokenised in one call. The second text gets `lead`
+    (`_pair_lead`); a context that got it has its offsets shifted back onto the original context."""
     part = examples[begin:end]
     questions, contexts = [e.question for e in part], [e.context for e in part]
+    if question_first:
+        contexts = [_after(c, lead) for c in contexts]
+    else:
+        questions = [_after(q, lead) for q in questions]
     encoded = tokenizer(
         questions if question_first else contexts,
         contexts if question_first else questions,
@@ -110,8 +154,9 @@ def _windows(
     features = []
     for row, input_ids in enumerate(encoded["input_ids"]):
         index = begin + encoded["overflow_to_sample_mapping"][row]
+        shift = len(contexts[index - begin]) - len(examples[index].context)
         offsets = tuple(
-            (int(span[0]), int(span[1])) if side == context_side else None
+            _shifted(span, shift) if side == context_side else None
             for span, side in zip(encoded["offset_mapping"][row], encoded.sequence_ids(row), strict=True)
         )
         if offsets[NO_ANSWER] is not None:
@@ -123,6 +168,15 @@ def _windows(
         start, stop = answer_tokens(offsets, examples[index])
         features.append(QAFeature(index, tuple(input_ids), tuple(types) if types is not None else None, offsets, start, stop))
     return features
+
+
+def _shifted(span, shift: int) -> Offset | None:
+    """A context token's span in the original context, `shift` leading characters added before it;
+    None for a token of those characters alone."""
+    start, end = int(span[0]), int(span[1])
+    if not shift:
+        return start, end
+    return (max(start - shift, 0), end - shift) if end > shift else None
 
 
 def encode(
@@ -208,7 +262,8 @@ def best_spans(
         if span is None or (allow_impossible and null.get(index, float("-inf")) - span[0] > null_threshold):
             predictions[example.id] = ""
         else:
-            predictions[example.id] = example.context[span[1] : span[2]]
+            # byte-level BPE offsets include the space before a word ("ĠBrussels"): an answer never starts with one
+            predictions[example.id] = example.context[span[1] : span[2]].lstrip()
     return predictions
 
 

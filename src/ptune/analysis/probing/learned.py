@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from ptune.analysis.probing.relations import spacing
 from ptune.errors import PtuneError
 from ptune.model.prompts.init import sampled_vocab
 from ptune.model.prompts.input import ENCODERS, InputPrompt
@@ -94,7 +95,9 @@ def soft_prompt_template(manual: str | None, count: int = 8) -> str:
 
 
 def _words_ids(tokenizer: PreTrainedTokenizerBase, text: str, space: bool) -> list[int]:
-    return tokenizer.encode((" " if space else "") + text, add_special_tokens=False)
+    """``text``'s token ids, no special tokens: after a space (``space``) as a word after text in
+    running text, with the tokenizer's learned spacing; otherwise as the start of a text."""
+    return tokenizer.encode(spacing(tokenizer).text(text, after_text=space), add_special_tokens=False)
 
 
 class ProbePrompt(nn.Module):

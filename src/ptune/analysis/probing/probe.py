@@ -38,8 +38,8 @@ class ProbeResult:
 def fill_template(template: str, subject: str) -> str:
     """The prompt text for ``subject``: ``template`` with its one ``{subject}`` (or ``{}``) slot filled.
 
-    The object is appended after the prompt with a leading space, so the template ends where the
-    object would start, e.g. ``"The capital of {subject} is"``.
+    The object is appended after the prompt as a word after text (``object_token_ids``), so the
+    template ends where the object would start, e.g. ``"The capital of {subject} is"``.
     """
     slots = template.count("{subject}") + template.count("{}")
     if slots != 1:

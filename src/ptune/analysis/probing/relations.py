@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import weakref
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
+from ptune.batch.spacing import Spacing, word_separator
 from ptune.errors import PtuneError
 
 RELATIONS = ("capital-of", "continent-of", "borders")
@@ -162,8 +164,25 @@ def split_facts(facts: Sequence[Fact], *, ratios: tuple[float, float, float] = D
 
 
 def object_token_ids(tokenizer: PreTrainedTokenizerBase, objects: Sequence[str]) -> list[list[int]]:
-    """Token ids of each object as it follows a prompt: with a leading space, no special tokens."""
-    return [tokenizer.encode(" " + obj, add_special_tokens=False) for obj in objects]
+    """Token ids of each object as it follows a prompt, as a word after text in running text (the
+    tokenizer's learned spacing: ``" Paris"`` for byte-level BPE, ``"Paris"`` for SentencePiece,
+    which marks the word itself), no special tokens."""
+    return [list(ids) for ids in spacing(tokenizer).ids(objects, after_text=True)]
+
+
+_SEPARATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def spacing(tokenizer: PreTrainedTokenizerBase) -> Spacing:
+    """The tokenizer's word spacing (``Spacing.of``); its separator is learned once per tokenizer
+    (probing asks per fact). Pre-split words are not tokenised here, so ``pretokenized`` is not probed."""
+    try:
+        separator = _SEPARATORS.get(tokenizer)
+    except TypeError:  # neither weakly referable nor hashable: learn it every time
+        return Spacing.of(tokenizer)
+    if separator is None:
+        separator = _SEPARATORS[tokenizer] = word_separator(tokenizer)
+    return Spacing(tokenizer, separator, pretokenized=False)
 
 
 def single_token(relation: Relation, tokenizer: PreTrainedTokenizerBase) -> Relation:
