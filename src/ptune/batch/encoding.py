@@ -82,6 +82,8 @@ class Feature:
     label: int | list[int] | float | None  # class id, tag ids per word, or a score
     num_words: int = 0
     position_offset: int = 0  # added to position ids (PEFT's prefix-tuning layout)
+    truncated: int = 0  # text / text_pair tokens cut to fit max_length
+    words_cut: int = 0  # tagging: words whose first sub-token was cut (predicted "O")
 
 
 class Encoder:
@@ -142,7 +144,9 @@ class Encoder:
         if not examples:
             return []
         with _collector_paused():
-            return self._encode(examples)
+            features = self._encode(examples)
+        report_truncation(features, self.max_length)
+        return features
 
     def _encode(self, examples: Sequence[TextExample | TaggedExample]) -> list[Feature]:
         if self.words:
@@ -202,12 +206,10 @@ class Encoder:
         budget = self.max_length - fixed
         if budget < 1:
             raise PtuneError(f"template {self.template.source!r} leaves no room for text within max_length={self.max_length}")
-        # Truncate the longer of text / text_pair first.
-        while len(text_ids) + len(pair_ids) > budget:
-            if len(text_ids) >= len(pair_ids):
-                text_ids = text_ids[:-1]
-            else:
-                pair_ids = pair_ids[:-1]
+        keep_text, keep_pair = fit(len(text_ids), len(pair_ids), budget)
+        truncated = len(text_ids) + len(pair_ids) - keep_text - keep_pair
+        words_cut = sum(keep for _, keep in firsts[keep_text:]) if firsts is not None else 0
+        text_ids, pair_ids = text_ids[:keep_text], pair_ids[:keep_pair]
 
         ids: list[int] = []
         prompt_index: list[int] = []
@@ -258,7 +260,47 @@ class Encoder:
         num_words = len(example.tokens) if self.words else 0
         if self.prompts_before_specials:
             types = [0] * len(ids)
-        return Feature(ids, prompt_index, word_index, types, pool, label, num_words, self.position_offset)
+        return Feature(ids, prompt_index, word_index, types, pool, label, num_words, self.position_offset,
+                       truncated, words_cut)
+
+
+def fit(text: int, pair: int, budget: int) -> tuple[int, int]:
+    """How many text and text_pair tokens to keep so that both fit ``budget``: the longer is cut first
+    down to the shorter, then both in turn (text first), as cutting one token at a time would."""
+    if text + pair <= budget:
+        return text, pair
+    short = min(text, pair)
+    if budget >= 2 * short:
+        return (budget - short, pair) if text >= pair else (text, budget - short)
+    return budget // 2, budget - budget // 2
+
+
+def report_truncation(features: Sequence, max_length: int) -> None:
+    """Log once how many features were cut to ``max_length`` and how many tokens (and tagged words) they lost."""
+    cut = [f.truncated for f in features if getattr(f, "truncated", 0)]
+    if not cut:
+        return
+    words = sum(getattr(f, "words_cut", 0) for f in features)
+    log.warning("%d of %d examples were cut to max_length=%d, losing %d tokens (up to %d per example)%s; "
+                "raise --max-length to keep them", len(cut), len(features), max_length, sum(cut), max(cut),
+                f" and {words} words, tagged O" if words else "")
+
+
+def truncation_marks(feature) -> dict[str, int]:
+    """What a prediction record adds for a cut feature: ``"truncated"``, the tokens cut to fit
+    max_length, and for tagging ``"truncated_words"``, the words past the cut (tagged O); {} if uncut."""
+    marks = {}
+    if getattr(feature, "truncated", 0):
+        marks["truncated"] = feature.truncated
+        if feature.words_cut:
+            marks["truncated_words"] = feature.words_cut
+    return marks
+
+
+def truncation_counts(features: Sequence) -> dict[str, int]:
+    """``{"examples": features cut, "tokens": tokens lost}`` over ``features`` (0s for kinds that never cut)."""
+    cut = [getattr(f, "truncated", 0) for f in features]
+    return {"examples": sum(1 for n in cut if n), "tokens": sum(cut)}
 
 
 @contextlib.contextmanager

@@ -29,6 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptune.batch.encoding import truncation_counts
     from ptune.data import check_labels, get_task
     from ptune.data.tasks import FILE_TASKS, Task, check_metric, read_for_task
     from ptune.infer.bank import ensemble_predict
@@ -69,8 +70,11 @@ def run(args: argparse.Namespace) -> int:
     if args.metric:
         check_metric(recorded["kind"], recorded["labels"], metric, examples)
     if len(models) == 1:
-        scores = evaluate(models[0], examples, metric, batch_size=args.batch_size, progress=not args.quiet)
-        print_json({"prompt": paths[0], "data": source, "examples": len(examples), **scores})
+        features = models[0].encode(examples)
+        scores = evaluate(models[0], examples, metric, batch_size=args.batch_size, progress=not args.quiet,
+                          features=features)
+        print_json({"prompt": paths[0], "data": source, "examples": len(examples), **scores,
+                    "truncated": truncation_counts(features)})
         return 0
     combined = score(metric, kind.gold(examples), ensemble_predict(models, examples, combine=args.combine,
                                                                      batch_size=args.batch_size))

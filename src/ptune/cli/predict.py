@@ -28,12 +28,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ptune.batch.encoding import truncation_marks
     from ptune.infer.predict import predict
 
     model = load_prompt_and_backbone(args)
     examples = read_inputs(args, model.kind)
-    for example, prediction in zip(examples, predict(model, examples, batch_size=args.batch_size)):
-        print_line(model.kind.record(example, prediction))
+    features = model.encode(examples)
+    predictions = predict(model, examples, batch_size=args.batch_size, features=features)
+    # One feature per example except QA (windows over the context, which is never cut).
+    marks = features if len(features) == len(examples) else [None] * len(examples)
+    for example, prediction, feature in zip(examples, predictions, marks):
+        print_line({**model.kind.record(example, prediction), **truncation_marks(feature)})
     return 0
 
 

@@ -167,6 +167,7 @@ def _continue_from(model, path: Path) -> None:
 
 def _finish(args, model, task, result, out_dir: Path) -> int:
     """Score the test split, write results.json and print it."""
+    from ptune.batch.encoding import truncation_counts
     from ptune.infer.predict import evaluate
 
     if not result.is_main:  # another process of `accelerate launch`: the main one reports
@@ -177,8 +178,12 @@ def _finish(args, model, task, result, out_dir: Path) -> int:
                "prompt": str(result.prompt_path), "trainable_params": model.num_trainable(),
                "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters(),
                "processes": len(result.process_digests), "prompt_sha256_per_process": result.process_digests}
+    truncated = dict(result.truncated)
     if task.test:
-        summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet)
+        features = model.encode(task.test)
+        summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet, features=features)
+        truncated["test"] = truncation_counts(features)
+    summary["truncated"] = truncated  # per split: examples cut to max_length, tokens lost
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_json(summary)
     return 0

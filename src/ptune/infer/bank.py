@@ -121,9 +121,14 @@ class PromptBank(nn.Module):
                   for name, _, outputs, sub in self.task_outputs(batch)]
         return torch.stack(losses).mean()
 
-    @torch.no_grad()
     def predict(self, items: Sequence[tuple[str, object]], *, batch_size: int = 64) -> list:
         """Predictions for (task name, example) pairs, batched across tasks."""
+        return [prediction for prediction, _ in self.predict_features(items, batch_size=batch_size)]
+
+    @torch.no_grad()
+    def predict_features(self, items: Sequence[tuple[str, object]], *, batch_size: int = 64) -> list[tuple]:
+        """(prediction, feature) for (task name, example) pairs, batched across tasks; the feature
+        tells what was cut to fit max_length (``Feature.truncated``)."""
         self.eval()
         out = []
         for start in range(0, len(items), batch_size):
@@ -131,7 +136,7 @@ class PromptBank(nn.Module):
             encoded = self.encode(chunk)
             for (name, example), (_, feature), output in zip(chunk, encoded, self(self.collate(encoded))):
                 model = self.models[name]
-                out.append(model.kind.decode_row(model, output, feature.num_words))
+                out.append((model.kind.decode_row(model, output, feature.num_words), feature))
         return out
 
 

@@ -38,7 +38,8 @@ def predict(model: PromptModel, examples: Sequence, *, batch_size: int = 64, pro
 
 
 def evaluate(model: PromptModel, examples: Sequence, metric: str | None = None, *, batch_size: int = 64,
-             progress: bool = False) -> dict[str, float]:
-    """Score predictions on labelled ``examples`` with ``metric`` (default: the model's)."""
-    predicted = predict(model, examples, batch_size=batch_size, progress=progress)
+             progress: bool = False, features: Sequence | None = None) -> dict[str, float]:
+    """Score predictions on labelled ``examples`` with ``metric`` (default: the model's).
+    ``features``: ``model.encode(examples)`` when already made."""
+    predicted = predict(model, examples, batch_size=batch_size, progress=progress, features=features)
     return score(metric or model.metric, model.kind.gold(examples), predicted)

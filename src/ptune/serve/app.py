@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ptune.batch.encoding import truncation_marks
 from ptune.model.backbones import Backbone
 from ptune.storage.prompt_files import load_prompt
 from ptune.errors import PtuneError
@@ -158,7 +159,7 @@ class Batcher:
     def _predict(self, items: list[tuple[str, Any]]) -> list:
         self.batches += 1
         bank = self.registry.bank
-        return bank.predict(items, batch_size=max(self.limits.max_batch, len(items)))
+        return bank.predict_features(items, batch_size=max(self.limits.max_batch, len(items)))
 
 
 def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = None) -> FastAPI:
@@ -224,11 +225,11 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
             raise ClientError(404, f"unknown task(s) {', '.join(map(repr, missing))}; GET /tasks lists the loaded ones")
         items = [(task, _example(registry.models[task], text)) for task, text in pairs]
         try:
-            labels = await batcher.submit(items)
+            results = await batcher.submit(items)
         except PtuneError as error:
             raise ClientError(422, str(error)) from error
-        return {"predictions": [_record(registry.models[task], example, label)
-                                for (task, example), label in zip(items, labels)]}
+        return {"predictions": [{**_record(registry.models[task], example, label), **truncation_marks(feature)}
+                                for (task, example), (label, feature) in zip(items, results)]}
 
     return app
 

@@ -22,7 +22,7 @@ from ptune.storage.atomic import atomic_write
 from ptune.storage.prompt_files import save_prompt
 from ptune.config import TrainConfig  # defined there so the CLI can build its options without torch
 from ptune.data.tasks import Task
-from ptune.batch.encoding import batches
+from ptune.batch.encoding import batches, truncation_counts
 from ptune.errors import PtuneError
 from ptune.infer.predict import predict
 from ptune.tasks.metrics import MAIN_KEY, score
@@ -43,6 +43,7 @@ class TrainResult:
     seconds: float
     is_main: bool = True  # False in the other processes of a distributed run (they write nothing)
     process_digests: list[str] = field(default_factory=list)  # each process's final prompt hash
+    truncated: dict[str, dict[str, int]] = field(default_factory=dict)  # per split: examples cut, tokens lost
 
 
 def seed_everything(seed: int) -> None:
@@ -163,7 +164,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         plot_curve(progress.history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
         (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the prompt file is the result
     return TrainResult(selection.epoch, selection.dev, progress.history, prompt_path, time.perf_counter() - started,
-                       is_main=processes.is_main, process_digests=digests)
+                       is_main=processes.is_main, process_digests=digests,
+                       truncated={"train": truncation_counts(train_features), "dev": truncation_counts(dev_features)})
 
 
 def bottom_cache(model: PromptModel, cache_mb: int) -> BottomCache | None:
