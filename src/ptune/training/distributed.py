@@ -71,6 +71,13 @@ class Processes:
         mine = list(items[self.rank :: self.count])
         return interleave(gather_object([predict(mine) if mine else []]))
 
+    def close(self) -> None:
+        """Leave the process group once every process is done (an undestroyed gloo group can abort
+        the process at exit: "terminate called without an active exception")."""
+        if self.accelerator and torch.distributed.is_initialized():
+            self.accelerator.wait_for_everyone()
+            torch.distributed.destroy_process_group()
+
     def prompt_digests(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Each process's hash of its trained tensors; they must all be equal."""
         digest = tensors_digest(state)

@@ -156,6 +156,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         model.load_state_dict(selection.state, strict=False)
     model.eval()
     digests = processes.prompt_digests(model.trainable_state())
+    processes.close()
     prompt_path = None
     if writes:
         prompt_path = out / "prompt.safetensors"
