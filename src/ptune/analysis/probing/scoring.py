@@ -92,7 +92,7 @@ def score_candidates(model: PreTrainedModel, head_weight: torch.Tensor, prompt: 
     """
     embeds = prompt_embeddings(model, prompt)
     out = model(inputs_embeds=embeds, use_cache=True)
-    layers = _cache_layers(out.past_key_values)
+    layers = _cache_layers(out.cache if getattr(out, "cache", None) is not None else out.past_key_values)
     length = embeds.shape[1]
     ids, mask = (t.to(embeds.device) for t in pad_candidates(candidate_ids))
     scores = (out.last_hidden_state[0, -1] @ head_weight.T).log_softmax(-1)[ids[:, 0]]
@@ -101,8 +101,8 @@ def score_candidates(model: PreTrainedModel, head_weight: torch.Tensor, prompt: 
         width = len(candidate_ids[chunk[-1]])
         chunk_ids, chunk_mask = ids[rows, :width], mask[rows, :width]
         attention = torch.cat([chunk_mask.new_ones(len(chunk), length), chunk_mask[:, :-1]], dim=1).long()
-        hidden = model(input_ids=chunk_ids[:, :-1], attention_mask=attention, use_cache=True,
-                       past_key_values=_repeated_cache(layers, len(chunk), model.config)).last_hidden_state
+        cache = {_cache_argument(model): _repeated_cache(layers, len(chunk), model.config)}
+        hidden = model(input_ids=chunk_ids[:, :-1], attention_mask=attention, use_cache=True, **cache).last_hidden_state
         rest = summed_log_probs(hidden, head_weight, chunk_ids[:, 1:], chunk_mask[:, 1:])
         scores = scores.index_add(0, rows, rest)
     return scores
@@ -130,3 +130,11 @@ def score_candidates_uncached(model: PreTrainedModel, head_weight: torch.Tensor,
         # Positions T-1 .. T+L-2 predict candidate tokens 1 .. L.
         scores = scores.index_add(0, rows, summed_log_probs(hidden[:, length - 1:-1], head_weight, chunk_ids, chunk_mask))
     return scores
+
+
+def _cache_argument(model) -> str:
+    """``cache`` (transformers 5.24 on; ``past_key_values`` is deprecated there and goes in 5.40), or
+    ``past_key_values`` for a model whose forward does not take ``cache`` yet."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
