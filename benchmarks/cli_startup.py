@@ -13,7 +13,6 @@ Wall seconds per run and peak RSS (os.wait4) are recorded; one unrecorded warm-u
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import os
 import platform
@@ -28,7 +27,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, write_section  # noqa: E402
+from report import ROOT, cpu_name, save, versions, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "cli_startup.json"
 GOAL_S = 0.5
@@ -95,24 +94,6 @@ def measure(trees: dict[str, Path], runs: int) -> dict:
     return out
 
 
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "rich"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "?"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
-
-
 def render(r: dict) -> str:
     lines = [
         "## CLI startup: `--help` without torch",
@@ -158,13 +139,11 @@ def main() -> None:
         "command": shlex.join(["python", "benchmarks/cli_startup.py", *sys.argv[1:]]),
         "entry": f"python -c '{ENTRY}' ARGS",
         "machine": f"{platform.machine()}, {cpu_name()}, {os.cpu_count()} CPUs, {platform.platform()}",
-        "date": date.today().isoformat(), "versions": versions(), "runs": args.runs, "goal_s": GOAL_S,
+        "date": date.today().isoformat(), "versions": versions("torch", "transformers", "rich"), "runs": args.runs, "goal_s": GOAL_S,
         "before": {"source": f"git {args.before_ref} (src/ptune/cli.py)", "results": results["before"]},
         "after": {"source": args.after_label, "results": results["after"]},
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    write_section("cli_startup", render(record))
+    save(RESULTS, record, "cli_startup", render(record))
     print(render(record))
 
 

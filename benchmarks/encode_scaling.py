@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import ROOT, write_section  # noqa: E402
+from report import ROOT, save, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "encode_scaling.json"
 GOAL = 1.2
@@ -111,9 +111,7 @@ def main() -> None:
         "goal_ratio": GOAL,
         "datasets": datasets,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    write_section("encode_scaling", render(record))
+    save(RESULTS, record, "encode_scaling", render(record))
     print(render(record))
 
 

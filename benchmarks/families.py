@@ -10,7 +10,6 @@ header, then one record per cell) and renders docs/FAMILIES.md from it.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
 import platform
 import subprocess
@@ -22,21 +21,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from report import cpu_name, versions  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "families.json"
 DOC = ROOT / "docs" / "FAMILIES.md"
 COLUMNS = {"prompt": "prompt", "ptuning": "ptuning", "deep": "deep (all)", "deep:top1": "deep (top:1)",
            "finetune": "finetune"}
 KIND_LETTER = {"classification": "C", "tagging": "T", "regression": "R", "qa": "Q", "verbalizer": "V"}
-
-
-def versions() -> dict:
-    found = {"python": platform.python_version()}
-    for name in ("torch", "transformers", "tokenizers", "ptune"):
-        try:
-            found[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def source() -> dict:
@@ -46,14 +37,6 @@ def source() -> dict:
 
     return {"commit": git("rev-parse", "--short", "HEAD").strip(),
             "modified": [line[3:] for line in git("status", "--porcelain", "src").splitlines() if line.strip()]}
-
-
-def cpu_name() -> str:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return platform.processor() or "?"
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
 
 
 def run(names: list[str]) -> dict:
@@ -82,7 +65,7 @@ def run(names: list[str]) -> dict:
                                                       f" --families {','.join(names)}"),
         "machine": f"{platform.machine()}, {cpu_name()}, torch threads 1, {platform.platform()}",
         "date": date.today().isoformat(),
-        "versions": versions(),
+        "versions": versions("torch", "transformers", "tokenizers", "ptune"),
         "source": source(),
         "seconds": round(time.perf_counter() - begun, 1),
         "families": {name: {"tokenizer_kind": spec.tokenizer_kind, "decoder": spec.decoder, "note": spec.note,

@@ -28,7 +28,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import ROOT, write_section
+from report import ROOT, save, write_section
 
 RESULTS = ROOT / "benchmarks" / "results" / "regression.json"
 ARCHIVE = ROOT / ".cache" / "data" / "vaderSentiment-3.3.2.tar.gz"
@@ -314,9 +314,7 @@ def main() -> None:
         print(json.dumps(record["runs"][-1]), flush=True)
     record["summary"] = summarise(record["runs"])
     compare(record, splits)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    write_section("regression", render(record))
+    save(RESULTS, record, "regression", render(record))
     print(render(record))
 
 

@@ -1,7 +1,11 @@
-"""Shared by the benchmark scripts: write one marked section of docs/RESULTS.md."""
+"""Shared by the benchmark scripts: the machine and library versions a record names, writing a
+results JSON, and one marked section of docs/RESULTS.md."""
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
+import platform
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,3 +24,30 @@ def write_section(key: str, markdown: str) -> None:
         text = text.rstrip() + "\n\n" + block
     REPORT.parent.mkdir(parents=True, exist_ok=True)
     REPORT.write_text(text)
+
+
+def versions(*packages: str) -> dict:
+    """Python's version and each installed package's (None where it is not installed)."""
+    found = {"python": platform.python_version()}
+    for name in packages:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "?"
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
+
+
+def save(path: Path, record: dict, key: str, markdown: str) -> None:
+    """Write ``record`` as JSON to ``path`` and ``markdown`` as section ``key`` of docs/RESULTS.md."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_section(key, markdown)
