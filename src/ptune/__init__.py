@@ -16,8 +16,9 @@ torch or transformers.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ptune.lazy import exports
 
 __version__ = "0.1.0"
 
@@ -61,13 +62,4 @@ if TYPE_CHECKING:
     from ptune.training.loop import train
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'ptune' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = exports("ptune", _HOMES, globals())

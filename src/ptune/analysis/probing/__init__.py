@@ -7,8 +7,9 @@ Names load on first use, so ``ptune --help`` (which registers ``probe`` from ``.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ptune.lazy import exports
 
 # public name -> the module that defines it
 _HOMES = {
@@ -37,13 +38,4 @@ if TYPE_CHECKING:
     from ptune.analysis.probing.training import ProbeHistory, ProbeTrainConfig, train_probe
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _HOMES:
-        raise AttributeError(f"module 'ptune.analysis.probing' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_HOMES[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_HOMES))
+__getattr__, __dir__ = exports("ptune.analysis.probing", _HOMES, globals())
