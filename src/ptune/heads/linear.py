@@ -53,22 +53,15 @@ class TokenHead(nn.Module):
         return batch["tags"][rows, batch["word_index"][batch["word_index"] >= 0]]
 
 
-class RegressionHead(nn.Module):
-    """Linear layer from one pooled token per example to a single score (STS-B style regression)."""
-
+class RegressionHead(ClassificationHead):
+    """The classification head with one output: a score per example (STS-B style regression)."""
 
     def __init__(self, hidden: int, dropout: float = 0.1):
-        super().__init__()
-        self.dropout = nn.Dropout(dropout)
-        self.linear = nn.Linear(hidden, 1)
-
-    def reset_parameters(self) -> None:
-        self.linear.reset_parameters()
+        super().__init__(hidden, 1, dropout)
 
     def forward(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """hidden: [B, T, H] -> scores [B]."""
-        pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), batch["pool_index"]]
-        return self.linear(self.dropout(pooled)).squeeze(-1)
+        return super().forward(hidden, batch).squeeze(-1)
 
     @staticmethod
     def targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
