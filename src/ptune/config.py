@@ -12,6 +12,8 @@ METHODS = ("prompt", "ptuning", "deep", "finetune")
 INITS = ("random", "vocab", "labels")
 ENCODERS = ("lstm", "mlp", "none")
 HEADS = ("linear", "verbalizer")
+POOLS = ("first", "pooler")
+PREFIX_DROPOUTS = ("batch", "example")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "constant")
 
 # Prompt methods need far higher learning rates than fine-tuning (Lester: 0.3 with Adafactor;
@@ -91,6 +93,21 @@ class MethodConfig:
     peft_layout: bool = field(default=False, metadata={
         "help": "lay prompts out as Hugging Face PEFT does (input prompts before [CLS]; deep-prompt positions "
                 "shifted by the prefix length), so `ptune export --peft` gives identical predictions"})
+    # Choices where ptune's defaults differ from the papers' reference code; each default was decided by a
+    # measured comparison (docs/RESULTS.md, "Deviations from the reference code").
+    prefix_std: float = field(default=0.02, metadata={
+        "help": "deep: standard deviation of the prefixes' normal init (P-tuning v2's and PEFT's code: 1.0, "
+                "nn.Embedding's default)"})
+    prefix_dropout: Literal["batch", "example"] = field(default="batch", metadata={
+        "help": "deep: one dropout mask on the prefix per batch, or one per example as P-tuning v2's code draws it",
+        "choices": PREFIX_DROPOUTS})
+    backbone_dropout: bool = field(default=False, metadata={
+        "help": "train with the frozen backbone's own dropout on (P-tuning v2's code and the Trainer do); off runs "
+                "it as at inference"})
+    pool: Literal["first", "pooler"] = field(default="first", metadata={
+        "help": "classification and regression: the linear head reads the pooled token's hidden state (first), or "
+                "that state through the backbone's own pooler (dense + tanh, as BERT-style classifiers and P-tuning "
+                "v2's code do)", "choices": POOLS})
 
     def __post_init__(self) -> None:
         check_types(self, "method option")
@@ -115,6 +132,14 @@ class MethodConfig:
             if self.head != "verbalizer":
                 raise PtuneError("--verbalizer gives label words for --head verbalizer; add --head verbalizer or drop it")
             parse_verbalizer(self.verbalizer)
+        if self.prefix_std <= 0:
+            raise PtuneError(f"prefix_std must be positive, got {self.prefix_std}")
+        if self.prefix_dropout not in PREFIX_DROPOUTS:
+            raise PtuneError(f"prefix_dropout {self.prefix_dropout!r} unknown: use batch or example")
+        if self.pool not in POOLS:
+            raise PtuneError(f"pool {self.pool!r} unknown: use first or pooler")
+        if self.backbone_dropout and (self.method == "finetune" or self.tune_backbone):
+            raise PtuneError("backbone_dropout is for a frozen backbone; a tuned one always trains with its dropout on")
         if self.tune_backbone and self.method != "ptuning":
             raise PtuneError("tune_backbone applies to ptuning only (finetune already tunes the backbone)")
 

@@ -104,7 +104,7 @@ class PromptBank(nn.Module):
             rows = (task_index == i).nonzero(as_tuple=True)[0]
             if len(rows):
                 sub = {key: value[rows] for key, value in batch.items()}
-                yield name, rows, self.models[name].head(hidden[rows], sub), sub
+                yield name, rows, self.models[name].readout(hidden[rows], sub), sub
 
     def forward(self, batch: dict[str, torch.Tensor]) -> list:
         """Per-example head outputs, cut by each task's kind: [C] logits (classification), [W, C]

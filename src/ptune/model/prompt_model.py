@@ -63,18 +63,36 @@ class PromptModel(nn.Module):
                                          encoder=config.encoder if config.method == "ptuning" else "none")
                              if config.has_input_prompt and self.template.num_prompts else None)
         self.deep_prompt = (DeepPrompt(config.length, parse_layers(config.layers, backbone.num_layers), backbone.kv_heads,
-                                       backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden)
+                                       backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden,
+                                       std=config.prefix_std, per_example_dropout=config.prefix_dropout == "example")
                             if config.method == "deep" else None)
         self.kind.check(self)
         if self.deep_prompt is not None and (problem := backbone.prefix_problem()):
             raise PtuneError(f"backbone {backbone.name!r} ({backbone.config.model_type}): deep prompts cannot reach its "
                              f"attention layers ({problem}); use --method prompt or ptuning")
+        if config.pool == "pooler":
+            self._check_pooler()
         self.initialised = False  # set by initialise() or by loading trained tensors
         self.head = (VerbalizerHead(backbone.lm_head, self.verbalizer_ids()) if config.head == "verbalizer"
                      else self.kind.head(self))
         if config.method == "finetune" or config.tune_backbone:
             # A private, trainable copy: the shared backbone stays frozen for every other task.
             self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True)
+
+    def _check_pooler(self) -> None:
+        if self.kind.name not in ("classification", "regression") or self.config.head != "linear":
+            raise PtuneError(f"--pool pooler feeds a linear head on one pooled token (classification, regression), "
+                             f"not {self.kind.name} with head {self.config.head}; use --pool first")
+        if not isinstance(getattr(self.backbone.model, "pooler", None), nn.Module):
+            raise PtuneError(f"backbone {self.backbone.name!r} ({self.backbone.config.model_type}) has no pooler "
+                             "(or loaded without one); use --pool first")
+
+    def train(self, mode: bool = True) -> "PromptModel":
+        """Also switches the shared frozen backbone's dropout on for training with ``backbone_dropout``."""
+        super().train(mode)
+        if self.config.backbone_dropout:
+            self.backbone.model.train(mode)
+        return self
 
     @classmethod
     def for_task(cls, backbone: Backbone, task, config: MethodConfig | None = None) -> "PromptModel":
@@ -215,7 +233,16 @@ class PromptModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]):
         """The head's outputs: logits [B, C] (classification), [N, C] over the batch's N words
         (tagging), start and end logits [B, T] (qa), scores [B] (regression)."""
-        return self.head(self.hidden_states(batch), batch)
+        return self.readout(self.hidden_states(batch), batch)
+
+    def readout(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]):
+        """The head on final hidden states [B, T, H]; with ``pool: pooler`` the pooled token's state
+        first goes through the backbone's pooler (dense + tanh)."""
+        if self.config.pool == "pooler":
+            rows, index = torch.arange(hidden.shape[0], device=hidden.device), batch["pool_index"]
+            hidden = hidden.clone()
+            hidden[rows, index] = self.transformer.pooler(hidden[rows, index].unsqueeze(1))
+        return self.head(hidden, batch)
 
     def loss(self, batch: dict[str, torch.Tensor], forward: nn.Module | None = None) -> torch.Tensor:
         """The kind's loss of ``forward(batch)`` (this model, or a DDP wrapper around it)."""

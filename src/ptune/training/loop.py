@@ -174,6 +174,9 @@ def bottom_cache(model: PromptModel, cache_mb: int) -> BottomCache | None:
     start = model.first_prompted_layer
     if not cache_mb or start == 0:
         return None
+    if model.config.backbone_dropout:
+        log.info("layers 0-%d are not cached: with backbone_dropout their outputs change every step", start - 1)
+        return None
     log.info("layers 0-%d carry no prompt: their outputs are cached (up to %d MB)", start - 1, cache_mb)
     return BottomCache(layer_list(model.transformer, model.backbone.num_layers), start, limit_bytes=cache_mb << 20)
 

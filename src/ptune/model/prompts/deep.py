@@ -40,21 +40,24 @@ class DeepPrompt(nn.Module):
 
     def __init__(self, length: int, layers: list[int], kv_heads: int, head_dim: int, hidden: int, *,
                  reparam: bool = False, reparam_hidden: int = 512, dropout: float = 0.1,
-                 init: torch.Tensor | None = None):
+                 init: torch.Tensor | None = None, std: float = 0.02, per_example_dropout: bool = False):
+        """``std``: of the normal init; ``per_example_dropout``: each example of a batch gets its own
+        dropout mask on the prefix (P-tuning v2's code) instead of one mask for the batch."""
         super().__init__()
+        self.std, self.per_example_dropout = std, per_example_dropout
         self.length, self.layers, self.kv_heads, self.head_dim = length, list(layers), kv_heads, head_dim
         self.reparam = reparam
         width = len(layers) * 2 * kv_heads * head_dim
         if reparam:
-            self.embedding = nn.Parameter(torch.randn(length, hidden) * 0.02 if init is None else init.clone())
+            self.embedding = nn.Parameter(torch.randn(length, hidden) * std if init is None else init.clone())
             self.mlp = nn.Sequential(nn.Linear(hidden, reparam_hidden), nn.Tanh(), nn.Linear(reparam_hidden, width))
         else:
-            self.prefix = nn.Parameter(torch.randn(length, width) * 0.02 if init is None else init.clone())
+            self.prefix = nn.Parameter(torch.randn(length, width) * std if init is None else init.clone())
         self.dropout = nn.Dropout(dropout)
 
     def reset_parameters(self) -> None:
         with torch.no_grad():
-            (self.embedding if self.reparam else self.prefix).normal_(0.0, 0.02)
+            (self.embedding if self.reparam else self.prefix).normal_(0.0, self.std)
 
     def flat(self) -> torch.Tensor:
         """Returns [P, n_layers * 2 * kvH * D]."""
@@ -62,7 +65,13 @@ class DeepPrompt(nn.Module):
 
     def forward(self, batch_size: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """Returns {layer: (keys, values)}, each [B, kvH, P, D]."""
-        prefix = self.dropout(self.flat())
+        flat = self.flat()
+        if self.per_example_dropout and self.training:
+            prefix = self.dropout(flat.expand(batch_size, -1, -1))
+            prefix = prefix.view(batch_size, self.length, len(self.layers), 2, self.kv_heads, self.head_dim)
+            prefix = prefix.permute(2, 3, 0, 4, 1, 5)  # [layers, 2, B, kvH, P, D]
+            return {layer: (prefix[i, 0], prefix[i, 1]) for i, layer in enumerate(self.layers)}
+        prefix = self.dropout(flat)
         prefix = prefix.view(self.length, len(self.layers), 2, self.kv_heads, self.head_dim)
         prefix = prefix.permute(1, 2, 3, 0, 4)  # [layers, 2, kvH, P, D]
         return {
