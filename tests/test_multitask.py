@@ -50,6 +50,9 @@ def test_cli_multitask_then_continue_one_task(tmp_path, capsys, minilm):
                  "--max-steps", "2", "--epochs", "1", "--train-limit", "32", "--eval-limit", "16", "--out", str(out)]) == 0
     summary = json.loads((out / "results.json").read_text())
     assert set(summary["per_task"]) == {"conll2003", "rotten_tomatoes"}
+    for result in summary["per_task"].values():  # what was cut to max_length, per split
+        assert set(result["truncated"]) == {"train", "dev", "test"}
+    assert summary["per_task"]["conll2003"]["truncated"]["test"]["examples"] >= 1  # one test sentence is too long
     shared = load_prompt(out / "rotten_tomatoes.safetensors", minilm).input_prompt.embedding.detach().clone()
     cont = tmp_path / "cont"
     assert main(["-q", "train", "--task", "rotten_tomatoes", "--method", "prompt", "--length", "4", "--init-from",
@@ -61,3 +64,16 @@ def test_cli_multitask_then_continue_one_task(tmp_path, capsys, minilm):
     assert main(["train", "--task", "conll2003", "--method", "prompt", "--init-from",
                  str(out / "rotten_tomatoes.safetensors")]) == 2
     assert "cannot start" in capsys.readouterr().err
+
+
+def test_multitask_counts_truncation_per_task(minilm):
+    tasks = [small("conll2003", 32), small("rotten_tomatoes", 32)]
+    bank = shared_prompt_bank(minilm, tasks, MethodConfig(method="deep", length=4, max_length=12))
+    results = train_multitask(bank, tasks, TrainConfig(epochs=1, max_steps=1, batch_size=16, progress=False))
+    for task in tasks:
+        features = bank.models[task.name].encode(task.train)
+        expected = sum(1 for f in features if f.truncated)
+        assert expected > 0
+        assert results[task.name].truncated["train"]["examples"] == expected
+        assert results[task.name].truncated["dev"]["examples"] == sum(
+            1 for f in bank.models[task.name].encode(task.dev) if f.truncated)

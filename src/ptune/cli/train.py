@@ -218,6 +218,7 @@ def _resume(args: argparse.Namespace) -> int:
 
 def _multitask(args, names, method, train_config, config_file) -> int:
     """``ptune train --task A B ...``: one shared prompt, a head per task."""
+    from ptune.batch.encoding import truncation_counts
     from ptune.data import get_task
     from ptune.infer.predict import evaluate
     from ptune.model.backbones import load_backbone
@@ -235,9 +236,14 @@ def _multitask(args, names, method, train_config, config_file) -> int:
     summary = {"tasks": names, "method": method.method, "backbone": backbone.name, "per_task": {}}
     for task in tasks:
         model, result = bank.models[task.name], results[task.name]
+        truncated, test = dict(result.truncated), None
+        if task.test:
+            features = model.encode(task.test)
+            test = evaluate(model, task.test, task.metric, progress=not args.quiet, features=features)
+            truncated["test"] = truncation_counts(features)
         summary["per_task"][task.name] = {
-            "dev": result.dev, "prompt": str(result.prompt_path), "best_epoch": result.best_epoch,
-            "test": evaluate(model, task.test, task.metric) if task.test else None,
+            "dev": result.dev, "prompt": str(result.prompt_path), "best_epoch": result.best_epoch, "test": test,
+            "truncated": truncated,  # per split: examples cut to max_length, tokens lost
         }
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_json(summary)

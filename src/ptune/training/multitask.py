@@ -18,7 +18,7 @@ from ptune.model.backbones import Backbone
 from ptune.storage.prompt_files import save_prompt
 from ptune.config import MethodConfig, TrainConfig
 from ptune.data.tasks import Task
-from ptune.batch.encoding import batches
+from ptune.batch.encoding import batches, truncation_counts
 from ptune.errors import PtuneError
 from ptune.infer.predict import predict
 from ptune.tasks.metrics import MAIN_KEY, score
@@ -116,7 +116,7 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
         bank.load_state_dict(selection.state)
     bank.eval()
     results = {}
-    for task in tasks:
+    for index, task in enumerate(tasks):
         model = bank.models[task.name]
         path = None
         if out:
@@ -125,8 +125,10 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
             save_prompt(path, model, task_name=task.name, metric=task.metric,
                         metrics={f"dev_{k}": v for k, v in dev_scores.items()} | {"best_epoch": selection.epoch,
                                                                                   "multitask": bank.names})
+        cut = {"train": truncation_counts([f for i, f in train_items if i == index]),
+               "dev": truncation_counts(dev[task.name][1])}
         results[task.name] = TrainResult(selection.epoch, selection.dev.get(task.name, {}), history, path,
-                                         time.perf_counter() - started)
+                                         time.perf_counter() - started, truncated=cut)
     if out:
         plot_curve(history, out / "curve.png", metric="mean", title=f"multi-task · {first.config.method}")
     return results
