@@ -23,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, write_section  # noqa: E402
+from report import ROOT, cpu_name, versions, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "core.json"
 
@@ -69,7 +69,16 @@ def run_one(task: str, method: str, extra: list[str]) -> dict:
         "total_seconds": round(seconds, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "command": "ptune " + shlex.join(args[1:]).replace(str(out), "OUT"),
+        "date": date.today().isoformat(),
+        "versions": versions("torch", "transformers"),
+        "cpu": cpu_name(),
     }
+
+
+def dates(records: list[dict]) -> str:
+    """The day the runs were made, or the first and last day when they span several."""
+    days = sorted({r.get("date", "2026-11-22") for r in records})  # records before this field: 2026-11-22
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]} (each run's date is in core.json)"
 
 
 def write_report(records: list[dict], command: str) -> None:
@@ -80,7 +89,7 @@ def write_report(records: list[dict], command: str) -> None:
         "## Core comparison (issue: ptune core)",
         "",
         f"Command: `{command}` · machine: {platform.machine()}, 2 CPU threads, {platform.python_version()} · "
-        f"date: {date.today().isoformat()} · backbone: minilm (all-MiniLM-L6-v2, 22.7M parameters, frozen except finetune).",
+        f"date: {dates(records)} · backbone: minilm (all-MiniLM-L6-v2, 22.7M parameters, frozen except finetune).",
         "Test-set scores of the epoch chosen on dev; nothing tuned on test. Train times include per-epoch dev "
         "evaluation and were taken while other work shared the same 2 cores: read them as upper bounds.",
         "",
