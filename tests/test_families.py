@@ -75,3 +75,51 @@ def test_tokenizer_is_the_familys_own(zoo, name):
                 # backend (from tokenizer.json), whatever tokenizer_class the checkpoint names
                 "mistral": "TokenizersBackend", "phi3": "TokenizersBackend", "modernbert": "TokenizersBackend"}
     assert type(tokenizer).__name__ == expected[name]
+
+
+@pytest.mark.parametrize("name", sorted(FAMILIES))
+def test_reference_code_options(zoo, name):
+    """The reference code's choices (docs/RESULTS.md, "Deviations") on every family: --pool pooler runs
+    through the family's own pooler or is refused when the model is built; --backbone-dropout and
+    per-example prefix dropout train a step and leave the shared backbone in eval mode."""
+    import torch
+
+    from families import examples
+    from ptune.batch.encoding import collate
+    from ptune.config import MethodConfig
+    from ptune.errors import PtuneError
+    from ptune.model.prompt_model import PromptModel, backbone_pooler
+
+    backbone = zoo.backbone(name)
+    items = examples("classification")
+    pooler = backbone_pooler(backbone.model)
+    try:
+        pooled = PromptModel(backbone, MethodConfig(method="prompt", pool="pooler"), ["negative", "positive"])
+    except PtuneError as error:
+        assert pooler is None and "has no pooler" in str(error) and "\n" not in str(error)
+    else:
+        assert pooler is not None
+        pooled.initialise(seed=0)
+        first = PromptModel(backbone, MethodConfig(method="prompt"), ["negative", "positive"])
+        first.load_state_dict(pooled.state_dict())
+        batch = collate(pooled.encode(items), pad_id=pooled.encoder.pad_id, left_pad=pooled.encoder.decoder)
+        with torch.no_grad():
+            hidden = pooled.eval().hidden_states(batch)
+            states = hidden[torch.arange(len(items)), batch["pool_index"]]
+            torch.testing.assert_close(pooled(batch), pooled.head.linear(pooler(states)))
+            assert not torch.allclose(first.eval()(batch), pooled(batch))
+
+    options = dict(method="deep", backbone_dropout=True, prefix_dropout="example", prefix_std=1.0)
+    try:
+        model = PromptModel(backbone, MethodConfig(**options), ["negative", "positive"])
+    except PtuneError as error:  # deep prompts refused on this family (docs/FAMILIES.md)
+        assert "deep prompts cannot reach" in str(error)
+        return
+    model.initialise(seed=0)
+    assert 0.8 < model.deep_prompt.prefix.std().item() < 1.2
+    model.train()
+    batch = collate(model.encode(items), pad_id=model.encoder.pad_id, left_pad=model.encoder.decoder)
+    model.loss(batch).backward()
+    assert model.deep_prompt.prefix.grad.abs().sum() > 0
+    model.eval()
+    assert not backbone.model.training

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import copy
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -83,9 +83,12 @@ class PromptModel(nn.Module):
         if self.kind.name not in ("classification", "regression") or self.config.head != "linear":
             raise PtuneError(f"--pool pooler feeds a linear head on one pooled token (classification, regression), "
                              f"not {self.kind.name} with head {self.config.head}; use --pool first")
-        if not isinstance(getattr(self.backbone.model, "pooler", None), nn.Module):
-            raise PtuneError(f"backbone {self.backbone.name!r} ({self.backbone.config.model_type}) has no pooler "
-                             "(or loaded without one); use --pool first")
+        pool, size = backbone_pooler(self.backbone.model), self.backbone.hidden_size
+        with torch.no_grad():
+            works = pool is not None and tuple(pool(torch.zeros(1, size)).shape) == (1, size)
+        if not works:
+            raise PtuneError(f"backbone {self.backbone.name!r} ({self.backbone.config.model_type}) has no pooler that "
+                             "reads one token (or loaded without one); use --pool first")
 
     def train(self, mode: bool = True) -> "PromptModel":
         """Also switches the shared frozen backbone's dropout on for training with ``backbone_dropout``."""
@@ -241,7 +244,7 @@ class PromptModel(nn.Module):
         if self.config.pool == "pooler":
             rows, index = torch.arange(hidden.shape[0], device=hidden.device), batch["pool_index"]
             hidden = hidden.clone()
-            hidden[rows, index] = self.transformer.pooler(hidden[rows, index].unsqueeze(1))
+            hidden[rows, index] = backbone_pooler(self.transformer)(hidden[rows, index])
         return self.head(hidden, batch)
 
     def loss(self, batch: dict[str, torch.Tensor], forward: nn.Module | None = None) -> torch.Tensor:
@@ -264,6 +267,17 @@ class PromptModel(nn.Module):
         """What a prompt file holds: every parameter that training changes."""
         names = {name for name, p in self.named_parameters() if p.requires_grad}
         return {name: t for name, t in self.state_dict().items() if name in names}
+
+
+def backbone_pooler(model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The backbone's own pooler as a function of one token's states [N, H] -> [N, H] (None without one)."""
+    pooler = getattr(model, "pooler", None)
+    if isinstance(pooler, nn.Linear):  # ALBERT: a bare linear layer, its activation beside it
+        activation = getattr(model, "pooler_activation", None) or torch.tanh
+        return lambda states: activation(pooler(states))
+    if isinstance(pooler, nn.Module):  # BERT, RoBERTa, XLM-R: reads the first token of [N, T, H]
+        return lambda states: pooler(states.unsqueeze(1))
+    return None
 
 
 def run_backbone(transformer: nn.Module, batch: dict[str, torch.Tensor], *, prompt_vectors: torch.Tensor | None,
