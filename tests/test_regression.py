@@ -235,7 +235,7 @@ def test_server_answers_a_score_and_a_label_in_one_request(cli_run, minilm, tmp_
         process.wait(timeout=30)
     assert status == 200
     got = body["predictions"]
-    assert set(got[0]) == {"text", "score"} and set(got[1]) == {"text", "label"}
+    assert set(got[0]) == {"text", "score"} and set(got[1]) == {"text", "label", "probability", "probabilities"}
     tweets = load_prompt(folder / "tweets.safetensors", minilm)
     assert [got[0]["score"], got[2]["score"]] == pytest.approx(predict(tweets, [TextExample(TWEETS[0]),
                                                                                  TextExample(TWEETS[1])]), abs=1e-5)

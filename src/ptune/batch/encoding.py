@@ -12,6 +12,7 @@ position (its prediction is "O") and every other word keeps its own.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import gc
 import logging
 import random
@@ -145,7 +146,11 @@ class Encoder:
             return []
         with _collector_paused():
             features = self._encode(examples)
-        report_truncation(features, self.max_length)
+        collecting = _TRUNCATION.get()
+        if collecting is None:
+            report_truncation(features, self.max_length)
+        else:
+            collecting.append((features, self.max_length))
         return features
 
     def _encode(self, examples: Sequence[TextExample | TaggedExample]) -> list[Feature]:
@@ -275,15 +280,33 @@ def fit(text: int, pair: int, budget: int) -> tuple[int, int]:
     return budget // 2, budget - budget // 2
 
 
-def report_truncation(features: Sequence, max_length: int) -> None:
-    """Log once how many features were cut to ``max_length`` and how many tokens (and tagged words) they lost."""
+def report_truncation(features: Sequence, max_length: int | Sequence[int]) -> None:
+    """Log once how many features were cut to ``max_length`` (one, or each model's in a mixed call) and
+    how many tokens (and tagged words) they lost."""
     cut = [f.truncated for f in features if getattr(f, "truncated", 0)]
     if not cut:
         return
     words = sum(getattr(f, "words_cut", 0) for f in features)
-    log.warning("%d of %d examples were cut to max_length=%d, losing %d tokens (up to %d per example)%s; "
-                "raise --max-length to keep them", len(cut), len(features), max_length, sum(cut), max(cut),
+    lengths = "/".join(map(str, sorted(set(max_length)))) if isinstance(max_length, Sequence) else max_length
+    log.warning("%d of %d examples were cut to max_length=%s, losing %d tokens (up to %d per example)%s; "
+                "raise --max-length to keep them", len(cut), len(features), lengths, sum(cut), max(cut),
                 f" and {words} words, tagged O" if words else "")
+
+
+_TRUNCATION: contextvars.ContextVar[list | None] = contextvars.ContextVar("ptune_truncation", default=None)
+
+
+@contextlib.contextmanager
+def truncation_collected() -> Iterator[list[tuple[list, int]]]:
+    """Inside, ``Encoder.encode`` logs nothing about what it cut and appends (features, max_length) to
+    the list this yields instead, so that a call encoding in chunks (or per task) warns once
+    (``report_truncation`` over what it chooses)."""
+    collected: list[tuple[list, int]] = []
+    token = _TRUNCATION.set(collected)
+    try:
+        yield collected
+    finally:
+        _TRUNCATION.reset(token)
 
 
 def truncation_marks(feature) -> dict[str, int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptune.cli.options import add_backbone_override
+from ptune.cli.options import add_backbone_override, add_data_options, columns_from
 from ptune.cli.output import print_json
 from ptune.errors import PtuneError
 
@@ -17,8 +17,10 @@ def add_parser(sub) -> None:
     evaluate.add_argument("--combine", choices=("mean", "vote"), default="mean",
                           help="ensemble: mean of probabilities or majority vote")
     evaluate.add_argument("--task", help="built-in task (default: the one it was trained on)")
-    evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"), help="the task's split to score")
-    evaluate.add_argument("--data", help="a labelled data file instead of a task (domain shift)")
+    evaluate.add_argument("--split", default="test", choices=("train", "dev", "test"),
+                          help="the split to score: of the task, or of a dataset (dev: its validation split)")
+    evaluate.add_argument("--data", help="a labelled data file (or a datasets folder) instead of a task (domain shift)")
+    add_data_options(evaluate)
     evaluate.add_argument("--metric", help="score with another of the task kind's metrics (default: the one the prompt "
                                            "was trained with; tagging: entity_f1, token_accuracy or srl_f1)")
     evaluate.add_argument("--label-map", metavar="THEIRS=OURS,...",
@@ -30,8 +32,8 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ptune.batch.encoding import truncation_counts
-    from ptune.data import check_labels, get_task
-    from ptune.data.tasks import FILE_TASKS, Task, check_metric, read_for_task
+    from ptune.data import check_labels
+    from ptune.data.tasks import Task, check_metric
     from ptune.infer.bank import ensemble_predict
     from ptune.infer.predict import evaluate
     from ptune.model.backbones import load_backbone
@@ -42,23 +44,16 @@ def run(args: argparse.Namespace) -> int:
     if not paths:
         raise PtuneError("give a prompt file to evaluate, or several with --ensemble A B C")
     header = read_header(paths[0])
+    examples, source = _examples(args, header, paths[0])  # data problems show before the model loads
     backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
     models = [load_prompt(path, backbone) for path in paths]
-    if args.data:
-        examples, source = read_for_task(args.data, header["task"]["kind"], header["task"]["name"]), args.data
-    elif header["task"]["name"] in FILE_TASKS and not args.task:
-        raise PtuneError(f"{paths[0]}: trained on {header['task']['name']} files; "
-                         "give the data to score with --data FILE")
-    else:
-        task = get_task(args.task or header["task"]["name"])
-        examples, source = getattr(task, args.split), f"{task.name}/{args.split}"
     if not examples:
         raise PtuneError(f"{source}: no examples to evaluate")
     kind = models[0].kind
     unlabelled = next((i for i, e in enumerate(examples, 1) if not kind.labelled(e)), None)
     if unlabelled is not None:
         raise PtuneError(f"{source}: example {unlabelled} has no label; "
-                         "evaluate needs labelled data (use predict for unlabelled)")
+                         "evaluate needs labelled data (a labelled --split, or predict for unlabelled data)")
     if args.label_map:
         from ptune.data.relabel import parse_label_map, relabel
 
@@ -83,3 +78,31 @@ def run(args: argparse.Namespace) -> int:
     print_json({"ensemble": paths, "combine": args.combine, "data": source, "examples": len(examples),
                 **combined, "members": members})
     return 0
+
+
+def _examples(args: argparse.Namespace, header: dict, prompt: str) -> tuple[list, str]:
+    """The examples to score and where they came from: --data, --dataset, the dataset the prompt was
+    trained on, or a built-in task's split; read with the columns given or those the prompt recorded."""
+    from ptune.data import BUILTIN, get_task
+    from ptune.data.tasks import read_for_task
+
+    recorded = header["task"]
+    trained_on = recorded.get("source", {})
+    columns = columns_from(args, recorded=trained_on)
+    if args.dataset_config and not args.dataset:
+        raise PtuneError(f"--dataset-config {args.dataset_config} is a configuration of a dataset: give --dataset NAME")
+    if sum(map(bool, (args.data, args.dataset, args.task))) > 1:
+        raise PtuneError("give one of --data FILE, --dataset NAME or --task NAME")
+    dataset, config = args.dataset, args.dataset_config
+    if not (args.data or args.dataset or args.task) and trained_on.get("dataset"):
+        dataset, config = trained_on["dataset"], trained_on.get("config")
+    if args.data or dataset:
+        where = args.data or dataset
+        examples = read_for_task(where, recorded["kind"], recorded["name"], split=args.split, config=config,
+                                 columns=columns, dataset=not args.data)
+        return examples, args.data or f"{dataset}@{args.split}"
+    if args.task or recorded["name"] in BUILTIN:
+        task = get_task(args.task or recorded["name"])
+        return getattr(task, args.split), f"{task.name}/{args.split}"
+    raise PtuneError(f"{prompt}: trained on your own data ({recorded['name']!r}), which a prompt file does not hold;"
+                     " give the data to score with --data FILE (or --dataset NAME)")

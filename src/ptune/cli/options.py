@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ptune.config import MethodConfig, TrainConfig
+from ptune.data.columns import ROLES, Columns, option
 from ptune.errors import PtuneError
 
 GLOBAL_FLAGS = (
@@ -17,8 +18,19 @@ GLOBAL_FLAGS = (
     (("-q", "--quiet"), "no progress bars (default: off)"),
     (("--trust-remote-code",), "allow model code from the hub (default: off)"),
 )
+# What each --*-column option names, and the names looked for without it (`data.columns.DEFAULTS`).
+COLUMN_HELP = {
+    "text": "the column holding the text to label (default: text)",
+    "text_pair": "the column holding a second text, for pairs (default: text_pair, if there is one)",
+    "label": "the column holding the label or score (default: label; ClassLabel ids become their names)",
+    "tokens": "tagging: the column holding a sentence's words, a list or space-separated (default: tokens; "
+              "CoNLL files: the column number, 0 the first)",
+    "tags": "tagging: the column holding a tag per word (default: tags or ner_tags; CoNLL files: the column "
+            "number, -1 the last)",
+}
 # Keys a config file may hold besides the MethodConfig and TrainConfig fields.
-FILE_KEYS = ("task", "train", "dev", "test", "backbone", "out", "kind", "metric")
+FILE_KEYS = ("task", "train", "dev", "test", "backbone", "out", "kind", "metric", "dataset", "dataset_config",
+             *(f"{role}_column" for role in ROLES))
 
 
 def shown(value: Any) -> str:
@@ -69,6 +81,31 @@ class CommandParser(argparse.ArgumentParser):
 
 def add_backbone_override(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", help="override the backbone recorded in the prompt file (default: that one)")
+
+
+# -- the user's data -------------------------------------------------------------------------------
+def add_data_options(parser: argparse.ArgumentParser, roles: Sequence[str] = ROLES, *, dataset: bool = True) -> None:
+    """--dataset NAME [--dataset-config CONFIG] and the ``--*-column`` options for `roles`, in one group."""
+    group = parser.add_argument_group(
+        "your data", "columns of CSV/TSV/JSONL/Parquet files and datasets; see docs/DATA.md")
+    if dataset:
+        group.add_argument("--dataset", metavar="NAME",
+                           help="a datasets dataset: a hub name (datasets.load_dataset(NAME, CONFIG)) or a folder "
+                                "written by save_to_disk; its splits train, validation (or dev) and test serve as "
+                                "train, dev and test")
+        group.add_argument("--dataset-config", metavar="CONFIG", help="the dataset's configuration, e.g. sst2 for glue")
+    for role in roles:
+        group.add_argument(option(role), dest=f"{role}_column", metavar="COLUMN",
+                           help=COLUMN_HELP[role])
+
+
+def columns_from(args: argparse.Namespace, config_file: dict | None = None, recorded: dict | None = None) -> Columns:
+    """The columns named by the options, then the config file; those `recorded` (a prompt's `task.source`) are
+    looked for first where neither names one."""
+    config_file = config_file or {}
+    named = {role: getattr(args, f"{role}_column", None) or config_file.get(f"{role}_column") for role in ROLES}
+    usual = Columns.from_dict((recorded or {}).get("columns"), "the prompt's recorded columns").given()
+    return Columns(**{role: name for role, name in named.items() if name}, usual=usual)
 
 
 # -- dataclass fields as options -------------------------------------------------------------------

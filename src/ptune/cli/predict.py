@@ -1,14 +1,15 @@
-"""``ptune predict``: label texts, tag sentences or answer questions with a prompt file; one JSON line each."""
+"""``ptune predict``: label texts, tag sentences or answer questions with a prompt file; one JSON line
+each, with how sure it is (probabilities, scores), or a .jsonl / .json / .csv file with --output."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 
-from ptune.cli.options import add_backbone_override, load_prompt_and_backbone
+from ptune.cli.inputs import FORMATS, INPUT_ROLES, input_row, read_rows
+from ptune.cli.options import add_backbone_override, add_data_options, columns_from, load_prompt_and_backbone
 from ptune.cli.output import print_line
+from ptune.cli.records import output_format, write_records
+from ptune.data.columns import Columns
 from ptune.errors import PtuneError
 
 
@@ -16,74 +17,68 @@ def add_parser(sub) -> None:
     predict = sub.add_parser("predict", help="label texts (or tag sentences) with a prompt file; JSON lines out")
     predict.add_argument("prompt", help="prompt file (.safetensors)")
     predict.add_argument("--text", nargs="+", help="texts to label (tagging: words split on spaces)")
-    predict.add_argument("--input", help="JSONL ({'text': ...}; QA: {'question': ..., 'context': ...}) or plain-text "
-                                         "file; '-' reads stdin (default: stdin)")
+    predict.add_argument("--input", help="JSONL ({'text': ...}; QA: {'question': ..., 'context': ...}), CSV/TSV with a "
+                                         "header row, or plain-text lines; '-' reads stdin (default: stdin)")
+    predict.add_argument("--format", choices=FORMATS,
+                         help="how to read --input (default: from its suffix: .jsonl/.json, .csv, .tsv, .txt; stdin "
+                              "and other files: JSON lines, a line that is not JSON a plain text)")
+    add_data_options(predict, INPUT_ROLES, dataset=False)
     predict.add_argument("--question", help="QA prompts: the question (with --context)")
     predict.add_argument("--context", help="QA prompts: the passage to answer from")
     predict.add_argument("--predicate", type=int,
                          help="SRL prompts: 0-based index of the predicate word in each --text")
     add_backbone_override(predict)
     predict.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
+    predict.add_argument("--output", metavar="FILE",
+                         help="write the predictions to FILE, atomically, instead of printing JSON lines: JSON lines "
+                              "(.jsonl), a JSON array (.json) or CSV (.csv, one column per label's probability) "
+                              "(default: stdout)")
+    predict.add_argument("--top-k", type=int, metavar="K",
+                         help="classification: only the K likeliest labels in 'probabilities' (default: every label)")
     predict.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptune.batch.encoding import truncation_marks
     from ptune.infer.predict import predict
 
+    if args.top_k is not None and args.top_k < 1:
+        raise PtuneError(f"--top-k {args.top_k}: keep at least 1 label")
+    if args.output is not None:
+        output_format(args.output)  # a wrong suffix fails before the model loads
     model = load_prompt_and_backbone(args)
-    examples = read_inputs(args, model.kind)
-    features = model.encode(examples)
-    predictions = predict(model, examples, batch_size=args.batch_size, features=features)
-    # One feature per example except QA (windows over the context, which is never cut).
-    marks = features if len(features) == len(examples) else [None] * len(examples)
-    for example, prediction, feature in zip(examples, predictions, marks):
-        print_line({**model.kind.record(example, prediction), **truncation_marks(feature)})
+    examples = read_inputs(args, model.kind, model.header["task"].get("source"))
+    records = predict(model, examples, batch_size=args.batch_size, scores=True, top_k=args.top_k)
+    if args.output is not None:
+        write_records(args.output, records, labels=model.labels)
+        return 0
+    for record in records:
+        print_line(record)
     return 0
 
 
-def read_inputs(args: argparse.Namespace, kind) -> list:
-    """Unlabelled examples for ``kind`` from --text / --question --context, or JSONL / plain-text lines."""
+def read_inputs(args: argparse.Namespace, kind, recorded: dict | None = None) -> list:
+    """Unlabelled examples for ``kind`` from --text / --question --context, or the rows of --input (stdin),
+    read with the column options, then the columns the prompt recorded (``recorded``: its task source)."""
+    columns = columns_from(args, recorded=recorded)
     rows: list = []
     if kind.name == "qa" and (args.question or args.context or args.text):
         if not (args.question and args.context):
             raise PtuneError("give both --question and --context (or JSONL lines with 'question' and 'context')")
-        rows = [(None, {"id": "1", "question": args.question, "context": args.context})]
+        rows = [("--question/--context", {"id": "1", "question": args.question, "context": args.context})]
     elif args.text:
-        rows = [(None, {"text": text}) for text in args.text]
+        rows = [("--text", input_row("--text", {"text": text}, Columns())) for text in args.text]
     else:
-        rows = _read_lines(args.input)
+        rows = read_rows(args.input, args.format, columns)
     if not rows:
-        raise PtuneError("nothing to predict: give --text, or JSONL / plain-text lines on --input or stdin")
+        raise PtuneError("nothing to predict: give --text, or JSONL / CSV / plain-text lines on --input or stdin")
     examples = []
     for index, (where, row) in enumerate(rows, start=1):
         row = {"id": str(index), **row}
         try:
             examples.append(kind.example(row, predicate=args.predicate))
         except ValueError as error:
-            raise PtuneError(f"{where or 'input'}: {error}") from None
+            fields = [key for key in row if key != "id"]
+            hint = (f"; found fields: {', '.join(map(repr, fields))} — pass --text-column with the one holding the"
+                    " text (--tokens-column for tagging)" if fields and kind.name != "qa" else "")
+            raise PtuneError(f"{where}: {error}{hint}") from None
     return examples
-
-
-def _read_lines(path: str | None) -> list[tuple[str, dict]]:
-    """(``file:line``, row) for each non-empty JSONL or plain-text line of ``path`` (stdin for None or '-')."""
-    source = sys.stdin if path in (None, "-") else None
-    name = "stdin" if source else path
-    try:
-        lines = source.read().splitlines() if source else Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise PtuneError(f"{name}: input file not found") from None
-    except UnicodeDecodeError as error:
-        raise PtuneError(f"{name}: not UTF-8 ({error.reason} at byte {error.start}); re-encode it as UTF-8") from None
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = {"text": line}  # plain text lines are accepted too
-        if isinstance(row, str):
-            row = {"text": row}
-        rows.append((f"{name}:{number}", row if isinstance(row, dict) else {}))
-    return rows

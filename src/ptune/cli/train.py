@@ -8,9 +8,10 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ptune.cli.options import add_dataclass_options, dataclass_from, read_config
+from ptune.cli.options import add_data_options, add_dataclass_options, columns_from, dataclass_from, read_config
 from ptune.cli.output import err, print_json
 from ptune.config import MethodConfig, TrainConfig
+from ptune.data.columns import ROLES, option
 from ptune.errors import PtuneError
 
 
@@ -22,13 +23,14 @@ def add_parser(sub) -> None:
                                                  "squad_v2 or srl: that kind of task from --train/--dev/--test files")
     train.add_argument("--init-from", help="start from this prompt file (continue a run or a multi-task prompt)")
     train.add_argument("--train", "--data", dest="train",
-                       help="your training file (CoNLL columns, CSV/TSV/JSONL, SQuAD JSON, SRL columns, or a datasets "
-                            "folder); --data is the same option")
+                       help="your training file (CoNLL columns, CSV/TSV/JSONL/Parquet, SQuAD JSON, SRL columns, or a "
+                            "datasets folder, which also gives dev and test from its splits); --data is the same option")
     train.add_argument("--dev", help="your dev file (model selection, early stopping)")
     train.add_argument("--test", help="your test file (scored once at the end)")
     train.add_argument("--kind", choices=("classification", "tagging", "qa", "regression"),  # = tasks.KINDS (tested)
                        help="what your files' labels are (default: from the data; numeric labels with fractions "
                             "make a regression task, whole numbers such as 0/1 stay classes)")
+    add_data_options(train)
     train.add_argument("--metric", help="what dev selection and the scores use (default: from the data): tagging: "
                                         "entity_f1 (B-/I- tags), token_accuracy (also macro-F1; POS and other plain "
                                         "tags) or srl_f1 (SRL without V, as CoNLL-2005 scores it); qa: squad or "
@@ -76,12 +78,23 @@ def run(args: argparse.Namespace) -> int:
 # -- data --------------------------------------------------------------------------------------------
 def load_task(args: argparse.Namespace, config_file: dict):
     """The task from --task, or from the user's --train/--dev/--test files (flags win over the config file)."""
-    from ptune.data import from_files, get_task
+    from ptune.data import from_dataset, from_files, get_task
     from ptune.data.tasks import FILE_TASKS, file_task, with_metric
 
     name = args.task[0] if args.task else config_file.get("task")
     train_file = args.train or config_file.get("train")
     metric = _metric(args, config_file)
+    kind = getattr(args, "kind", None) or config_file.get("kind")
+    dataset, dataset_config = _dataset(args, config_file)
+    columns = columns_from(args, config_file)
+    if dataset:
+        if name or train_file or args.dev or args.test:
+            raise PtuneError("give either --dataset NAME or --task/--train, not both (a dataset gives every split)")
+        return from_dataset(dataset, dataset_config, kind=kind, metric=metric, columns=columns)
+    if columns.given() and (name or not train_file):
+        flags = ", ".join(map(option, columns.given()))
+        raise PtuneError(f"{flags}: column options are for your own files — give --train FILE or --dataset NAME"
+                         + (f" (--task {name} reads its own format)" if name else ""))
     if name in FILE_TASKS:  # a task kind whose data are the user's files
         if not train_file:
             raise PtuneError(f"--task {name} reads your data: give --train FILE [--dev FILE] [--test FILE]")
@@ -92,10 +105,19 @@ def load_task(args: argparse.Namespace, config_file: dict):
     if name:
         return with_metric(get_task(name), metric)
     if not train_file:
-        raise PtuneError("no data: give --task conll2003|rotten_tomatoes, or --train FILE [--dev FILE] [--test FILE] "
-                         "(with --task squad|squad_v2|srl for those file formats)")
+        raise PtuneError("no data: give --task conll2003|rotten_tomatoes, --train FILE [--dev FILE] [--test FILE] "
+                         "(with --task squad|squad_v2|srl for those file formats), or --dataset NAME")
     return from_files(train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"),
-                      kind=getattr(args, "kind", None) or config_file.get("kind"), metric=metric)
+                      kind=kind, metric=metric, columns=columns)
+
+
+def _dataset(args: argparse.Namespace, config_file: dict) -> tuple[str | None, str | None]:
+    """--dataset and --dataset-config (or the config file's "dataset" and "dataset_config")."""
+    dataset = getattr(args, "dataset", None) or config_file.get("dataset")
+    config = getattr(args, "dataset_config", None) or config_file.get("dataset_config")
+    if config and not dataset:
+        raise PtuneError(f"--dataset-config {config} is a configuration of a dataset: give --dataset NAME too")
+    return dataset, config
 
 
 def _metric(args: argparse.Namespace, config_file: dict) -> str | None:
@@ -111,25 +133,36 @@ def _data_spec(args: argparse.Namespace, config_file: dict, metric: str) -> dict
     name = args.task[0] if args.task else config_file.get("task")
     if name and name not in FILE_TASKS:
         return {"task": name, "metric": metric}
+    kind = getattr(args, "kind", None) or config_file.get("kind")
+    columns = columns_from(args, config_file).given()
+    extra = ({"kind": kind} if kind else {}) | ({"columns": columns} if columns else {})
+    dataset, dataset_config = _dataset(args, config_file)
+    if dataset:
+        local = Path(dataset)
+        return {"dataset": str(local.resolve()) if local.exists() else dataset, "config": dataset_config,
+                "metric": metric, **extra}
     files = {key: args.__dict__.get(key) or config_file.get(key) for key in ("train", "dev", "test")}
     spec = {key: str(Path(value).resolve()) if value else None for key, value in files.items()} | {"metric": metric}
-    kind = getattr(args, "kind", None) or config_file.get("kind")
-    spec = {**spec, "kind": kind} if kind else spec
+    spec |= extra
     return {**spec, "file_task": name} if name else spec
 
 
 def _task_from_spec(data: dict):
     """The task a checkpoint's ``data`` record names (see ``_data_spec``)."""
-    from ptune.data import from_files, get_task
+    from ptune.data import Columns, from_dataset, from_files, get_task
     from ptune.data.tasks import file_task, with_metric
 
     metric = data.get("metric")
+    columns = Columns.from_dict(data.get("columns"), "the checkpoint's columns")
     if data.get("file_task"):
         task = file_task(data["file_task"], data["train"], data.get("dev"), data.get("test"), metric=metric)
     elif data.get("task"):
         task = with_metric(get_task(data["task"]), metric)
+    elif data.get("dataset"):
+        task = from_dataset(data["dataset"], data.get("config"), kind=data.get("kind"), metric=metric, columns=columns)
     else:
-        task = from_files(data["train"], data.get("dev"), data.get("test"), kind=data.get("kind"), metric=metric)
+        task = from_files(data["train"], data.get("dev"), data.get("test"), kind=data.get("kind"), metric=metric,
+                          columns=columns)
     if metric is None and task.kind == "tagging":  # a run from before the metric was chosen by the tags
         task = dataclasses.replace(task, metric="entity_f1")
     return task
@@ -200,7 +233,9 @@ def _resume(args: argparse.Namespace) -> int:
     given = [f"--{f.name.replace('_', '-')}" for cls in (MethodConfig, TrainConfig) for f in dataclasses.fields(cls)
              if getattr(args, f.name, None) is not None and f.name != "progress"]
     given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "train", "dev", "test", "backbone", "out",
-                                                         "init_from", "metric") if getattr(args, name, None)]
+                                                         "init_from", "metric", "dataset", "dataset_config",
+                                                         *(f"{role}_column" for role in ROLES))
+              if getattr(args, name, None)]
     if given:
         raise PtuneError(f"--resume takes every option from the interrupted run; drop {', '.join(given)}")
     out_dir = Path(args.resume)
@@ -224,9 +259,10 @@ def _multitask(args, names, method, train_config, config_file) -> int:
     from ptune.model.backbones import load_backbone
     from ptune.training.multitask import shared_prompt_bank, train_multitask
 
-    if args.train or args.init_from or _metric(args, config_file):
+    if (args.train or args.init_from or _metric(args, config_file) or _dataset(args, config_file)[0]
+            or columns_from(args, config_file).given()):
         raise PtuneError("multi-task training takes built-in tasks (--task A B ...), each scored by its own metric; "
-                         "--train/--init-from/--metric apply to one task")
+                         "--train/--dataset/--*-column/--init-from/--metric apply to one task")
     tasks = [get_task(name) for name in names]
     out_dir = Path(args.out or config_file.get("out") or f"runs/{'+'.join(names)}-{method.method}")
     backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),

@@ -1,5 +1,6 @@
 """Data: examples, the readers that make them from files, and the tasks that hold them."""
 
+from ptune.data.columns import Columns
 from ptune.data.examples import Example, QAExample, TaggedExample, TextExample
 from ptune.data.readers import read_conll, read_examples, read_hf, read_table
 from ptune.data.tasks import (
@@ -7,6 +8,7 @@ from ptune.data.tasks import (
     Task,
     check_labels,
     conll2003,
+    from_dataset,
     from_files,
     get_task,
     label_set,
@@ -15,6 +17,7 @@ from ptune.data.tasks import (
 
 __all__ = [
     "BUILTIN",
+    "Columns",
     "Example",
     "QAExample",
     "TaggedExample",
@@ -22,6 +25,7 @@ __all__ = [
     "TextExample",
     "check_labels",
     "conll2003",
+    "from_dataset",
     "from_files",
     "get_task",
     "label_set",

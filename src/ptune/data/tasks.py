@@ -13,25 +13,22 @@ import logging
 import math
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ptune.data.columns import Columns
 from ptune.data.examples import Example, QAExample, TaggedExample, TextExample
+from ptune.data.hf import is_dataset, read_hf_splits
+
+# Re-exported: which metric scores a task lives in metric_choice; callers import it from here too.
+from ptune.data.metric_choice import METRIC_BY_KIND, METRICS_BY_KIND, auto_metric, check_metric, choose_metric  # noqa: F401
 from ptune.data.readers import PathLike, read_conll, read_examples
-from ptune.data.tag_schemes import tag_scheme
 from ptune.errors import PtuneError
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["classification", "tagging", "qa", "regression"]
-
-# The metrics each kind can be scored with (= its `TaskKind.metrics`, tested), the default first. Tagging
-# tasks get theirs from their tags and qa tasks "squad_v2" when a question has no answer (`auto_metric`).
-METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy",), "tagging": ("entity_f1", "token_accuracy", "srl_f1"),
-    "qa": ("squad", "squad_v2"), "regression": ("correlation",)}
-METRIC_BY_KIND: dict[str, str] = {kind: metrics[0] for kind, metrics in METRICS_BY_KIND.items()}
 
 
 @dataclass
@@ -48,6 +45,9 @@ class Task:
     test: list
     metric: str
     description: str = ""
+    # Where the user's data came from, recorded in prompt files so evaluate and predict can read more of it
+    # alike: {"columns": {role: name}} (`Columns.given`), and {"dataset": ..., "config": ...} for datasets.
+    source: dict = field(default_factory=dict)
 
 
 def _package_dir(module: str, install: str) -> Path:
@@ -156,27 +156,70 @@ def from_files(
     labels: list[str] | None = None,
     reader: Callable[[PathLike], list] | None = None,
     metric: str | None = None,
+    columns: Columns | None = None,
+    config: str | None = None,
 ) -> Task:
     """A task from user files (any format `read_examples` reads, or `reader`); missing splits are empty.
 
-    The label set is the training labels (all given files' if there is no training file) unless
-    `labels` is given; every file is then checked against it with `check_labels`. Question
-    answering files (SQuAD) make a "qa" task. The metric is `metric` if given (`check_metric`),
+    `columns` names the columns of tables and datasets. A dataset (folder or hub name, `config` its
+    configuration) given alone as `train` serves every split (`from_dataset`); given for a split, its
+    split of that role is read. The label set is the training labels (all given files' if there is no
+    training file) unless `labels` is given; every file is then checked against it with `check_labels`.
+    Question answering files (SQuAD) make a "qa" task. The metric is `metric` if given (`check_metric`),
     else chosen from the data (`auto_metric`), and the log says which and how to choose another.
     """
-    given = {
-        split: path for split, path in (("train", train), ("dev", dev), ("test", test)) if path
-    }
+    given = {split: path for split, path in (("train", train), ("dev", dev), ("test", test)) if path}
     if not given:
         raise PtuneError("no data files given — pass at least a training file")
+    columns = columns or Columns()
+    if reader is None and set(given) == {"train"} and is_dataset(given["train"]):
+        return from_dataset(given["train"], config, kind=kind, name=name, labels=labels, metric=metric,
+                            columns=columns)
+    splits = {split: reader(path) if reader else read_examples(path, split=split, config=config, columns=columns)
+              for split, path in given.items()}
+    task = _task(splits, {split: str(path) for split, path in given.items()}, kind=kind, name=name, labels=labels,
+                 metric=metric)
+    task.source = {"columns": columns.given()} if columns.given() else {}
+    return task
+
+
+def from_dataset(source: PathLike, config: str | None = None, *, kind: Kind | None = None, name: str | None = None,
+                 labels: list[str] | None = None, metric: str | None = None, columns: Columns | None = None) -> Task:
+    """A task from a `datasets` dataset: a hub name, read by ``datasets.load_dataset(source, config)``, or a
+    folder written by ``save_to_disk``. Its train, validation (or dev) and test splits become the task's
+    (`SPLIT_NAMES`; a split without labels, as GLUE's test splits, is left out), ClassLabel names its labels
+    in their id order. `name` defaults to the dataset's (``glue-sst2``)."""
+    columns = columns or Columns()
+    read = read_hf_splits(source, config=config, columns=columns)
+    if "train" not in read.examples:
+        raise PtuneError(f"{source}: no train split to train on; splits read: {', '.join(read.split_of.values())}"
+                         " — give a dataset with a 'train' split, or --train FILE")
+    for role in ("dev", "test"):
+        if role in read.examples and not any(map(_labelled, read.examples[role])):
+            log.info("%s: the %s split has no labels: not used for %s", source, read.split_of[role], role)
+            del read.examples[role]
+    where = {role: f"{source}@{split}" for role, split in read.split_of.items() if role in read.examples}
+    task = _task(read.examples, where, kind=kind, labels=labels or read.labels, metric=metric,
+                 name=name or Path(str(source)).name + (f"-{config}" if config else ""))
+    local = Path(str(source))
+    task.source = {"dataset": str(local.resolve()) if local.exists() else str(source)}
+    task.source |= ({"config": config} if config else {}) | ({"columns": columns.given()} if columns.given() else {})
+    return task
+
+
+def _labelled(example: Example) -> bool:
+    return getattr(example, "tags", None) is not None or getattr(example, "label", None) is not None
+
+
+def _task(splits: dict[str, list], given: dict[str, str], *, kind: Kind | None, name: str, labels: list[str] | None,
+          metric: str | None) -> Task:
+    """The task of examples read per split (`given`: where each split came from, for messages)."""
     if kind is not None and kind not in METRIC_BY_KIND:
         raise PtuneError(f"unknown task kind {kind!r} — use {', '.join(map(repr, METRIC_BY_KIND))}")
     asked = kind
-    splits: dict[str, list] = {"train": [], "dev": [], "test": []}
+    splits = {"train": [], "dev": [], "test": []} | splits
     for split, path in given.items():
-        # A dataset folder or hub name serves every role: read its conventionally named split.
-        examples = (reader(path) if reader else
-                    read_examples(path, split={"train": "train", "dev": "validation", "test": "test"}[split]))
+        examples = splits[split]
         file_kind: Kind = ("tagging" if isinstance(examples[0], TaggedExample)
                            else "qa" if isinstance(examples[0], QAExample) else "classification")
         if kind is None:
@@ -188,12 +231,11 @@ def from_files(
                 f"{path}: holds {file_kind} examples but the task is {kind}"
                 f" — use {_FILE_OF_KIND[kind]} here"
             )
-        splits[split] = examples
     assert kind is not None  # set by the first file
     if asked is None and kind == "classification":
         # Decided on the training labels alone, so a bad label in dev/test is reported as such.
         source = "train" if splits["train"] else next(iter(given))
-        numbers = _numeric_labels(splits[source], str(given[source]))
+        numbers = _numeric_labels(splits[source], given[source])
         if numbers == "fractional":
             kind = "regression"
             log.info("%s: the labels are numbers, some with a fraction: a regression task (a score per text, "
@@ -201,11 +243,11 @@ def from_files(
         elif numbers == "whole":
             log.info("%s: the labels are whole numbers: a classification task (one class per number); pass "
                      "--kind regression to treat them as scores", given[source])
-    data_file = str(given.get("train", next(iter(given.values()))))
+    data_file = given.get("train", next(iter(given.values())))
     if kind == "regression":
-        scored = {split: as_scores(examples, str(given.get(split, split))) for split, examples in splits.items()}
+        scored = {split: as_scores(examples, given.get(split, split)) for split, examples in splits.items()}
         if not any(e.label is not None for e in scored["train"]):
-            raise PtuneError(f"{data_file}: has no scores — add a numeric label column")
+            raise PtuneError(f"{data_file}: has no scores — add a numeric label column (or name it with --label-column)")
         return Task(name=name, kind=kind, labels=[], train=scored["train"], dev=scored["dev"], test=scored["test"],
                     metric=choose_metric(kind, [], [], metric, source=data_file))
     if kind == "qa":  # a span head: no label set
@@ -214,88 +256,15 @@ def from_files(
                     metric=choose_metric(kind, [], every, metric, source=data_file))
     if labels is None:
         labels = label_set(splits["train"] or [e for s in splits.values() for e in s])
-    if not labels:
-        raise PtuneError(
-            f"{data_file}: has no labels — add a label column (or a tag column for CoNLL files)"
-        )
-    task = Task(
-        name=name,
-        kind=kind,
-        labels=list(labels),
-        train=splits["train"],
-        dev=splits["dev"],
-        test=splits["test"],
-        metric=METRIC_BY_KIND[kind],
-    )
+    if not labels or (splits["train"] and not any(map(_labelled, splits["train"]))):
+        raise PtuneError(f"{data_file}: has no labels — add a label column or name it with --label-column"
+                         " (tagging: --tags-column; CoNLL files: a tag column)")
+    task = Task(name=name, kind=kind, labels=list(labels), train=splits["train"], dev=splits["dev"],
+                test=splits["test"], metric=METRIC_BY_KIND[kind])
     for split, path in given.items():
-        check_labels(task, splits[split], str(path))
+        check_labels(task, splits[split], path)
     task.metric = choose_metric(kind, task.labels, [e for s in splits.values() for e in s], metric, source=data_file)
     return task
-
-
-def auto_metric(kind: str, labels: Sequence[str], examples: Sequence[Example] = ()) -> str:
-    """The metric a task is scored with unless one is asked for. Tagging: "srl_f1" when the examples
-    mark a predicate (SRL), "entity_f1" when the tags mark entities (`tag_scheme`: B-/I-, IOBES,
-    BILOU), else "token_accuracy" (POS tags, chunk tags without prefixes). QA: "squad_v2" when a
-    question has no answer, else "squad". Other kinds have one metric."""
-    if kind == "tagging":
-        scheme = tag_scheme(labels)
-        if scheme == "IOB" and any(getattr(e, "predicate", None) is not None for e in examples):
-            return "srl_f1"
-        return "entity_f1" if scheme else "token_accuracy"
-    if kind == "qa" and any(getattr(e, "is_impossible", False) for e in examples):
-        return "squad_v2"
-    return METRIC_BY_KIND[kind]
-
-
-def check_metric(kind: str, labels: Sequence[str], metric: str, examples: Sequence[Example] = ()) -> None:
-    """Refuse `metric` (`--metric`) where it cannot score a task of `kind` with these labels and examples."""
-    choices = METRICS_BY_KIND[kind]
-    if metric not in choices:
-        raise PtuneError(f"--metric {metric!r} does not score {kind} tasks — use {' or '.join(choices)}")
-    scheme = tag_scheme(labels) if kind == "tagging" else None
-    if metric in ("entity_f1", "srl_f1") and scheme is None:
-        raise PtuneError(f"--metric {metric} reads entities from B-/I- (or E-/S-, L-/U-) tags, but this task's "
-                         f"tags ({_some(labels)}) have no such prefixes — use --metric token_accuracy")
-    if metric == "srl_f1" and scheme != "IOB":
-        raise PtuneError(f"--metric srl_f1 reads BIO argument tags, but this task's tags are {scheme} — use "
-                         "--metric entity_f1 or token_accuracy")
-    if metric == "squad" and any(getattr(e, "is_impossible", False) for e in examples):
-        raise PtuneError("--metric squad cannot score questions without an answer, and this task has some "
-                         "— use --metric squad_v2")
-
-
-# Why a metric was chosen automatically, and what else there is: logged by `choose_metric`.
-_CHOSEN = {
-    "entity_f1": "the tags mark entities ({scheme}): scored by entity_f1 (seqeval entity F1); pass "
-                 "--metric token_accuracy to score each word's tag instead",
-    "token_accuracy": "the tags ({tags}) mark no entities (no B-/I- prefixes): scored by token_accuracy "
-                      "(accuracy per word, macro-F1 over tags alongside); --metric entity_f1 needs B-/I- entity tags",
-    "srl_f1": "SRL, a predicate per example: scored by srl_f1, argument F1 as the CoNLL-2005 scorer counts it "
-              "(without V; f1_with_v alongside, as P-tuning v2 reports it); pass --metric entity_f1 to select on "
-              "F1 over every span, V included, or token_accuracy",
-    "squad": "every question has an answer: scored by squad (SQuAD 1.1); pass --metric squad_v2 to allow "
-             "\"no answer\" predictions",
-    "squad_v2": "some questions have no answer: scored by squad_v2 (SQuAD 2.0)",
-}
-
-
-def choose_metric(kind: str, labels: Sequence[str], examples: Sequence[Example], asked: str | None = None, *,
-                  source: str = "") -> str:
-    """`asked` if it fits the task (`check_metric`), else `auto_metric`; logs the choice and the others."""
-    if asked is not None:
-        check_metric(kind, labels, asked, examples)
-        if len(METRICS_BY_KIND[kind]) > 1:
-            log.info("%s: scored by %s", source, asked)
-        return asked
-    metric = auto_metric(kind, labels, examples)
-    if metric in _CHOSEN:
-        log.info("%s: %s", source, _CHOSEN[metric].format(scheme=tag_scheme(labels), tags=_some(labels)))
-    return metric
-
-
-def _some(labels: Sequence[str]) -> str:
-    return ", ".join(labels[:6]) + (", ..." if len(labels) > 6 else "")
 
 
 def with_metric(task: Task, metric: str | None) -> Task:
@@ -376,9 +345,11 @@ def file_task(name: str, train: PathLike | None = None, dev: PathLike | None = N
                       metric=metric or ("squad_v2" if name == "squad_v2" else None))
 
 
-def read_for_task(path: PathLike, kind: str, task_name: str) -> list:
-    """The examples of a data file, read as a task of this kind and name reads its files: SQuAD JSON
-    for qa, SRL columns for srl, numeric labels for regression, else by file type."""
+def read_for_task(path: PathLike, kind: str, task_name: str, *, split: str | None = None, config: str | None = None,
+                  columns: Columns | None = None, dataset: bool = False) -> list:
+    """The examples of a data file (or of a dataset's `split`), read as a task of this kind and name reads
+    its files: SQuAD JSON for qa, SRL columns for srl, numeric labels for regression, else by file type
+    (`columns` naming the columns; `dataset`: `path` is a dataset, see `read_examples`)."""
     if kind == "qa":
         from ptune.data.squad import read_squad
 
@@ -387,7 +358,7 @@ def read_for_task(path: PathLike, kind: str, task_name: str) -> list:
         from ptune.data.srl import read_srl
 
         return read_srl(path)
-    examples = read_examples(path)
+    examples = read_examples(path, split=split, config=config, columns=columns, dataset=dataset)
     return as_scores(examples, str(path)) if kind == "regression" else examples
 
 

@@ -14,7 +14,7 @@ from typing import Iterator, Literal, Sequence
 import torch
 from torch import nn
 
-from ptune.batch.encoding import Feature, collate
+from ptune.batch.encoding import Feature, collate, report_truncation, truncation_collected
 from ptune.errors import PtuneError
 from ptune.model.prompt_model import PromptModel, run_backbone
 
@@ -125,26 +125,53 @@ class PromptBank(nn.Module):
         """Predictions for (task name, example) pairs, batched across tasks."""
         return [prediction for prediction, _ in self.predict_features(items, batch_size=batch_size)]
 
-    @torch.no_grad()
     def predict_features(self, items: Sequence[tuple[str, object]], *, batch_size: int = 64) -> list[tuple]:
         """(prediction, feature) for (task name, example) pairs, batched across tasks; the feature
         tells what was cut to fit max_length (``Feature.truncated``)."""
+        return [(model.kind.decode_row(model, output, feature.num_words), feature)
+                for model, _, output, feature in self._outputs(items, batch_size)]
+
+    def predict_scored(self, items: Sequence[tuple[str, object]], *, batch_size: int = 64) -> list[tuple]:
+        """(prediction, scores, feature) for (task name, example) pairs, batched across tasks: scores
+        as ``TaskKind.scores_row`` gives them (classification: each label's probability)."""
+        return [(model.kind.decode_row(model, output, feature.num_words),
+                 model.kind.scores_row(model, output, feature.num_words), feature)
+                for model, _, output, feature in self._outputs(items, batch_size)]
+
+    def predict_records(self, items: Sequence[tuple[str, object]], *, top_k: int | None = None,
+                        batch_size: int = 64) -> list[dict]:
+        """The JSON record of each (task name, example) pair, as ``predict(..., scores=True)`` gives
+        it: its kind's prediction, its scores (classification: the ``top_k`` likeliest labels when
+        given) and what was cut to fit max_length."""
+        out = []
+        for (name, example), (prediction, scores, feature) in zip(items, self.predict_scored(items, batch_size=batch_size)):
+            kind = self.models[name].kind
+            out.append({**kind.record(example, prediction, scores, top_k=top_k), **kind.marks([example], [feature])[0]})
+        return out
+
+    @torch.no_grad()
+    def _outputs(self, items: Sequence[tuple[str, object]], batch_size: int) -> list[tuple]:
+        """(model, example, its head outputs, its feature) per pair, in order; one truncation warning
+        for the whole call."""
         self.eval()
         out = []
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            encoded = self.encode(chunk)
-            for (name, example), (_, feature), output in zip(chunk, encoded, self(self.collate(encoded))):
-                model = self.models[name]
-                out.append((model.kind.decode_row(model, output, feature.num_words), feature))
+        with truncation_collected() as cut:
+            for start in range(0, len(items), batch_size):
+                chunk = items[start : start + batch_size]
+                encoded = self.encode(chunk)
+                for (name, example), (_, feature), output in zip(chunk, encoded, self(self.collate(encoded))):
+                    out.append((self.models[name], example, output, feature))
+        report_truncation([f for features, _ in cut for f in features], [length for _, length in cut])
         return out
 
 
 @torch.no_grad()
 def ensemble_predict(models: Sequence[PromptModel], examples: Sequence, *, combine: Literal["vote", "mean"] = "mean",
-                     batch_size: int = 64) -> list:
+                     batch_size: int = 64, scored: bool = False) -> list:
     """Predictions of N prompts for one task, combined, with ONE backbone pass per batch of
-    examples: each example is repeated N times, each copy carrying a different prompt."""
+    examples: each example is repeated N times, each copy carrying a different prompt. With
+    ``scored``, (prediction, scores) pairs: classification probabilities are the members' mean
+    probabilities ("mean") or each label's share of the votes ("vote")."""
     kind = models[0].kind
     if not kind.mixable:
         raise PtuneError(f"ensembles of {kind.name} prompts are not supported yet; evaluate each prompt alone")
@@ -155,13 +182,19 @@ def ensemble_predict(models: Sequence[PromptModel], examples: Sequence, *, combi
     n = len(models)
     out = []
     per_batch = max(1, batch_size // n)
-    for start in range(0, len(examples), per_batch):
-        chunk = examples[start : start + per_batch]
-        items = [(str(i), example) for example in chunk for i in range(n)]
-        encoded = bank.encode(items)
-        outputs = bank(bank.collate(encoded))
-        for j in range(len(chunk)):
-            members = torch.stack(outputs[j * n : (j + 1) * n])  # [N, C], [N, W, C] or [N]
-            feature = encoded[j * n][1]
-            out.append(kind.decode_row(models[0], kind.combine(members, combine), feature.num_words))
+    firsts: list = []  # the first member's feature of each example: what the truncation warning counts
+    with truncation_collected() as cut:
+        for start in range(0, len(examples), per_batch):
+            chunk = examples[start : start + per_batch]
+            items = [(str(i), example) for example in chunk for i in range(n)]
+            encoded = bank.encode(items)
+            outputs = bank(bank.collate(encoded))
+            for j in range(len(chunk)):
+                members = torch.stack(outputs[j * n : (j + 1) * n])  # [N, C], [N, W, C] or [N]
+                feature = encoded[j * n][1]
+                firsts.append(feature)
+                combined = kind.combine(members, combine)
+                prediction = kind.decode_row(models[0], combined, feature.num_words)
+                out.append((prediction, kind.scores_row(models[0], combined, feature.num_words)) if scored else prediction)
+    report_truncation(firsts, [length for _, length in cut])
     return out

@@ -252,9 +252,10 @@ class PromptModel(nn.Module):
         return self.kind.loss(self, (forward if forward is not None else self)(batch), batch)
 
     @torch.no_grad()
-    def predict_batch(self, batch: dict[str, torch.Tensor]) -> list:
-        """One prediction per feature of the batch, decoded by the kind (qa: a window's logits)."""
-        return self.kind.decode(self, self(batch), batch)
+    def predict_batch(self, batch: dict[str, torch.Tensor], *, scored: bool = False) -> list:
+        """One prediction per feature of the batch, decoded by the kind (qa: a window's logits); with
+        ``scored``, (prediction, scores) pairs (``TaskKind.scores_row``)."""
+        return self.kind.decode(self, self(batch), batch, scored=scored)
 
     # -- bookkeeping ----------------------------------------------------------------------------
     def trainable_parameters(self) -> Iterable[nn.Parameter]:

@@ -24,7 +24,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ptune.batch.encoding import truncation_marks
 from ptune.model.backbones import Backbone
 from ptune.storage.prompt_files import load_prompt
 from ptune.errors import PtuneError
@@ -47,6 +46,8 @@ class PredictRequest(BaseModel):
     task: str | None = Field(None, description="task name (a prompt file's stem) for every text")
     texts: list[str] | None = Field(None, description="texts to label; for tagging tasks, words split on spaces")
     items: list[dict[str, str]] | None = Field(None, description="[{'task': ..., 'text': ...}] pairs, tasks mixed")
+    top_k: int | None = Field(None, ge=1, description="classification: only the k likeliest labels in "
+                                                      "'probabilities' (default: every label)")
 
 
 class ClientError(Exception):
@@ -159,7 +160,7 @@ class Batcher:
     def _predict(self, items: list[tuple[str, Any]]) -> list:
         self.batches += 1
         bank = self.registry.bank
-        return bank.predict_features(items, batch_size=max(self.limits.max_batch, len(items)))
+        return bank.predict_scored(items, batch_size=max(self.limits.max_batch, len(items)))
 
 
 def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = None) -> FastAPI:
@@ -228,8 +229,8 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
             results = await batcher.submit(items)
         except PtuneError as error:
             raise ClientError(422, str(error)) from error
-        return {"predictions": [{**_record(registry.models[task], example, label), **truncation_marks(feature)}
-                                for (task, example), (label, feature) in zip(items, results)]}
+        return {"predictions": [_record(registry.models[task], example, found, request.top_k)
+                                for (task, example), found in zip(items, results)]}
 
     return app
 
@@ -269,5 +270,7 @@ def _example(model, text: str):
     return model.kind.example({"text": text})
 
 
-def _record(model, example, prediction) -> dict:
-    return model.kind.record(example, prediction)
+def _record(model, example, found: tuple, top_k: int | None) -> dict:
+    """The JSON of one prediction: (prediction, scores, feature) as the bank's ``predict_scored`` gives it."""
+    prediction, scores, feature = found
+    return {**model.kind.record(example, prediction, scores, top_k=top_k), **model.kind.marks([example], [feature])[0]}

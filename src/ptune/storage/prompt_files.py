@@ -34,8 +34,9 @@ SPACING = "tokenizer"
 
 
 def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric: str,
-                metrics: dict | None = None) -> dict:
-    """Write ``model``'s trainable tensors and description to ``path``; returns the header."""
+                metrics: dict | None = None, source: dict | None = None) -> dict:
+    """Write ``model``'s trainable tensors and description to ``path``; returns the header. ``source`` is
+    where the user's data came from (`Task.source`: columns, dataset), kept so evaluate can read more alike."""
     tensors = {name: t.detach().contiguous().cpu() for name, t in model.trainable_state().items()}
     header = {
         "tensors_sha256": tensors_digest(tensors),
@@ -43,7 +44,8 @@ def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric:
         "version": VERSION,
         "method": model.config.to_dict(),
         "task": {"name": task_name, "kind": model.kind.name,
-                 "labels": model.labels, "metric": metric, "pair": model.template.has_slot("text_pair")},
+                 "labels": model.labels, "metric": metric, "pair": model.template.has_slot("text_pair")}
+                | ({"source": source} if source else {}),
         "backbone": model.backbone.fingerprint(),
         "trainable_params": model.num_trainable(),
         "backbone_params": model.backbone.num_parameters(),
@@ -99,6 +101,7 @@ def _check_fields(path: Path, header: dict) -> None:
     need(isinstance(task.get("name"), str), "task.name", "a string")
     need(task.get("metric") in KINDS[task["kind"]].metrics, "task.metric", " or ".join(map(repr, KINDS[task["kind"]].metrics)))
     need(isinstance(task.get("pair", False), bool), "task.pair", "true or false")
+    need(isinstance(task.get("source", {}), dict), "task.source", "an object")
     need(isinstance(backbone, dict) and isinstance(backbone.get("name"), str), "backbone", "an object with a name")
     need(isinstance(header.get("metrics", {}), dict), "metrics", "an object")
 

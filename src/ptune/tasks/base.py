@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from torch import nn
 
-from ptune.batch.encoding import collate
+from ptune.batch.encoding import collate, truncation_marks
 from ptune.errors import PtuneError
 
 
@@ -61,26 +61,36 @@ class TaskKind:
         """One example's prediction from its piece of the outputs."""
         raise NotImplementedError
 
-    def decode(self, model, outputs, batch: dict[str, torch.Tensor]) -> list:
-        """One prediction per feature of the batch."""
-        words = batch["num_words"].tolist() if "num_words" in batch else [0] * len(batch["input_ids"])
-        return [self.decode_row(model, row, n) for row, n in zip(self.rows(outputs, batch), words)]
+    def scores_row(self, model, output, num_words: int) -> dict:
+        """How sure one example's prediction is, from its piece of the outputs: the JSON-ready
+        fields ``record`` adds (class probabilities, per-word probabilities); {} for none."""
+        return {}
 
-    def finish(self, model, examples: Sequence, features: Sequence, decoded: list) -> list:
-        """Per-feature predictions -> one per example (a kind whose example spans several features
-        joins them here)."""
+    def decode(self, model, outputs, batch: dict[str, torch.Tensor], *, scored: bool = False) -> list:
+        """One prediction per feature of the batch; with ``scored``, (prediction, scores) pairs."""
+        words = batch["num_words"].tolist() if "num_words" in batch else [0] * len(batch["input_ids"])
+        rows = zip(self.rows(outputs, batch), words)
+        if scored:
+            return [(self.decode_row(model, row, n), self.scores_row(model, row, n)) for row, n in rows]
+        return [self.decode_row(model, row, n) for row, n in rows]
+
+    def finish(self, model, examples: Sequence, features: Sequence, decoded: list, *, scored: bool = False) -> list:
+        """Per-feature predictions (with ``scored``, (prediction, scores) pairs) -> one per example
+        (a kind whose example spans several features joins them here)."""
         return decoded
 
     def combine(self, members: torch.Tensor, how: str) -> torch.Tensor:
-        """An ensemble's outputs for one example, [N, ...] -> the combined output [...]: the mean of
-        the members' probabilities, or a majority vote (ties: the smallest label id)."""
+        """An ensemble's outputs for one example, [N, ..., C] logits -> the combined [..., C]: the log
+        of the members' mean probabilities, or of each label's share of the votes (ties: the
+        smallest label id), so that the softmax of the result is that mean or that share."""
         if how == "mean":
-            ids = members.softmax(-1).mean(0).argmax(-1)
+            shares = members.softmax(-1).mean(0)
         elif how == "vote":
-            ids = torch.mode(members.argmax(-1), dim=0).values
+            votes = nn.functional.one_hot(members.argmax(-1), members.shape[-1])  # [N, ..., C]
+            shares = votes.float().mean(0)
         else:
             raise PtuneError(f"combine must be 'vote' or 'mean', got {how!r}")
-        return nn.functional.one_hot(ids, members.shape[-1]).float()
+        return shares.log()
 
     # -- gold, inputs, outputs --------------------------------------------------------------------
     def gold(self, examples: Sequence) -> list:
@@ -102,6 +112,13 @@ class TaskKind:
         pair = row.get("text_pair")
         return TextExample(text, text_pair=pair if isinstance(pair, str) else None)
 
-    def record(self, example, prediction) -> dict:
-        """A prediction as the JSON record ``ptune predict`` prints and the server returns."""
-        return {"text": example.text, "label": prediction}
+    def marks(self, examples: Sequence, features: Sequence) -> list[dict]:
+        """Per example, what its record adds when its input was cut to fit max_length ({} if uncut;
+        see ``batch.encoding.truncation_marks``). Default: one feature per example."""
+        return [truncation_marks(feature) for feature in features]
+
+    def record(self, example, prediction, scores: dict | None = None, *, top_k: int | None = None) -> dict:
+        """A prediction as the JSON record ``ptune predict`` prints and the server returns, with its
+        ``scores`` (from ``scores_row`` / ``finish``) when given; ``top_k`` keeps the k likeliest
+        labels where a kind ranks labels (classification), and is ignored elsewhere."""
+        return {"text": example.text, "label": prediction, **(scores or {})}

@@ -35,5 +35,21 @@ class Classification(TaskKind):
         """output: [C] logits -> the label."""
         return model.labels[int(output.argmax(-1))]
 
+    def scores_row(self, model, output, num_words: int) -> dict:
+        """output: [C] logits -> each label's probability (softmax over the labels), in label order."""
+        return {"probabilities": dict(zip(model.labels, output.float().softmax(-1).tolist()))}
+
+    def record(self, example, prediction, scores: dict | None = None, *, top_k: int | None = None) -> dict:
+        """The label; with scores also its ``probability`` and ``probabilities``, likeliest first
+        (the ``top_k`` likeliest only, when given)."""
+        if top_k is not None and top_k < 1:
+            raise PtuneError(f"top_k is {top_k}; keep at least 1 label")
+        record = {"text": example.text, "label": prediction}
+        if scores and "probabilities" in scores:
+            ranked = sorted(scores["probabilities"].items(), key=lambda item: -item[1])
+            record["probability"] = scores["probabilities"][prediction]
+            record["probabilities"] = dict(ranked[:top_k] if top_k is not None else ranked)
+        return record
+
     def gold(self, examples) -> list:
         return [e.label for e in examples]

@@ -1,5 +1,6 @@
-"""The extractive question-answering kind, around a span head: examples -> overlapping token windows with answer targets,
-and span logits -> answer texts cut from the original context by character offsets.
+"""The extractive question-answering kind, around a span head: examples -> overlapping token windows
+with answer targets; span logits -> answers (``qa_answers``: text cut from the original context by
+character offsets, with its scores).
 """
 
 from __future__ import annotations
@@ -18,12 +19,10 @@ from ptune.data.examples import QAExample
 from ptune.errors import PtuneError
 from ptune.heads.span import SpanHead
 from ptune.tasks.base import TaskKind
+from ptune.tasks.qa_answers import (  # noqa: F401 - best_spans, window_best_span: imported from here before
+    NO_ANSWER, Offset, best_answers, best_spans, unseen_context, window_best_span)
 
 log = logging.getLogger(__name__)
-
-NO_ANSWER = 0  # the target position of "no answer in this window": [CLS] (or BOS)
-
-Offset = tuple[int, int]
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,7 @@ class QAFeature:
     start_position: int = NO_ANSWER
     end_position: int = NO_ANSWER
     prompts: int = 0  # virtual prompt positions 1..prompts, right after [CLS] (input-prompt methods)
+    question_cut: int = 0  # question tokens cut to leave the context room (``_check_room``)
 
     @property
     def prompt_index(self) -> list[int]:
@@ -66,11 +66,13 @@ def featurize(
             f"{type(tokenizer).__name__} gives no character offsets — load a fast tokenizer"
             " (AutoTokenizer.from_pretrained(..., use_fast=True)) for question answering"
         )
-    examples = _check_room(examples, tokenizer, max_length, stride)
+    examples, cut = _check_room(examples, tokenizer, max_length, stride)
     lead = _pair_lead(tokenizer)
     features: list[QAFeature] = []
     for begin in range(0, len(examples), chunk):
         features.extend(_windows(examples, begin, begin + chunk, tokenizer, max_length, stride, question_first, lead))
+    if any(cut):
+        features = [replace(f, question_cut=cut[f.example_index]) if cut[f.example_index] else f for f in features]
     return features
 
 
@@ -85,16 +87,17 @@ def _after(text: str, lead: str) -> str:
     return lead + text if lead and text and not text[0].isspace() else text
 
 
-def _check_room(examples: Sequence[QAExample], tokenizer, max_length: int, stride: int) -> list[QAExample]:
+def _check_room(examples: Sequence[QAExample], tokenizer, max_length: int,
+                stride: int) -> tuple[list[QAExample], list[int]]:
     """`examples` with each question that leaves its windows no more than `stride` context tokens
-    (the tokenizer would panic rather than raise) cut to fit, with a warning; settings where even a
-    one-token question leaves no room are refused."""
+    (the tokenizer would panic rather than raise) cut to fit, with one warning, and the tokens each
+    question lost; settings where even a one-token question leaves no room are refused."""
     if stride < 0:
         raise PtuneError(f"stride {stride} is negative — pass 0 or more overlapping tokens")
     specials = tokenizer.num_special_tokens_to_add(pair=True)
     keep = max_length - specials - stride - 1  # the most question tokens that leave stride + 1 context tokens
     encoded = tokenizer([e.question for e in examples], add_special_tokens=False, return_offsets_mapping=True)
-    out, cuts = list(examples), []
+    out, cuts, lost = list(examples), [], [0] * len(examples)
     for i, (example, ids) in enumerate(zip(examples, encoded["input_ids"], strict=True)):
         if len(ids) <= keep:
             continue
@@ -105,12 +108,13 @@ def _check_room(examples: Sequence[QAExample], tokenizer, max_length: int, strid
             )
         out[i] = replace(example, question=_cut_question(tokenizer, example.question, encoded["offset_mapping"][i], keep))
         cuts.append(f"{example.id!r} lost {len(ids) - keep}")
+        lost[i] = len(ids) - keep
     if cuts:
         shown = ", ".join(cuts[:5]) + (f" and {len(cuts) - 5} more" if len(cuts) > 5 else "")
         log.warning("%d question%s too long for max_length=%d with stride %d, cut to %d tokens (%s); raise "
                     "--max-length to keep them whole", len(cuts), "" if len(cuts) == 1 else "s", max_length,
                     stride, keep, shown)
-    return out
+    return out, lost
 
 
 def _cut_question(tokenizer, question: str, offsets, keep: int) -> str:
@@ -224,75 +228,6 @@ def answer_tokens(offsets: Sequence[Offset | None], example: QAExample) -> tuple
     return start, end
 
 
-def best_spans(
-    examples: Sequence[QAExample],
-    features: Sequence[QAFeature],
-    start_logits: torch.Tensor | Sequence[Sequence[float]],
-    end_logits: torch.Tensor | Sequence[Sequence[float]],
-    *,
-    allow_impossible: bool,
-    max_answer_tokens: int = 30,
-    n_best: int = 20,
-    null_threshold: float = 0.0,
-) -> dict[str, str]:
-    """Predicted answer text per example id, cut from the example's context by offsets.
-
-    start_logits, end_logits: [F, T], one row per feature (positions past a feature's length are
-    ignored). An example's answer is its best-scoring span (start + end logit) over all its
-    windows, among the `n_best` starts and ends of each window, at most `max_answer_tokens` long.
-    With `allow_impossible` (SQuAD 2.0) it is "" when the lowest null score (start[0] + end[0])
-    beats that span by more than `null_threshold`; "" also when no window holds a valid span.
-    """
-    if not len(features) == len(start_logits) == len(end_logits):
-        raise ValueError(f"{len(features)} features but {len(start_logits)}/{len(end_logits)} logit rows")
-    best: dict[int, tuple[float, int, int]] = {}
-    null: dict[int, float] = {}
-    for row, feature in enumerate(features):
-        length = len(feature.input_ids)
-        starts = torch.as_tensor(start_logits[row], dtype=torch.float32)[:length]
-        ends = torch.as_tensor(end_logits[row], dtype=torch.float32)[:length]
-        index = feature.example_index
-        null[index] = min(null.get(index, float("inf")), float(starts[NO_ANSWER] + ends[NO_ANSWER]))
-        span = window_best_span(feature.offsets, starts, ends, max_answer_tokens, n_best)
-        if span is not None and (index not in best or span[0] > best[index][0]):
-            best[index] = span
-    predictions = {}
-    for index, example in enumerate(examples):
-        span = best.get(index)
-        if span is None or (allow_impossible and null.get(index, float("-inf")) - span[0] > null_threshold):
-            predictions[example.id] = ""
-        else:
-            # byte-level BPE offsets include the space before a word ("ĠBrussels"): an answer never starts with one
-            predictions[example.id] = example.context[span[1] : span[2]].lstrip()
-    return predictions
-
-
-def window_best_span(
-    offsets: Sequence[Offset | None],
-    start_logits: torch.Tensor,
-    end_logits: torch.Tensor,
-    max_answer_tokens: int,
-    n_best: int,
-) -> tuple[float, int, int] | None:
-    """(score, start char, end char) of one window's best context span, or None if it has none.
-
-    start_logits, end_logits: [T]. Only the `n_best` highest starts and ends are paired.
-    """
-    k = min(n_best, len(offsets))
-    starts, ends = start_logits.tolist(), end_logits.tolist()
-    top_starts = [t for t in torch.topk(start_logits, k).indices.tolist() if offsets[t] is not None]
-    top_ends = [t for t in torch.topk(end_logits, k).indices.tolist() if offsets[t] is not None]
-    best = None
-    for s in top_starts:
-        for e in top_ends:
-            if not 0 <= e - s < max_answer_tokens:
-                continue
-            score = starts[s] + ends[e]
-            if best is None or score > best[0]:
-                best = (score, offsets[s][0], offsets[e][1])
-    return best
-
-
 def collate_qa(features: Sequence[QAFeature], *, pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad features into a batch (positions stay those of the features' offsets).
 
@@ -368,10 +303,32 @@ class SpanQA(TaskKind):
     def decode_row(self, model, output, num_words: int):
         return output  # a window's logits: answers need every window of the example (``finish``)
 
-    def finish(self, model, examples: Sequence, features: Sequence, decoded: list) -> list[str]:
+    def decode(self, model, outputs, batch: dict[str, torch.Tensor], *, scored: bool = False) -> list:
+        return self.rows(outputs, batch)  # scored or not: the windows' logits, joined by ``finish``
+
+    def finish(self, model, examples: Sequence, features: Sequence, decoded: list, *, scored: bool = False) -> list:
+        """Each example's answer text; with ``scored``, (text, scores) pairs: ``score`` (the span's
+        start + end logit), ``start``/``end`` (character offsets, None for no answer) and, when the
+        metric allows no answer (squad_v2), ``no_answer_score``."""
         starts, ends = zip(*decoded) if decoded else ((), ())
-        answers = best_spans(examples, features, starts, ends, allow_impossible=model.metric == "squad_v2")
-        return [answers[e.id] for e in examples]
+        impossible = model.metric == "squad_v2"
+        answers = best_answers(examples, features, starts, ends, allow_impossible=impossible)
+        if not scored:
+            return [answer.text for answer in answers]
+        return [(a.text, {"score": a.score, "start": a.start, "end": a.end,
+                          **({"no_answer_score": a.no_answer_score} if impossible else {})}) for a in answers]
+
+    def marks(self, examples: Sequence, features: Sequence) -> list[dict]:
+        """Per example: ``truncated``, the question tokens cut to leave the context room, and
+        ``truncated_context``, the context characters that no window holds; {} if neither."""
+        windows: list[list] = [[] for _ in examples]
+        for feature in features:
+            windows[feature.example_index].append(feature)
+        out = []
+        for example, mine in zip(examples, windows):
+            cut, unseen = max((f.question_cut for f in mine), default=0), unseen_context(example.context, mine)
+            out.append({**({"truncated": cut} if cut else {}), **({"truncated_context": unseen} if unseen else {})})
+        return out
 
     def gold(self, examples) -> list:
         return list(examples)
@@ -384,5 +341,5 @@ class SpanQA(TaskKind):
             raise ValueError(f"expected {self.input_help}")
         return QAExample(str(row.get("id", "")), row["question"], row["context"])
 
-    def record(self, example, prediction) -> dict:
-        return {"id": example.id, "question": example.question, "answer": prediction}
+    def record(self, example, prediction, scores: dict | None = None, *, top_k: int | None = None) -> dict:
+        return {"id": example.id, "question": example.question, "answer": prediction, **(scores or {})}

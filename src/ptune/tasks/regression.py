@@ -60,5 +60,5 @@ class Regression(TaskKind):
     def gold(self, examples) -> list[float]:
         return [score_of(e.label) for e in examples]
 
-    def record(self, example, prediction) -> dict:
+    def record(self, example, prediction, scores: dict | None = None, *, top_k: int | None = None) -> dict:
         return {"text": example.text, "score": prediction}

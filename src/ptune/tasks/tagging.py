@@ -4,6 +4,7 @@ BILOU), token accuracy and macro-F1 (POS and other plain tags) or SRL argument F
 
 from __future__ import annotations
 
+import math
 from typing import ClassVar
 
 import torch
@@ -52,11 +53,26 @@ class Tagging(TaskKind):
         tags = ["O" if gone else model.labels[i] for i, gone in zip(output.nan_to_num(0.0).argmax(-1).tolist(), missing)]
         return tags + ["O"] * (num_words - len(tags))
 
+    def scores_row(self, model, output: torch.Tensor, num_words: int) -> dict:
+        """output: [W, C] -> the probability of each word's tag (softmax over the tags); None for a
+        word without a row (tagged O because it has no sub-token or was cut)."""
+        best = output.float().softmax(-1).max(-1).values.tolist()
+        chosen = [None if math.isnan(p) else p for p in best]  # NaN rows: no row
+        return {"tag_probabilities": chosen + [None] * (num_words - len(chosen))}
+
     def combine(self, members: torch.Tensor, how: str) -> torch.Tensor:
-        """[N, W, C] -> [W, C]; a member without a row for a word (NaN) adds a uniform distribution
-        (no say under "mean"); a word that no member has stays NaN."""
-        combined = super().combine(members.nan_to_num(0.0), how)
-        return combined.masked_fill(members.isnan().any(-1).all(0).unsqueeze(-1), float("nan"))
+        """[N, W, C] -> [W, C], over the members that have a row for the word (a NaN row: none); a
+        word that no member has stays NaN."""
+        missing = members.isnan().any(-1)  # [N, W]
+        weights = (~missing).float()
+        if how == "mean":
+            each = members.nan_to_num(0.0).softmax(-1)
+        elif how == "vote":
+            each = nn.functional.one_hot(members.nan_to_num(0.0).argmax(-1), members.shape[-1]).float()
+        else:
+            raise PtuneError(f"combine must be 'vote' or 'mean', got {how!r}")
+        shares = (each * weights.unsqueeze(-1)).sum(0) / weights.sum(0).clamp_min(1).unsqueeze(-1)
+        return shares.log().masked_fill(missing.all(0).unsqueeze(-1), float("nan"))
 
     def gold(self, examples) -> list:
         return [list(e.tags) for e in examples]
@@ -74,14 +90,23 @@ class Tagging(TaskKind):
             raise ValueError(f"expected {self.input_help}")
         return TaggedExample(tuple(tokens), predicate=row.get("predicate", predicate))
 
-    def record(self, example, prediction) -> dict:
-        return {"tokens": list(example.tokens), "tags": prediction, "entities": entities(example.tokens, prediction)}
+    def record(self, example, prediction, scores: dict | None = None, *, top_k: int | None = None) -> dict:
+        probabilities = (scores or {}).get("tag_probabilities")
+        return {"tokens": list(example.tokens), "tags": prediction, **(scores or {}),
+                "entities": entities(example.tokens, prediction, probabilities)}
 
 
-def entities(tokens, tags) -> list[dict]:
+def entities(tokens, tags, probabilities=None) -> list[dict]:
     """Entity spans of a tag sequence: text, type, start and end (word offsets, end exclusive), read by
-    the tags' scheme as entity F1 reads them; none for tags that mark no entities (POS tags)."""
+    the tags' scheme as entity F1 reads them; none for tags that mark no entities (POS tags). With
+    each word's tag probability, an entity's ``score`` is the mean over its words."""
     from ptune.data.tag_schemes import entity_spans
 
-    return [{"text": " ".join(tokens[start : end + 1]), "type": kind, "start": start, "end": end + 1}
-            for kind, start, end in entity_spans(tags)]
+    out = []
+    for kind, start, end in entity_spans(tags):
+        entity = {"text": " ".join(tokens[start : end + 1]), "type": kind, "start": start, "end": end + 1}
+        if probabilities is not None:
+            known = [p for p in probabilities[start : end + 1] if p is not None]
+            entity["score"] = sum(known) / len(known) if known else None
+        out.append(entity)
+    return out

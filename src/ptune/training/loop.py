@@ -160,7 +160,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     prompt_path = None
     if writes:
         prompt_path = out / "prompt.safetensors"
-        save_prompt(prompt_path, model, task_name=task.name, metric=task.metric,
+        save_prompt(prompt_path, model, task_name=task.name, metric=task.metric, source=task.source,
                     metrics={f"dev_{k}": v for k, v in selection.dev.items()} | {"best_epoch": selection.epoch})
         plot_curve(progress.history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
         (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the prompt file is the result
