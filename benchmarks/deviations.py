@@ -32,9 +32,12 @@ RESULTS = ROOT / "benchmarks" / "results" / "deviations.json"
 TASKS = {"rotten_tomatoes": "accuracy", "conll2003": "f1"}
 BUDGET = ["--method", "deep", "--train-limit", "3000", "--epochs", "3", "--eval-limit", "1000", "--patience", "0"]
 SEEDS = (0, 1, 2)
+# The defaults these runs compared against, pinned now that one of them has changed (prefix_std was 0.02
+# when the runs were made; the recorded commands predate the pin and ran with it as the default).
+BASELINE = ["--prefix-std", "0.02"]
 # name -> (what the reference code does, the flags that do it, tasks it applies to)
 VARIANTS = {
-    "default": ("ptune's defaults", [], tuple(TASKS)),
+    "default": ("ptune's defaults when measured", [], tuple(TASKS)),
     "positions": ("deep-prompt position ids shifted by the prefix length (PEFT, P-tuning v2 via past_key_values)",
                   ["--peft-layout"], tuple(TASKS)),
     "prefix_std": ("prefixes initialised N(0, 1) (nn.Embedding's default, P-tuning v2 and PEFT)",
@@ -45,7 +48,7 @@ VARIANTS = {
     "pooler": ("classification through the backbone's pooler (BERT-style classifiers, P-tuning v2)",
                ["--pool", "pooler"], ("rotten_tomatoes",)),
 }
-DEFAULTS = {"positions": "ids from 0 after the prefix", "prefix_std": "N(0, 0.02)", "prefix_dropout": "one mask per batch",
+DEFAULTS = {"positions": "ids from 0 after the prefix", "prefix_std": "N(0, 0.02) (until this comparison)", "prefix_dropout": "one mask per batch",
             "backbone_dropout": "eval mode (no dropout)", "pooler": "the first token's hidden state"}
 
 
@@ -57,7 +60,7 @@ def run_one(task: str, variant: str, seed: int, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     out = Path(tempfile.mkdtemp(prefix=f"dev-{task}-{variant}-{seed}-"))
-    args = ["-q", "train", "--task", task, *BUDGET, "--seed", str(seed), *VARIANTS[variant][1], "--out", str(out)]
+    args = ["-q", "train", "--task", task, *BUDGET, "--seed", str(seed), *BASELINE, *VARIANTS[variant][1], "--out", str(out)]
     if main(args) != 0:
         raise SystemExit(f"training failed: {args}")
     results = json.loads((out / "results.json").read_text())
@@ -111,7 +114,9 @@ def render(records: list[dict], command: str) -> str:
         "examples, 3 epochs, the epoch chosen on the first 1,000 dev examples), seeds " + ", ".join(map(str, SEEDS)) + ". "
         "Mean ± standard deviation over the seeds; rotten_tomatoes accuracy, conll2003 entity F1. A variant wins or "
         "loses only by more than the spread (the larger standard deviation of the two), and becomes the default only "
-        "if it wins on one task and loses on none; the test column is shown, not used.",
+        "if it wins on one task and loses on none; the test column is shown, not used. The runs were made with "
+        "prefix_std 0.02 as the default; the script now passes `" + " ".join(BASELINE) + "` to every run so a rerun "
+        "compares the same settings.",
         "",
         "| choice | ptune's default | reference code (option) | task | default dev | reference dev | default test | reference test | verdict |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

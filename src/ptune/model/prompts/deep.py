@@ -40,7 +40,7 @@ class DeepPrompt(nn.Module):
 
     def __init__(self, length: int, layers: list[int], kv_heads: int, head_dim: int, hidden: int, *,
                  reparam: bool = False, reparam_hidden: int = 512, dropout: float = 0.1,
-                 init: torch.Tensor | None = None, std: float = 0.02, per_example_dropout: bool = False):
+                 init: torch.Tensor | None = None, std: float = 1.0, per_example_dropout: bool = False):
         """``std``: of the normal init; ``per_example_dropout``: each example of a batch gets its own
         dropout mask on the prefix (P-tuning v2's code) instead of one mask for the batch."""
         super().__init__()
