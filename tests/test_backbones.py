@@ -37,5 +37,5 @@ def test_smollm2_loads_offline_caches_fp32_and_takes_deep_prompts(tmp_path, monk
 
 
 def test_missing_backbone_is_a_clear_error(tmp_path):
-    with pytest.raises(PtuneError, match="cannot load backbone"):
+    with pytest.raises(PtuneError, match="no such folder"):
         load_backbone(str(tmp_path / "no-such-model"))

@@ -11,7 +11,7 @@ import pytest
 
 from ptune.cli import build_parser, main
 
-COMMANDS = ["train", "evaluate", "generate", "predict", "inspect", "export", "import-peft", "benchmark", "serve",
+COMMANDS = ["train", "sweep", "evaluate", "generate", "predict", "inspect", "export", "import-peft", "benchmark", "serve",
             "probe"]
 # Runs the CLI as `python -m ptune.cli` does, then reports which heavy modules that loaded.
 WRAPPER = """

@@ -228,7 +228,7 @@ def test_a_hub_dataset_is_read_by_load_dataset_with_its_config(tmp_path, dataset
     folder = hub_repository(tmp_path, datasets)
     task = from_dataset(str(folder), "sst2", columns=Columns(text="sentence"))
     assert calls == [(str(folder), "sst2")]  # the hub's call: load_dataset("glue", "sst2")
-    assert task.name == "glue-sst2" and task.labels == ["negative", "positive"]
+    assert task.name == "glue/sst2" and task.labels == ["negative", "positive"]  # glue + sst2: the named task
     assert task.train == [TextExample("a delight", "positive"), TextExample("a bore", "negative")]
     assert task.dev == [TextExample("lovely", "positive")] and task.test == []
     assert task.source == {"dataset": str(folder), "config": "sst2", "columns": {"text": "sentence"}}

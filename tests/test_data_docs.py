@@ -142,7 +142,7 @@ def test_hub_dataset_through_load_dataset(folder, capsys):
         out = run([str(glue) if arg == "glue" else arg for arg in argv], capsys)
     assert json.loads(out)["examples"] == 2  # the validation split
     header = read_header("runs/sst2/prompt.safetensors")
-    assert header["task"]["labels"] == ["negative", "positive"] and header["task"]["name"] == "glue-sst2"
+    assert header["task"]["labels"] == ["negative", "positive"] and header["task"]["name"] == "glue/sst2"
     assert header["task"]["source"]["config"] == "sst2"
 
 

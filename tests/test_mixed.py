@@ -51,7 +51,9 @@ def test_mixed_batch_equals_each_task_alone(minilm, method):
     mixed = bank(bank.collate(bank.encode(items)))
     for (name, example), got in zip(items, mixed):
         expected = alone(tasks[name], [example])[0]
-        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        # Prefixes of std 1 (the default init) make attention scores large: float32 rounding of a different
+        # batch composition reaches ~2e-5 on the logits.
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
 def test_mixed_batch_of_different_methods(minilm):

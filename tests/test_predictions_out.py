@@ -203,7 +203,7 @@ def test_predict_prints_probabilities_and_checks_top_k(prompt_file, capsys):
     for record in records:
         check_probabilities(record)
     assert main(["-q", "predict", str(prompt_file), "--text", "x", "--top-k", "0"]) == 2
-    assert "--top-k 0" in capsys.readouterr().err
+    assert "--top-k: '0' is out of range" in capsys.readouterr().err
 
 
 def test_predict_writes_jsonl_json_and_csv(prompt_file, tmp_path, capsys):

@@ -1,8 +1,10 @@
-"""The real server process over real HTTP on loopback: batching across tasks, limits, hot-adding."""
+"""The real server process over real HTTP on loopback: batching across tasks, limits, hot-adding, the
+README's curl commands as written, and prompt files it cannot serve listed as failed."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,11 +53,17 @@ def request(port, path, body=None, *, raw: bytes | None = None, headers=None):
 
 
 @pytest.fixture(scope="module")
-def server(minilm, tmp_path_factory):
+def server(minilm, tiny_bert_dir, tmp_path_factory):
+    from ptune.model.backbones import load_backbone
+
     folder = tmp_path_factory.mktemp("prompts")
     make_prompt(minilm, folder, "sentiment", "deep", seed=1)
     make_prompt(minilm, folder, "soft", "prompt", seed=2)
     make_prompt(minilm, folder, "ner", "ptuning", tagging=True, seed=3)
+    # Served by name order: the first file is corrupt and the last was trained on another backbone; the
+    # backbone comes from the first file that reads, and both others are listed as failed.
+    (folder / "aaa_corrupt.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    make_prompt(load_backbone(str(tiny_bert_dir)), folder, "zz_other_backbone", "deep", seed=4)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -161,3 +170,39 @@ def test_a_corrupt_prompt_file_is_reported_not_fatal(server):
     (folder / "broken.safetensors").write_bytes(b"not a safetensors file")
     status, body = request(port, "/tasks")
     assert status == 200 and "broken" in body["failed"] and "broken" not in [t["task"] for t in body["tasks"]]
+
+
+def test_unservable_files_are_listed_as_failed_and_the_rest_served(server):
+    port, _ = server
+    for path in ("/tasks", "/health"):
+        status, body = request(port, path)
+        assert status == 200 and {"aaa_corrupt", "zz_other_backbone"} <= set(body["failed"]), body
+    assert "trained for backbone" in request(port, "/health")[1]["failed"]["zz_other_backbone"]
+
+
+def server_section() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    return readme.split("\n## Server\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_readme_curl_commands_work_as_written(server):
+    """The README's curl lines, run as written but for the port: curl -d sends a form content type, and
+    the server reads the JSON all the same; the answer the README shows has the keys a real one has."""
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed: the README's commands need it")
+    port, _ = server
+    section = server_section()
+    commands = [line for line in section.splitlines() if line.startswith("curl ")]
+    assert len(commands) >= 3
+    answers = []
+    for command in commands:
+        argv = [part.replace("localhost:8000", f"localhost:{port}") for part in shlex.split(command)]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (command, done.stderr)
+        answers.append(json.loads(done.stdout))
+        assert "error" not in answers[-1] and answers[-1]["predictions"], (command, answers[-1])
+    shown = [json.loads(line[2:])["predictions"][0] for line in section.splitlines() if line.startswith("# {")]
+    assert shown
+    for expected in shown:
+        real = [a["predictions"][0] for a in answers if set(a["predictions"][0]) == set(expected)]
+        assert any(len(r["probabilities"]) == len(expected["probabilities"]) for r in real), (expected, answers)

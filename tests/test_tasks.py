@@ -69,11 +69,14 @@ def test_get_task() -> None:
 
 def test_from_files_classification(tmp_path: Path) -> None:
     (tmp_path / "train.csv").write_text("text,label\na,pos\nb,neg\nc,pos\n")
-    (tmp_path / "test.jsonl").write_text('{"text": "d"}\n')
+    (tmp_path / "test.jsonl").write_text('{"text": "d", "label": "neg"}\n')
     task = from_files(tmp_path / "train.csv", test=tmp_path / "test.jsonl", name="mine")
     assert task.kind == "classification" and task.metric == "accuracy"
     assert task.labels == ["neg", "pos"]
-    assert task.dev == [] and task.test == [TextExample("d")]
+    assert task.dev == [] and task.test == [TextExample("d", "neg")]
+    (tmp_path / "test.jsonl").write_text('{"text": "d"}\n')  # a test file is scored: it needs its labels
+    with pytest.raises(PtuneError, match="test.jsonl: example 1 of the test file .* has no label"):
+        from_files(tmp_path / "train.csv", test=tmp_path / "test.jsonl", name="mine")
 
 
 def test_from_files_tagging_puts_o_first(tmp_path: Path) -> None:

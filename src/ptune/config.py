@@ -3,6 +3,9 @@ change. No torch here, so the CLI can build its options (and --help) without loa
 
 from __future__ import annotations
 
+import argparse
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal, Sequence
 
@@ -26,6 +29,70 @@ DEFAULT_EPOCHS = {"prompt": 10, "ptuning": 10, "deep": 10, "finetune": 3}
 
 
 _TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a number option can mean: a whole number or any finite number, at least ``low`` (or above it,
+    with ``above``) and at most ``high``. ``check`` refuses a value in a PtuneError; called on text, it is an
+    argparse ``type``, so a command line is refused before anything loads."""
+
+    low: float | None = None
+    high: float | None = None
+    whole: bool = False
+    above: bool = False  # ``low`` itself is excluded (a learning rate above 0)
+
+    def describe(self) -> str:
+        noun = "a whole number" if self.whole else "a number"
+        low = self.low if not self.whole or self.low is None else int(self.low)
+        if self.low is not None and self.high is not None:
+            return f"{noun} from {low} to {self.high}"
+        if self.low is not None:
+            return f"{noun} {'above' if self.above else 'of at least'} {low}"
+        return noun + ("" if self.whole else " (not nan or inf)")
+
+    def fits(self, value) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return False
+        if isinstance(value, float) and not math.isfinite(value):  # a huge int is no float: no isfinite
+            return False
+        if self.whole and value != int(value):
+            return False
+        return ((self.low is None or value > self.low or (value == self.low and not self.above))
+                and (self.high is None or value <= self.high))
+
+    def check(self, what: str, value):
+        """``value``, or a PtuneError naming ``what`` (an option), the value and what to give."""
+        if value is not None and not self.fits(value):
+            raise PtuneError(f"{what} is {value!r}: give {self.describe()}")
+        return value
+
+    def __call__(self, text: str):
+        """argparse ``type``: the number in ``text``, or an error that names it and what to give."""
+        try:
+            value = int(text) if self.whole else float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.describe()}") from None
+        if not self.fits(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is out of range: give {self.describe()}")
+        return value
+
+
+COUNT = Bound(1, whole=True)  # a number of things: at least one
+NON_NEGATIVE = Bound(0, whole=True)  # 0 switches the thing off
+POSITIVE = Bound(0, above=True)  # a rate, a width, a norm
+FRACTION = Bound(0, 1)  # a probability or a share
+SEED = Bound(0, 2**32 - 1, whole=True)  # NumPy's seed range
+PORT = Bound(1, 65535, whole=True)
+LAYERS = re.compile(r"^(all|(top|bottom):\d+|\d+(,\d+)*)$")
+
+
+def check_bounds(config, what: str, skip: Sequence[str] = ()) -> None:
+    """Every field with a ``bound`` in its metadata (but those in ``skip``) holds a value the bound allows."""
+    for f in fields(config):
+        bound = f.metadata.get("bound")
+        if bound is not None and f.name not in skip:
+            bound.check(f"{what} {f.name!r}", getattr(config, f.name))
 
 
 def check_types(config, what: str) -> None:
@@ -70,7 +137,7 @@ def parse_verbalizer(text: str) -> dict[str, list[str]]:
 class MethodConfig:
     method: Literal["prompt", "ptuning", "deep", "finetune"] = field(
         default="deep", metadata={"help": "prompt (Lester), ptuning (Liu), deep (P-tuning v2) or finetune", "choices": METHODS})
-    length: int | None = field(default=None, metadata={
+    length: int | None = field(default=None, metadata={"bound": COUNT,
         "help": "number of prompt vectors (prompt, deep); ptuning takes it from the template (default: "
                 + ", ".join(f"{m} {DEFAULT_LENGTH[m]}" for m in ("prompt", "ptuning", "deep")) + ")"})
     init: Literal["random", "vocab", "labels"] = field(
@@ -82,14 +149,16 @@ class MethodConfig:
     tune_backbone: bool = field(default=False, metadata={"help": "ptuning: also train the backbone"})
     layers: str = field(default="all", metadata={"help": "deep: all, top:K, bottom:K or 0,2,5"})
     reparam: bool = field(default=False, metadata={"help": "deep: MLP reparameterisation of the prefixes"})
-    reparam_hidden: int = field(default=512, metadata={"help": "deep: hidden width of the reparameterisation MLP"})
+    reparam_hidden: int = field(default=512, metadata={
+        "bound": COUNT, "help": "deep: hidden width of the reparameterisation MLP"})
     head: Literal["linear", "verbalizer"] = field(default="linear", metadata={
         "help": "linear (a new classifier on the pooled token) or verbalizer (the frozen LM head's logits for label words "
                 "at the {label} slot: [MASK] for masked LMs, next token for causal LMs)", "choices": HEADS})
     verbalizer: str | None = field(default=None, metadata={
         "help": "label words for --head verbalizer, e.g. 'negative=bad,terrible;positive=good,great' (default: each "
                 "label's own name)"})
-    max_length: int = field(default=128, metadata={"help": "maximum tokens per example, prompts included"})
+    max_length: int = field(default=128, metadata={
+        "bound": COUNT, "help": "maximum tokens per example, prompts included (at most the backbone's positions)"})
     peft_layout: bool = field(default=False, metadata={
         "help": "lay prompts out as Hugging Face PEFT does (input prompts before [CLS]; deep-prompt positions "
                 "shifted by the prefix length), so `ptune export --peft` gives identical predictions"})
@@ -97,7 +166,7 @@ class MethodConfig:
     # measured comparison (docs/RESULTS.md, "Deviations from the reference code").
     # N(0, 1) as in P-tuning v2's and PEFT's code (nn.Embedding's default): +2.1 dev F1 on conll2003 over
     # ptune's earlier N(0, 0.02), a tie on rotten_tomatoes (3 seeds each).
-    prefix_std: float = field(default=1.0, metadata={
+    prefix_std: float = field(default=1.0, metadata={"bound": POSITIVE,
         "help": "deep: standard deviation of the prefixes' normal init (1.0: nn.Embedding's default, as P-tuning "
                 "v2's and PEFT's code)"})
     prefix_dropout: Literal["batch", "example"] = field(default="batch", metadata={
@@ -119,10 +188,14 @@ class MethodConfig:
             raise PtuneError(f"init {self.init!r} unknown: use one of {', '.join(INITS)}")
         if self.encoder not in ENCODERS:
             raise PtuneError(f"encoder {self.encoder!r} unknown: use one of {', '.join(ENCODERS)}")
+        check_bounds(self, "method option", skip=("length",) if self.method == "finetune" else ())  # no prompt
         if self.length is None:
             self.length = DEFAULT_LENGTH[self.method]
-        if self.method in ("prompt", "deep") and self.length < 1:
-            raise PtuneError(f"length must be at least 1 for method {self.method}, got {self.length}")
+        if not LAYERS.match(self.layers):
+            raise PtuneError(f"method option 'layers' is {self.layers!r}: use all, top:K, bottom:K or a comma list "
+                             "of layer numbers like 0,2,5")
+        if self.layers.startswith(("top:", "bottom:")) and int(self.layers.partition(":")[2]) < 1:
+            raise PtuneError(f"method option 'layers' is {self.layers!r}: K counts layers, give 1 or more")
         if self.template is not None and self.method not in ("prompt", "ptuning") and "[P]" in self.template:
             raise PtuneError(f"[P] tokens in a template only apply to prompt/ptuning, not {self.method}; drop them "
                              "(a deep prompt may still use a template of words and slots, e.g. '{text} It was {label}')")
@@ -134,8 +207,6 @@ class MethodConfig:
             if self.head != "verbalizer":
                 raise PtuneError("--verbalizer gives label words for --head verbalizer; add --head verbalizer or drop it")
             parse_verbalizer(self.verbalizer)
-        if self.prefix_std <= 0:
-            raise PtuneError(f"prefix_std must be positive, got {self.prefix_std}")
         if self.prefix_dropout not in PREFIX_DROPOUTS:
             raise PtuneError(f"prefix_dropout {self.prefix_dropout!r} unknown: use batch or example")
         if self.pool not in POOLS:
@@ -181,29 +252,34 @@ class MethodConfig:
 class TrainConfig:
     """How to train; ``epochs`` and ``lr`` left at None take the method's defaults (see ``resolved``)."""
 
-    epochs: int | None = field(default=None, metadata={
+    epochs: int | None = field(default=None, metadata={"bound": COUNT,
         "help": "epochs (default: " + ", ".join(f"{m} {DEFAULT_EPOCHS[m]}" for m in METHODS) + ")"})
-    max_steps: int | None = field(default=None, metadata={
+    max_steps: int | None = field(default=None, metadata={"bound": COUNT,
         "help": "stop after this many optimiser steps (default: no limit)"})
-    batch_size: int = field(default=32, metadata={"help": "examples per step"})
-    lr: float | None = field(default=None, metadata={
+    batch_size: int = field(default=32, metadata={"bound": COUNT, "help": "examples per step"})
+    lr: float | None = field(default=None, metadata={"bound": POSITIVE,
         "help": f"learning rate (default: prompt {DEFAULT_LR['prompt']}, ptuning {DEFAULT_LR['ptuning']}, deep "
                 f"{DEFAULT_LR['deep']} or {DEFAULT_LR_REPARAM} with --reparam, finetune {DEFAULT_LR['finetune']})"})
-    weight_decay: float = field(default=0.01, metadata={"help": "AdamW weight decay"})
-    warmup_ratio: float = field(default=0.06, metadata={"help": "fraction of steps with linear warmup"})
-    scheduler: str = field(default="linear", metadata={"help": " | ".join(SCHEDULERS)})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "clip the gradient norm to this"})
-    patience: int = field(default=3, metadata={"help": "stop after this many epochs without dev improvement (0: never)"})
-    seed: int = field(default=0, metadata={"help": "seed of the initialisation, shuffling and dropout"})
-    train_limit: int | None = field(default=None, metadata={
+    weight_decay: float = field(default=0.01, metadata={"bound": Bound(0), "help": "AdamW weight decay"})
+    warmup_ratio: float = field(default=0.06, metadata={
+        "bound": FRACTION, "help": "fraction of steps with linear warmup"})
+    scheduler: str = field(default="linear", metadata={"help": " | ".join(SCHEDULERS), "choices": SCHEDULERS})
+    max_grad_norm: float = field(default=1.0, metadata={"bound": POSITIVE, "help": "clip the gradient norm to this"})
+    patience: int = field(default=3, metadata={
+        "bound": NON_NEGATIVE, "help": "stop after this many epochs without dev improvement (0: never)"})
+    seed: int = field(default=0, metadata={"bound": SEED, "help": "seed of the initialisation, shuffling and dropout"})
+    train_limit: int | None = field(default=None, metadata={"bound": COUNT,
         "help": "use only the first N training examples (default: all)"})
-    eval_limit: int | None = field(default=None, metadata={"help": "use only the first N dev examples (default: all)"})
-    cache_mb: int = field(default=2048, metadata={"help": "deep prompts on top layers only: memory for the cached "
+    eval_limit: int | None = field(default=None, metadata={
+        "bound": COUNT, "help": "use only the first N dev examples (default: all)"})
+    cache_mb: int = field(default=2048, metadata={"bound": NON_NEGATIVE,
+                                                  "help": "deep prompts on top layers only: memory for the cached "
                                                           "outputs of the un-prompted bottom layers (0: no cache)"})
     precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 (autocast; measured slower on this CPU, "
                                                              "see docs/RESULTS.md)", "choices": ("fp32", "bf16")})
     compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
-    checkpoint_every: int = field(default=200, metadata={"help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
+    checkpoint_every: int = field(default=200, metadata={
+        "bound": NON_NEGATIVE, "help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -212,10 +288,7 @@ class TrainConfig:
             raise PtuneError(f"training option 'precision' must be fp32 or bf16, got {self.precision!r}")
         if self.scheduler not in SCHEDULERS:
             raise PtuneError(f"training option 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
-        negative = [f.name for f in fields(self) if isinstance(getattr(self, f.name), (int, float))
-                    and not isinstance(getattr(self, f.name), bool) and getattr(self, f.name) < 0]
-        if negative:
-            raise PtuneError(f"training option(s) {', '.join(negative)} cannot be negative")
+        check_bounds(self, "training option")
 
     def resolved(self, method: MethodConfig) -> "TrainConfig":
         """A copy with the method's default epochs and learning rate filled in."""

@@ -11,8 +11,8 @@ import logging
 import os
 from typing import Sequence
 
-from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, serve, train
-from ptune.cli.options import CommandParser, DefaultsFormatter, add_global_flags
+from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, serve, sweep, train
+from ptune.cli.options import CommandParser, DefaultsFormatter, OneLineParser, add_global_flags
 from ptune.cli.output import err
 from ptune.errors import PtuneError
 
@@ -20,11 +20,11 @@ from ptune.errors import PtuneError
 def build_parser() -> argparse.ArgumentParser:
     from ptune.analysis.probing.command import add_probe_parser
 
-    parser = argparse.ArgumentParser(prog="ptune", description="Prompt tuning of frozen Hugging Face transformers.",
+    parser = OneLineParser(prog="ptune", description="Prompt tuning of frozen Hugging Face transformers.",
                                      formatter_class=DefaultsFormatter)
     add_global_flags(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
-    for command in (train, evaluate, generate, predict, inspect, export, benchmark, serve):
+    for command in (train, sweep, evaluate, generate, predict, inspect, export, benchmark, serve):
         command.add_parser(sub)
     add_probe_parser(sub)
     return parser
@@ -44,13 +44,29 @@ def setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit:  # an option refused (one line printed): the status, as for any error
+        if not exit.code:
+            raise  # --help
+        return exit.code
     setup_logging(args.verbose or args.command == "train")
     try:
         return args.func(args)
     except PtuneError as error:
-        err().print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+        print_error(str(error))
+        return 2
+    except OSError as error:  # a path the user gave that cannot be read or written (permissions, a full disk)
+        where = f"{error.filename}: " if error.filename else ""
+        print_error(f"{where}{error.strerror or error}; check the path, its permissions and free space")
         return 2
     except KeyboardInterrupt:
         err().print("interrupted")
         return 130
+
+
+def print_error(message: str) -> None:
+    """``error: message`` on stderr, one line; the message is plain text (rich markup would eat "[...]")."""
+    from rich.text import Text
+
+    err().print(Text.assemble(("error:", "bold red"), " ", " ".join(message.splitlines())), soft_wrap=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ptune.cli.output import out, print_json
+from ptune.config import COUNT
 from ptune.errors import PtuneError
 
 
@@ -12,18 +13,19 @@ def add_parser(sub) -> None:
     bench = sub.add_parser("benchmark", help="side-by-side training step times: ptune vs PEFT vs fine-tuning")
     bench.add_argument("--task", default="conll2003", help="a built-in tagging task")
     bench.add_argument("--backbone", default="minilm", help="minilm, smollm2, a hub id or a local folder")
-    bench.add_argument("--batch-size", type=int, default=32, help="examples per step")
-    bench.add_argument("--prompt-length", type=int, default=16, help="prompt vectors (per layer for deep prompts)")
-    bench.add_argument("--batches", type=int, default=12, help="distinct real batches")
-    bench.add_argument("--rounds", type=int, default=4, help="passes over the batches (median taken over all)")
-    bench.add_argument("--top-k", type=int, default=3, help="layers for the top:k deep configurations")
-    bench.add_argument("--examples", type=int, default=4000, help="training examples to draw batches from")
+    bench.add_argument("--batch-size", type=COUNT, default=32, help="examples per step")
+    bench.add_argument("--prompt-length", type=COUNT, default=16, help="prompt vectors (per layer for deep prompts)")
+    bench.add_argument("--batches", type=COUNT, default=12, help="distinct real batches")
+    bench.add_argument("--rounds", type=COUNT, default=4, help="passes over the batches (median taken over all)")
+    bench.add_argument("--top-k", type=COUNT, default=3, help="layers for the top:k deep configurations")
+    bench.add_argument("--examples", type=COUNT, default=4000, help="training examples to draw batches from")
     bench.add_argument("--configs", nargs="+", help="only these configurations (default: all)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
     bench.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from ptune.analysis.benchmark import Setting
@@ -41,8 +43,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(result)
         return 0
-    table = Table(title=f"training step, {backbone.name}, {task.name}, batch {args.batch_size}, "
-                        f"prompt {args.prompt_length}")
+    table = Table(title=escape(f"training step, {backbone.name}, {task.name}, batch {args.batch_size}, "
+                        f"prompt {args.prompt_length}"))
     for column in ("configuration", "step (s)", "examples/s", "vs PEFT prefix", "vs finetune", "vs floor"):
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for name, r in result["configs"].items():

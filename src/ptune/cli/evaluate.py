@@ -1,17 +1,21 @@
-"""``ptune evaluate``: score a prompt file (or an ensemble of them) on a task split or a labelled data file."""
+"""``ptune evaluate``: score a prompt file (or an ensemble of them) on a task split or a labelled data file;
+several prompt files (or a ``ptune train --seeds`` folder): each one's scores, their mean and standard deviation."""
 
 from __future__ import annotations
 
 import argparse
 
-from ptune.cli.options import add_backbone_override, add_data_options, columns_from
+from ptune.cli.options import add_backbone_override, add_data_options, backbone_for, columns_from
 from ptune.cli.output import print_json
+from ptune.config import COUNT
 from ptune.errors import PtuneError
 
 
 def add_parser(sub) -> None:
     evaluate = sub.add_parser("evaluate", help="score a prompt file on a task split or a data file")
-    evaluate.add_argument("prompt", nargs="?", help="prompt file (.safetensors)")
+    evaluate.add_argument("prompt", nargs="*", help="prompt file (.safetensors) or run folder; several, or a folder of "
+                                                    "`ptune train --seeds`: each one's scores and their mean, standard "
+                                                    "deviation and per-prompt values")
     evaluate.add_argument("--ensemble", nargs="+", metavar="PROMPT",
                           help="prompt files for one task, evaluated together in one batched pass")
     evaluate.add_argument("--combine", choices=("mean", "vote"), default="mean",
@@ -26,7 +30,7 @@ def add_parser(sub) -> None:
     evaluate.add_argument("--label-map", metavar="THEIRS=OURS,...",
                           help="rename the data's labels onto the prompt's, e.g. 'pos=positive,neg=negative'")
     add_backbone_override(evaluate)
-    evaluate.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
+    evaluate.add_argument("--batch-size", type=COUNT, default=64, help="examples per forward pass")
     evaluate.set_defaults(func=run)
 
 
@@ -36,20 +40,22 @@ def run(args: argparse.Namespace) -> int:
     from ptune.data.tasks import Task, check_metric
     from ptune.infer.bank import ensemble_predict
     from ptune.infer.predict import evaluate
-    from ptune.model.backbones import load_backbone
     from ptune.storage.prompt_files import load_prompt, read_header
+    from ptune.tasks import get_kind
     from ptune.tasks.metrics import score
+    from ptune.training.seeds import prompt_runs, summarise
 
-    paths = ([args.prompt] if args.prompt else []) + list(args.ensemble or [])
+    runs = prompt_runs(list(args.prompt or [])) + prompt_runs(list(args.ensemble or []))
+    paths = [str(path) for _, path in runs]
     if not paths:
         raise PtuneError("give a prompt file to evaluate, or several with --ensemble A B C")
-    header = read_header(paths[0])
-    examples, source = _examples(args, header, paths[0])  # data problems show before the model loads
-    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
-    models = [load_prompt(path, backbone) for path in paths]
+    headers = [read_header(path) for path in paths]
+    header = headers[0]
+    _same_task(paths, headers)  # every file, then the data, before the model loads
+    examples, source = _examples(args, header, paths[0])
     if not examples:
         raise PtuneError(f"{source}: no examples to evaluate")
-    kind = models[0].kind
+    kind = get_kind(header["task"]["kind"])
     unlabelled = next((i for i, e in enumerate(examples, 1) if not kind.labelled(e)), None)
     if unlabelled is not None:
         raise PtuneError(f"{source}: example {unlabelled} has no label; "
@@ -64,12 +70,20 @@ def run(args: argparse.Namespace) -> int:
     metric = args.metric or recorded["metric"]
     if args.metric:
         check_metric(recorded["kind"], recorded["labels"], metric, examples)
+    backbone = backbone_for(paths[0], header, args)
+    models = [load_prompt(path, backbone) for path in paths]
     if len(models) == 1:
         features = models[0].encode(examples)
         scores = evaluate(models[0], examples, metric, batch_size=args.batch_size, progress=not args.quiet,
                           features=features)
         print_json({"prompt": paths[0], "data": source, "examples": len(examples), **scores,
                     "truncated": truncation_counts(features)})
+        return 0
+    if not args.ensemble:  # several prompts scored one by one: a summary, as `ptune train --seeds` writes
+        per_run = {name: evaluate(model, examples, metric, batch_size=args.batch_size, progress=not args.quiet)
+                   for (name, _), model in zip(runs, models)}
+        print_json({"prompts": dict(zip(per_run, paths)), "data": source, "examples": len(examples),
+                    "std": "sample standard deviation (n - 1)", "scores": summarise(per_run)})
         return 0
     combined = score(metric, kind.gold(examples), ensemble_predict(models, examples, combine=args.combine,
                                                                      batch_size=args.batch_size))
@@ -78,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
     print_json({"ensemble": paths, "combine": args.combine, "data": source, "examples": len(examples),
                 **combined, "members": members})
     return 0
+
+
+def _same_task(paths: list[str], headers: list[dict]) -> None:
+    """Prompt files scored together must be trained for one task (same name, kind and labels)."""
+    task = headers[0]["task"]
+    for path, header in zip(paths[1:], headers[1:]):
+        other = header["task"]
+        if (other["name"], other["kind"], other["labels"]) != (task["name"], task["kind"], task["labels"]):
+            raise PtuneError(f"{path}: trained for {other['name']!r} ({', '.join(map(str, other['labels']))}), "
+                             f"{paths[0]} for {task['name']!r} ({', '.join(map(str, task['labels']))}); "
+                             "evaluate prompt files of one task together")
 
 
 def _examples(args: argparse.Namespace, header: dict, prompt: str) -> tuple[list, str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ptune.cli.options import add_backbone_override
+from ptune.cli.options import add_backbone_override, backbone_for
 from ptune.cli.output import print_json
 from ptune.errors import PtuneError
 
@@ -30,25 +30,32 @@ def add_parser(sub) -> None:
 
 def run_export(args: argparse.Namespace) -> int:
     from ptune.interop.peft import export_peft
-    from ptune.model.backbones import load_backbone
     from ptune.storage.prompt_files import read_header
 
     header = read_header(args.prompt)
-    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
-    folder = export_peft(args.prompt, args.peft, backbone)
+    if Path(args.peft).exists() and not Path(args.peft).is_dir():
+        raise PtuneError(f"--peft {args.peft}: is a file; give a folder for the adapter's files")
+    folder = export_peft(args.prompt, args.peft, backbone_for(args.prompt, header, args))
     print_json({"prompt": args.prompt, "peft_adapter": str(folder),
                 "files": sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))})
     return 0
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from ptune.interop.peft import import_peft
+    from ptune.interop.peft import import_peft, read_adapter
     from ptune.model.backbones import load_backbone
 
     labels = [label.strip() for label in args.labels.split(",") if label.strip()] if args.labels else None
+    if args.labels is not None and not labels:
+        raise PtuneError(f"--labels {args.labels!r} names no label; give them comma separated, e.g. negative,positive")
     target = Path(args.out)
+    if target.suffix != ".safetensors":
+        raise PtuneError(f"--out {target}: a prompt file is a .safetensors file; give a name ending in .safetensors")
     if target.exists() and not args.overwrite:
-        raise PtuneError(f"{target}: exists; choose another --out or pass --overwrite")
+        raise PtuneError(f"--out {target}: exists; choose another --out or pass --overwrite")
+    if target.is_dir():
+        raise PtuneError(f"--out {target}: is a folder; give a prompt file name (.safetensors)")
+    read_adapter(args.adapter)  # a missing or foreign folder is refused before the backbone loads
     backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
     model = import_peft(args.adapter, backbone, out=target, labels=labels, tagging=args.tagging, task_name=args.task)
     print_json({"adapter": args.adapter, "prompt": str(target), "method": model.config.method,

@@ -9,13 +9,14 @@ from pathlib import Path
 
 from ptune.cli.options import add_backbone_override, load_prompt_and_backbone
 from ptune.cli.output import out, print_json
+from ptune.config import COUNT
 
 
 def add_parser(sub) -> None:
     inspect = sub.add_parser("inspect", help="describe a prompt file: method, parameters, size")
     inspect.add_argument("prompt", help="prompt file (.safetensors)")
     inspect.add_argument("--json", action="store_true", help="print the full header as JSON")
-    inspect.add_argument("--neighbours", type=int, metavar="K",
+    inspect.add_argument("--neighbours", type=COUNT, metavar="K",
                          help="list the K nearest vocabulary tokens of each prompt vector")
     inspect.add_argument("--png", help="where to draw the neighbours (default: next to the prompt file)")
     add_backbone_override(inspect)
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
     from rich.table import Table
 
     from ptune.storage.prompt_files import read_header
@@ -47,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         ("created", header.get("created", "?")),
     ]
     for key, value in rows:
-        table.add_row(f"[bold]{key}", value)
+        table.add_row(f"[bold]{key}", escape(value))  # names and paths as they are: "[x]" is no markup
     out().print(table)
     if args.neighbours:
         _print_neighbours(args)
@@ -70,6 +72,7 @@ def method_detail(method: dict) -> str:
 
 
 def _print_neighbours(args: argparse.Namespace) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from ptune.analysis.interpret import nearest_tokens, plot_neighbours
@@ -81,8 +84,8 @@ def _print_neighbours(args: argparse.Namespace) -> None:
     for rank in range(args.neighbours):
         table.add_column(f"#{rank + 1}")
     for index, (tokens, sims) in enumerate(zip(found.tokens, found.similarities)):
-        table.add_row(str(index), *(f"{t} ({s:.2f})" for t, s in zip(tokens, sims)))
+        table.add_row(str(index), *(escape(f"{t} ({s:.2f})") for t, s in zip(tokens, sims)))
     out().print(table)
     png = Path(args.png) if args.png else Path(args.prompt).with_suffix(".neighbours.png")
     plot_neighbours(found, png, title=f"{args.prompt}")
-    out().print(f"plot: {png}")
+    out().print(f"plot: {png}", markup=False, highlight=False)

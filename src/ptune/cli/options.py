@@ -6,10 +6,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, NoReturn, Sequence
 
-from ptune.config import MethodConfig, TrainConfig
+from ptune.config import Bound, MethodConfig, TrainConfig
 from ptune.data.columns import ROLES, Columns, option
 from ptune.errors import PtuneError
 
@@ -62,7 +63,17 @@ def add_global_flags(parser: argparse.ArgumentParser, *, after_command: bool) ->
                            help=help_text)
 
 
-class CommandParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """A parser whose errors are one line on stderr (the option, the value, what to give) and exit code 2,
+    as every other error of ptune; argparse's usage block would bury the line."""
+
+    def error(self, message: str) -> NoReturn:
+        text = " ".join(message.split())  # an argument holding a newline stays on the line
+        sys.stderr.write(f"{self.prog}: error: {text} (see `{self.prog} --help`)\n")
+        sys.exit(2)
+
+
+class CommandParser(OneLineParser):
     """A subcommand's parser: help with defaults, and the global flags accepted after the command too."""
 
     def __init__(self, **kwargs: Any) -> None:
@@ -123,8 +134,9 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: Sequence[s
         if f.type in ("bool", bool):
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            kind = {"int": int, "float": float}.get(str(f.type).split(" |")[0], str)
-            parser.add_argument(flag, type=kind, default=None, help=help_text, choices=f.metadata.get("choices"))
+            kind = {"int": Bound(whole=True), "float": Bound()}.get(str(f.type).split(" |")[0], str)
+            parser.add_argument(flag, type=f.metadata.get("bound", kind), default=None, help=help_text,
+                                choices=f.metadata.get("choices"))
 
 
 def dataclass_from(cls, args: argparse.Namespace, config_file: dict, skip: Sequence[str] = ()):
@@ -153,8 +165,12 @@ def read_config(path: str | None) -> dict:
     try:
         data = json.loads(file.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PtuneError(f"{file}: config file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PtuneError(f"--config {file}: config file not found; check the path") from None
+    except IsADirectoryError:
+        raise PtuneError(f"--config {file}: is a folder; give the JSON config file itself") from None
+    except OSError as error:
+        raise PtuneError(f"--config {file}: cannot read it ({error.strerror}); check its permissions") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as error:
         raise PtuneError(f"{file}: not valid JSON ({error}); fix the file") from None
     if not isinstance(data, dict):
         raise PtuneError(f"{file}: a config file must be a JSON object of option names to values")
@@ -174,12 +190,37 @@ def read_config(path: str | None) -> dict:
     return {**data, "__source__": str(file)}
 
 
+def config_of(args: argparse.Namespace, config_file: dict, *, drop: Sequence[str] = ("out",)) -> dict:
+    """The options of a ``ptune train`` command line (flags over its config file) as the content of a config
+    file, paths made absolute, so that ``ptune train --config FILE`` repeats them from any folder."""
+    keys = [f.name for cls in (MethodConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name != "progress"]
+    config = {key: value for key, value in config_file.items() if key != "__source__"}
+    for key in (*keys, *FILE_KEYS):
+        value = getattr(args, key, None)
+        if value is not None:
+            config[key] = value
+    if isinstance(config.get("task"), list) and len(config["task"]) == 1:
+        config["task"] = config["task"][0]
+    for key in ("train", "dev", "test", "dataset", "backbone"):  # a backbone or dataset: a name, or a folder
+        if isinstance(config.get(key), str) and Path(config[key]).exists():
+            config[key] = str(Path(config[key]).resolve())
+    return {key: value for key, value in config.items() if key not in drop}
+
+
 # -- the prompt file a command names ---------------------------------------------------------------
 def load_prompt_and_backbone(args: argparse.Namespace):
     """The model saved in ``args.prompt``, on its recorded backbone or ``--backbone``."""
-    from ptune.model.backbones import load_backbone
     from ptune.storage.prompt_files import load_prompt, read_header
 
     header = read_header(args.prompt)
-    backbone = load_backbone(args.backbone or header["backbone"]["name"], trust_remote_code=args.trust_remote_code)
-    return load_prompt(args.prompt, backbone)
+    return load_prompt(args.prompt, backbone_for(args.prompt, header, args))
+
+
+def backbone_for(prompt, header: dict, args: argparse.Namespace):
+    """``--backbone``, else the backbone the prompt file ``prompt`` (its ``header``) was trained on."""
+    from ptune.model.backbones import load_backbone
+    from ptune.storage.prompt_files import recorded_backbone
+
+    if args.backbone:
+        return load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    return recorded_backbone(prompt, header, trust_remote_code=args.trust_remote_code)

@@ -31,5 +31,5 @@ def print_json(data) -> None:
 
 
 def print_line(record) -> None:
-    """``record`` as one JSON line on stdout (predictions, generations)."""
-    out().print(json.dumps(record, ensure_ascii=False), soft_wrap=True, highlight=False)
+    """``record`` as one JSON line on stdout (predictions, generations); as written: markup would eat "[...]"."""
+    out().print(json.dumps(record, ensure_ascii=False), soft_wrap=True, highlight=False, markup=False)

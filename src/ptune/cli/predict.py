@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 
 from ptune.cli.inputs import FORMATS, INPUT_ROLES, input_row, read_rows
-from ptune.cli.options import add_backbone_override, add_data_options, columns_from, load_prompt_and_backbone
+from ptune.cli.options import add_backbone_override, add_data_options, backbone_for, columns_from
 from ptune.cli.output import print_line
 from ptune.cli.records import output_format, write_records
+from ptune.config import COUNT, NON_NEGATIVE
 from ptune.data.columns import Columns
 from ptune.errors import PtuneError
 
@@ -25,28 +26,29 @@ def add_parser(sub) -> None:
     add_data_options(predict, INPUT_ROLES, dataset=False)
     predict.add_argument("--question", help="QA prompts: the question (with --context)")
     predict.add_argument("--context", help="QA prompts: the passage to answer from")
-    predict.add_argument("--predicate", type=int,
+    predict.add_argument("--predicate", type=NON_NEGATIVE,
                          help="SRL prompts: 0-based index of the predicate word in each --text")
     add_backbone_override(predict)
-    predict.add_argument("--batch-size", type=int, default=64, help="examples per forward pass")
+    predict.add_argument("--batch-size", type=COUNT, default=64, help="examples per forward pass")
     predict.add_argument("--output", metavar="FILE",
                          help="write the predictions to FILE, atomically, instead of printing JSON lines: JSON lines "
                               "(.jsonl), a JSON array (.json) or CSV (.csv, one column per label's probability) "
                               "(default: stdout)")
-    predict.add_argument("--top-k", type=int, metavar="K",
+    predict.add_argument("--top-k", type=COUNT, metavar="K",
                          help="classification: only the K likeliest labels in 'probabilities' (default: every label)")
     predict.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ptune.infer.predict import predict
+    from ptune.storage.prompt_files import load_prompt, read_header
+    from ptune.tasks import get_kind
 
-    if args.top_k is not None and args.top_k < 1:
-        raise PtuneError(f"--top-k {args.top_k}: keep at least 1 label")
     if args.output is not None:
-        output_format(args.output)  # a wrong suffix fails before the model loads
-    model = load_prompt_and_backbone(args)
-    examples = read_inputs(args, model.kind, model.header["task"].get("source"))
+        output_format(args.output)  # a wrong suffix or a folder fails before the model loads
+    header = read_header(args.prompt)
+    examples = read_inputs(args, get_kind(header["task"]["kind"]), header["task"].get("source"))
+    model = load_prompt(args.prompt, backbone_for(args.prompt, header, args))
     records = predict(model, examples, batch_size=args.batch_size, scores=True, top_k=args.top_k)
     if args.output is not None:
         write_records(args.output, records, labels=model.labels)
@@ -79,6 +81,7 @@ def read_inputs(args: argparse.Namespace, kind, recorded: dict | None = None) ->
         except ValueError as error:
             fields = [key for key in row if key != "id"]
             hint = (f"; found fields: {', '.join(map(repr, fields))} — pass --text-column with the one holding the"
-                    " text (--tokens-column for tagging)" if fields and kind.name != "qa" else "")
+                    " text (--tokens-column for tagging)" if fields and kind.name != "qa"
+                    and str(error).startswith("expected") else "")
             raise PtuneError(f"{where}: {error}{hint}") from None
     return examples

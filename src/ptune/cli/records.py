@@ -18,6 +18,8 @@ def output_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in FORMATS:
         raise PtuneError(f"--output {path}: write to a .jsonl, .json or .csv file")
+    if Path(path).is_dir():
+        raise PtuneError(f"--output {path}: is a folder; give a file name, e.g. {Path(path) / 'predictions'}{suffix}")
     return FORMATS[suffix]
 
 

@@ -10,44 +10,60 @@ from pathlib import Path
 
 from ptune.cli.options import add_data_options, add_dataclass_options, columns_from, dataclass_from, read_config
 from ptune.cli.output import err, print_json
-from ptune.config import MethodConfig, TrainConfig
+from ptune.config import SEED, MethodConfig, TrainConfig
 from ptune.data.columns import ROLES, option
 from ptune.errors import PtuneError
 
 
 def add_parser(sub) -> None:
     train = sub.add_parser("train", help="train a prompt (or fine-tune) on a task")
+    add_options(train)
+    train.add_argument("--out", help="output folder (default: runs/TASK-METHOD)")
+    train.add_argument("--seeds", nargs="+", type=SEED, metavar="SEED",
+                       help="one run per seed, each in --out/seed-N/, and --out/results.json with the mean, standard "
+                            "deviation and per-seed values of every dev and test score (instead of --seed; one task)")
+    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last checkpoint "
+                                                       "(a --seeds folder: finish its unfinished seeds)")
+    train.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
+    train.set_defaults(func=run)
+
+
+def add_options(train, *, skip: tuple[str, ...] = ()) -> None:
+    """What a run is made of (data, backbone, method and training options); ``ptune sweep`` shares them, less
+    the options it searches (``skip``)."""
     train.add_argument("--config", help="JSON file of options (flags override it)")
     train.add_argument("--task", nargs="+", help="built-in task: conll2003 or rotten_tomatoes; several: multi-task "
                                                  "training with one shared prompt and a head per task; squad, "
-                                                 "squad_v2 or srl: that kind of task from --train/--dev/--test files")
+                                                 "squad_v2 or srl: that kind of task from --train/--dev/--test files; "
+                                                 "glue/NAME, superglue/NAME: that task from its released files")
     train.add_argument("--init-from", help="start from this prompt file (continue a run or a multi-task prompt)")
     train.add_argument("--train", "--data", dest="train",
                        help="your training file (CoNLL columns, CSV/TSV/JSONL/Parquet, SQuAD JSON, SRL columns, or a "
                             "datasets folder, which also gives dev and test from its splits); --data is the same option")
     train.add_argument("--dev", help="your dev file (model selection, early stopping)")
     train.add_argument("--test", help="your test file (scored once at the end)")
-    train.add_argument("--kind", choices=("classification", "tagging", "qa", "regression"),  # = tasks.KINDS (tested)
+    train.add_argument("--kind", choices=("classification", "tagging", "qa", "regression", "multiple_choice"),
+                       # = tasks.KINDS (tested)
                        help="what your files' labels are (default: from the data; numeric labels with fractions "
-                            "make a regression task, whole numbers such as 0/1 stay classes)")
+                            "make a regression task, whole numbers such as 0/1 stay classes; multiple_choice: JSON "
+                            "lines with text, choices and label, the right choice's index)")
     add_data_options(train)
     train.add_argument("--metric", help="what dev selection and the scores use (default: from the data): tagging: "
                                         "entity_f1 (B-/I- tags), token_accuracy (also macro-F1; POS and other plain "
                                         "tags) or srl_f1 (SRL without V, as CoNLL-2005 scores it); qa: squad or "
-                                        "squad_v2")
+                                        "squad_v2; classification: accuracy, f1, macro_f1, matthews or multirc; "
+                                        "multiple_choice: choice_accuracy or record")
     train.add_argument("--backbone", help="minilm, smollm2, a hub id or a local folder (default: minilm)")
-    train.add_argument("--out", help="output folder (default: runs/TASK-METHOD)")
-    train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last checkpoint")
-    train.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
-    add_dataclass_options(train.add_argument_group("method options"), MethodConfig)
-    add_dataclass_options(train.add_argument_group("training options"), TrainConfig, skip=("progress",))
-    train.set_defaults(func=run)
+    add_dataclass_options(train.add_argument_group("method options"), MethodConfig, skip=skip)
+    add_dataclass_options(train.add_argument_group("training options"), TrainConfig, skip=("progress", *skip))
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, on_epoch=None) -> int:
+    """``ptune train``; ``on_epoch`` goes to the training loop (``ptune sweep`` reports and prunes through it)."""
     from ptune.model.backbones import load_backbone
     from ptune.model.prompt_model import PromptModel
     from ptune.training.loop import train
+    from ptune.training.resume import CHECKPOINT
 
     if args.resume:
         return _resume(args)
@@ -55,12 +71,17 @@ def run(args: argparse.Namespace) -> int:
     method = dataclass_from(MethodConfig, args, config_file)
     train_config = dataclass_from(TrainConfig, args, config_file, skip=("progress",))
     train_config.progress = not args.quiet
+    _preflight(args, config_file, method)
     from_file = config_file.get("task")
     names = args.task or ([from_file] if isinstance(from_file, str) else from_file)
     if names and len(names) > 1:
         return _multitask(args, names, method, train_config, config_file)
     task = load_task(args, config_file)
     out_dir = Path(args.out or config_file.get("out") or f"runs/{task.name}-{method.method}")
+    if args.seeds:  # one run per seed, each through this function
+        from ptune.cli.seeds import train_seeds
+
+        return train_seeds(args, config_file, out_dir, run_one=run)
     _check_out_dir(out_dir, args.overwrite)
     backbone_name = args.backbone or config_file.get("backbone", "minilm")
     backbone = load_backbone(backbone_name, trust_remote_code=args.trust_remote_code)
@@ -68,10 +89,12 @@ def run(args: argparse.Namespace) -> int:
     if args.init_from:
         _continue_from(model, Path(args.init_from))
     err().log(f"{method.method} on {task.name} with {backbone.name}: {model.num_trainable():,} trainable parameters "
-              f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)")
-    run_spec = {"backbone": backbone_name, "trust_remote_code": args.trust_remote_code,
+              f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)", markup=False)
+    run_spec = {"backbone": backbone.name, "trust_remote_code": args.trust_remote_code,
                 "data": _data_spec(args, config_file, task.metric)}
-    result = train(model, task, train_config, out_dir=out_dir, run=run_spec)
+    if args.overwrite:  # only now, when the new run is about to start
+        (out_dir / CHECKPOINT).unlink(missing_ok=True)
+    result = train(model, task, train_config, out_dir=out_dir, run=run_spec, on_epoch=on_epoch)
     return _finish(args, model, task, result, out_dir)
 
 
@@ -97,7 +120,10 @@ def load_task(args: argparse.Namespace, config_file: dict):
                          + (f" (--task {name} reads its own format)" if name else ""))
     if name in FILE_TASKS:  # a task kind whose data are the user's files
         if not train_file:
-            raise PtuneError(f"--task {name} reads your data: give --train FILE [--dev FILE] [--test FILE]")
+            from ptune.data.named import NAMED
+
+            hub = f", or the hub's copy: {NAMED[name].hub_options}" if name in NAMED else ""
+            raise PtuneError(f"--task {name} reads your data: give --train FILE [--dev FILE] [--test FILE]{hub}")
         return file_task(name, train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"),
                          metric=metric)
     if name and train_file:
@@ -169,17 +195,35 @@ def _task_from_spec(data: dict):
 
 
 # -- the run folder ----------------------------------------------------------------------------------
+def _preflight(args: argparse.Namespace, config_file: dict, method: MethodConfig) -> None:
+    """What can be refused before any data or model loads: the template, the --init-from file, --out."""
+    from ptune.batch.templates import parse_template
+    from ptune.storage.prompt_files import read_header
+
+    if method.template:
+        parse_template(method.template)
+    if args.init_from:
+        read_header(args.init_from)
+    out = args.out or config_file.get("out")
+    if out:
+        _check_out_dir(Path(out), args.overwrite)
+    if args.seeds:
+        from ptune.cli.seeds import check_seeds
+
+        check_seeds(args, config_file)
+
+
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
-    """A finished or interrupted run is never overwritten by accident."""
+    """A finished or interrupted run is never overwritten by accident; --out is a folder."""
     from ptune.training.resume import CHECKPOINT
 
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PtuneError(f"--out {out_dir}: is a file, not a folder; choose a folder for the run's files")
     for name, what in ((CHECKPOINT, "an interrupted run"), ("prompt.safetensors", "a finished run")):
         if (out_dir / name).exists() and not overwrite:
             resume = f"`ptune train --resume {out_dir}` to continue it, " if name == CHECKPOINT else ""
             raise PtuneError(f"{out_dir}: holds {what} ({name}); use {resume}--overwrite to replace it, "
                              "or choose another --out")
-    if overwrite:
-        (out_dir / CHECKPOINT).unlink(missing_ok=True)
 
 
 def _continue_from(model, path: Path) -> None:
@@ -229,16 +273,21 @@ def _resume(args: argparse.Namespace) -> int:
     from ptune.model.prompt_model import PromptModel
     from ptune.training.loop import train
     from ptune.training.resume import read_checkpoint
+    from ptune.training.seeds import is_multi_seed
 
     given = [f"--{f.name.replace('_', '-')}" for cls in (MethodConfig, TrainConfig) for f in dataclasses.fields(cls)
              if getattr(args, f.name, None) is not None and f.name != "progress"]
     given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "train", "dev", "test", "backbone", "out",
-                                                         "init_from", "metric", "dataset", "dataset_config",
+                                                         "seeds", "init_from", "metric", "dataset", "dataset_config",
                                                          *(f"{role}_column" for role in ROLES))
               if getattr(args, name, None)]
     if given:
         raise PtuneError(f"--resume takes every option from the interrupted run; drop {', '.join(given)}")
     out_dir = Path(args.resume)
+    if is_multi_seed(out_dir):
+        from ptune.cli.seeds import resume_seeds
+
+        return resume_seeds(args, run_one=run)
     run_spec = read_checkpoint(out_dir).run
     method = MethodConfig.from_dict(run_spec["method"], source=f"{out_dir} checkpoint")
     train_config = TrainConfig(**run_spec["train"])

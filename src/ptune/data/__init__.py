@@ -1,7 +1,7 @@
 """Data: examples, the readers that make them from files, and the tasks that hold them."""
 
 from ptune.data.columns import Columns
-from ptune.data.examples import Example, QAExample, TaggedExample, TextExample
+from ptune.data.examples import ChoiceExample, Example, QAExample, TaggedExample, TextExample
 from ptune.data.readers import read_conll, read_examples, read_hf, read_table
 from ptune.data.tasks import (
     BUILTIN,
@@ -17,6 +17,7 @@ from ptune.data.tasks import (
 
 __all__ = [
     "BUILTIN",
+    "ChoiceExample",
     "Columns",
     "Example",
     "QAExample",

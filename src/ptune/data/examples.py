@@ -18,6 +18,27 @@ class TextExample:
 
 
 @dataclass(frozen=True)
+class GroupedTextExample(TextExample):
+    """A text (pair) example scored together with the others of its `group`: MultiRC's answer options,
+    grouped by the question they answer (exact match counts a question right when all its options are)."""
+
+    group: str = ""
+
+
+@dataclass(frozen=True)
+class ChoiceExample:
+    """A text with answer choices, each scored as the pair (text, choice): COPA, ReCoRD. `label` is the
+    index of the right choice, None when unlabelled. ReCoRD: `entities[i]` is the entity choice i puts
+    into the query, and `answers` the gold answer texts the chosen entity is scored against (token F1)."""
+
+    text: str
+    choices: tuple[str, ...]
+    label: int | None = None
+    answers: tuple[str, ...] = ()
+    entities: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class TaggedExample:
     """One tokenised sentence with a tag per token (NER etc.); `tags` is None when unlabelled."""
 
@@ -43,4 +64,4 @@ class QAExample:
     is_impossible: bool = False
 
 
-Example = TextExample | TaggedExample | QAExample
+Example = TextExample | TaggedExample | QAExample | ChoiceExample

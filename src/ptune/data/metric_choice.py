@@ -1,12 +1,12 @@
 """Which metric scores a task: each kind's metrics, the one chosen from the data (tags, unanswerable
-questions) and the check of one asked for with ``--metric``."""
+questions), the check of one asked for with ``--metric``, and a binary task's positive class (F1)."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
 
-from ptune.data.examples import Example
+from ptune.data.examples import Example, GroupedTextExample
 from ptune.data.tag_schemes import tag_scheme
 from ptune.errors import PtuneError
 
@@ -15,9 +15,12 @@ log = logging.getLogger(__name__)
 # The metrics each kind can be scored with (= its `TaskKind.metrics`, tested), the default first. Tagging
 # tasks get theirs from their tags and qa tasks "squad_v2" when a question has no answer (`auto_metric`).
 METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy",), "tagging": ("entity_f1", "token_accuracy", "srl_f1"),
-    "qa": ("squad", "squad_v2"), "regression": ("correlation",)}
+    "classification": ("accuracy", "f1", "macro_f1", "matthews", "multirc"),
+    "tagging": ("entity_f1", "token_accuracy", "srl_f1"), "qa": ("squad", "squad_v2"), "regression": ("correlation",),
+    "multiple_choice": ("choice_accuracy", "record")}
 METRIC_BY_KIND: dict[str, str] = {kind: metrics[0] for kind, metrics in METRICS_BY_KIND.items()}
+# Label names that mark the negative class of a binary task (and "not_X" names); F1 scores the other one.
+NEGATIVE_LABELS = frozenset({"0", "false", "no", "negative"})
 
 
 def auto_metric(kind: str, labels: Sequence[str], examples: Sequence[Example] = ()) -> str:
@@ -35,6 +38,19 @@ def auto_metric(kind: str, labels: Sequence[str], examples: Sequence[Example] = 
     return METRIC_BY_KIND[kind]
 
 
+def is_negative(label: str) -> bool:
+    """Whether `label` names the negative class of a binary task: 0, false, no, negative, not_X / not-X."""
+    name = str(label).lower()
+    return name in NEGATIVE_LABELS or name.startswith(("not_", "not-", "not "))
+
+
+def positive_label(labels: Sequence[str]) -> str | None:
+    """The positive class of a binary label set (the one label that does not name the negative class:
+    ``equivalent`` of not_equivalent/equivalent, ``True`` of False/True), None if there is not exactly one."""
+    positive = [label for label in labels if not is_negative(label)]
+    return positive[0] if len(labels) == 2 and len(positive) == 1 else None
+
+
 def check_metric(kind: str, labels: Sequence[str], metric: str, examples: Sequence[Example] = ()) -> None:
     """Refuse `metric` (`--metric`) where it cannot score a task of `kind` with these labels and examples."""
     choices = METRICS_BY_KIND[kind]
@@ -47,6 +63,12 @@ def check_metric(kind: str, labels: Sequence[str], metric: str, examples: Sequen
     if metric == "srl_f1" and scheme != "IOB":
         raise PtuneError(f"--metric srl_f1 reads BIO argument tags, but this task's tags are {scheme} — use "
                          "--metric entity_f1 or token_accuracy")
+    if metric in ("f1", "multirc") and positive_label(labels) is None:
+        raise PtuneError(f"--metric {metric} scores the positive class of a binary task, and this task's labels "
+                         f"({_some(labels)}) name none (as X/not_X, True/False, 1/0) — use --metric accuracy or macro_f1")
+    if metric == "multirc" and not all(isinstance(e, GroupedTextExample) for e in examples):
+        raise PtuneError("--metric multirc scores answer options per question, and these examples have no questions "
+                         "— read MultiRC with --task superglue/multirc, or use --metric f1")
     if metric == "squad" and any(getattr(e, "is_impossible", False) for e in examples):
         raise PtuneError("--metric squad cannot score questions without an answer, and this task has some "
                          "— use --metric squad_v2")

@@ -17,18 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from ptune.data.choices import read_choices
 from ptune.data.columns import Columns
-from ptune.data.examples import Example, QAExample, TaggedExample, TextExample
+from ptune.data.examples import ChoiceExample, Example, QAExample, TaggedExample, TextExample
 from ptune.data.hf import is_dataset, read_hf_splits
 
 # Re-exported: which metric scores a task lives in metric_choice; callers import it from here too.
 from ptune.data.metric_choice import METRIC_BY_KIND, METRICS_BY_KIND, auto_metric, check_metric, choose_metric  # noqa: F401
+from ptune.data.named import NAMED, check_columns, named_dataset, read_named, read_named_splits
 from ptune.data.readers import PathLike, read_conll, read_examples
 from ptune.errors import PtuneError
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["classification", "tagging", "qa", "regression"]
+Kind = Literal["classification", "tagging", "qa", "regression", "multiple_choice"]
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Task:
     kind: Kind
     labels: list[str]
     # TextExample for classification (label: str) and regression (label: float), TaggedExample for tagging
-    # (SRL: with `predicate`), QAExample for qa.
+    # (SRL: with `predicate`), QAExample for qa, ChoiceExample for multiple_choice.
     train: list
     dev: list
     test: list
@@ -172,6 +174,7 @@ def from_files(
     if not given:
         raise PtuneError("no data files given — pass at least a training file")
     columns = columns or Columns()
+    reader = reader or (read_choices if kind == "multiple_choice" else None)  # JSONL: text, choices, label
     if reader is None and set(given) == {"train"} and is_dataset(given["train"]):
         return from_dataset(given["train"], config, kind=kind, name=name, labels=labels, metric=metric,
                             columns=columns)
@@ -188,9 +191,15 @@ def from_dataset(source: PathLike, config: str | None = None, *, kind: Kind | No
     """A task from a `datasets` dataset: a hub name, read by ``datasets.load_dataset(source, config)``, or a
     folder written by ``save_to_disk``. Its train, validation (or dev) and test splits become the task's
     (`SPLIT_NAMES`; a split without labels, as GLUE's test splits, is left out), ClassLabel names its labels
-    in their id order. `name` defaults to the dataset's (``glue-sst2``)."""
+    in their id order. `name` defaults to the dataset's (``my_dataset``). A named task's dataset (``glue`` with
+    config ``sst2``: `named_dataset`) is read as that task (glue/sst2), its labels, kind and metric."""
     columns = columns or Columns()
-    read = read_hf_splits(source, config=config, columns=columns)
+    named = named_dataset(source, config)
+    if named is not None:
+        check_columns(named, columns)
+        kind, metric, name = kind or named.kind, metric or named.metric, name or named.name
+        labels = labels or list(named.labels) or None
+    read = read_named_splits(named, source) if named else read_hf_splits(source, config=config, columns=columns)
     if "train" not in read.examples:
         raise PtuneError(f"{source}: no train split to train on; splits read: {', '.join(read.split_of.values())}"
                          " — give a dataset with a 'train' split, or --train FILE")
@@ -220,8 +229,8 @@ def _task(splits: dict[str, list], given: dict[str, str], *, kind: Kind | None, 
     splits = {"train": [], "dev": [], "test": []} | splits
     for split, path in given.items():
         examples = splits[split]
-        file_kind: Kind = ("tagging" if isinstance(examples[0], TaggedExample)
-                           else "qa" if isinstance(examples[0], QAExample) else "classification")
+        file_kind: Kind = ("tagging" if isinstance(examples[0], TaggedExample) else "qa" if isinstance(examples[0], QAExample)
+                           else "multiple_choice" if isinstance(examples[0], ChoiceExample) else "classification")
         if kind is None:
             kind = file_kind
         if kind == "regression" and file_kind == "classification":
@@ -232,6 +241,12 @@ def _task(splits: dict[str, list], given: dict[str, str], *, kind: Kind | None, 
                 f" — use {_FILE_OF_KIND[kind]} here"
             )
     assert kind is not None  # set by the first file
+    for split in ("dev", "test"):  # scored against their labels: without them every score would read 0
+        missing = next((i for i, e in enumerate(splits[split], 1) if not _labelled(e)), None) if kind != "qa" else None
+        if split in given and missing is not None:
+            raise PtuneError(f"{given[split]}: example {missing} of the {split} file (--{split}) has no label; "
+                             f"{split} examples are scored, so give a labelled file (name the label column with "
+                             f"--label-column) or leave out --{split}")
     if asked is None and kind == "classification":
         # Decided on the training labels alone, so a bad label in dev/test is reported as such.
         source = "train" if splits["train"] else next(iter(given))
@@ -250,7 +265,7 @@ def _task(splits: dict[str, list], given: dict[str, str], *, kind: Kind | None, 
             raise PtuneError(f"{data_file}: has no scores — add a numeric label column (or name it with --label-column)")
         return Task(name=name, kind=kind, labels=[], train=scored["train"], dev=scored["dev"], test=scored["test"],
                     metric=choose_metric(kind, [], [], metric, source=data_file))
-    if kind == "qa":  # a span head: no label set
+    if kind in ("qa", "multiple_choice"):  # a span head, a score per choice: no label set
         every = [e for s in splits.values() for e in s]
         return Task(name=name, kind=kind, labels=[], train=splits["train"], dev=splits["dev"], test=splits["test"],
                     metric=choose_metric(kind, [], every, metric, source=data_file))
@@ -277,7 +292,8 @@ def with_metric(task: Task, metric: str | None) -> Task:
 
 
 _FILE_OF_KIND = {"tagging": "a CoNLL file", "classification": "a CSV/TSV/JSONL file", "qa": "a SQuAD JSON file",
-                 "regression": "a CSV/TSV/JSONL file with numeric labels"}
+                 "regression": "a CSV/TSV/JSONL file with numeric labels",
+                 "multiple_choice": "JSON lines with 'text', 'choices' and 'label' (the right choice's index)"}
 
 
 def _number(label: str | float | None) -> float | None:
@@ -324,17 +340,23 @@ def as_scores(examples: Sequence[Example], source: str) -> list[TextExample]:
     return out
 
 
-# Task kinds read from the user's files: `ptune train --task squad --train FILE ...`.
-FILE_TASKS: tuple[str, ...] = ("squad", "squad_v2", "srl")
+# Task kinds and formats read from the user's files: `ptune train --task squad --train FILE ...`; the named
+# tasks (glue/sst2, superglue/copa...: `data/named.py`) from their released files.
+FILE_TASKS: tuple[str, ...] = ("squad", "squad_v2", "srl", *NAMED)
 
 
 def file_task(name: str, train: PathLike | None = None, dev: PathLike | None = None,
               test: PathLike | None = None, *, metric: str | None = None) -> Task:
     """A `FILE_TASKS` task from files: extractive QA from SQuAD JSON (squad_v2 allows "no answer";
     squad switches to it when a question has none), or SRL from CoNLL-2005/2012 (`read_srl`:
-    one example per predicate, BIO argument tags, scored by "srl_f1"); `metric` chooses another."""
+    one example per predicate, BIO argument tags, scored by "srl_f1"), or a named task from its released
+    files (`NAMED`: its kind, labels and metric); `metric` chooses another."""
     if name not in FILE_TASKS:
         raise PtuneError(f"{name!r} is not a file task; use one of: {', '.join(FILE_TASKS)}")
+    if name in NAMED:
+        named = NAMED[name]
+        return from_files(train, dev, test, kind=named.kind, name=name, labels=list(named.labels) or None,
+                          reader=named.read, metric=metric or named.metric)
     if name == "srl":
         from ptune.data.srl import read_srl
 
@@ -348,12 +370,18 @@ def file_task(name: str, train: PathLike | None = None, dev: PathLike | None = N
 def read_for_task(path: PathLike, kind: str, task_name: str, *, split: str | None = None, config: str | None = None,
                   columns: Columns | None = None, dataset: bool = False) -> list:
     """The examples of a data file (or of a dataset's `split`), read as a task of this kind and name reads
-    its files: SQuAD JSON for qa, SRL columns for srl, numeric labels for regression, else by file type
-    (`columns` naming the columns; `dataset`: `path` is a dataset, see `read_examples`)."""
+    its files: a named task's released files (or its hub dataset), SQuAD JSON for qa, SRL columns for srl,
+    choices for multiple_choice, numeric labels for regression, else by file type (`columns` naming the
+    columns; `dataset`: `path` is a dataset, see `read_examples`)."""
+    named = NAMED.get(task_name)  # its released files, or its hub dataset; other data by the column options
+    if named and (named_dataset(path, config) is named if dataset else not (columns and columns.given())):
+        return read_named(named, path, split=split, dataset=dataset)
     if kind == "qa":
         from ptune.data.squad import read_squad
 
         return read_squad(path)
+    if kind == "multiple_choice":
+        return read_choices(path)
     if task_name == "srl":
         from ptune.data.srl import read_srl
 
@@ -381,7 +409,7 @@ def get_task(name: str) -> Task:
 def check_labels(task: Task, examples: Sequence[Example], source: str) -> None:
     """Refuse labels/tags in `examples` that are not in `task.labels` (unlabelled examples pass; spans
     and scores have no label set)."""
-    if task.kind in ("qa", "regression"):
+    if task.kind in ("qa", "regression", "multiple_choice"):
         return
     known = set(task.labels)
     for i, example in enumerate(examples, start=1):

@@ -1,4 +1,5 @@
-"""Randomly initialised linear heads (P-tuning v2): on one pooled token, or on every word."""
+"""Randomly initialised linear heads (P-tuning v2): on one pooled token, or on every word; one score per
+choice for multiple choice."""
 
 from __future__ import annotations
 
@@ -67,3 +68,24 @@ class RegressionHead(ClassificationHead):
     def targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Gold scores [B]."""
         return batch["scores"]
+
+
+class ChoiceHead(RegressionHead):
+    """One score per choice from the pooled token of each (text, choice) row; an example's choices side
+    by side as logits, so that their softmax is a distribution over them (multiple choice)."""
+
+    def forward(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """hidden: [N, T, H] for the N rows of B examples' choices, in (example, choice) order -> logits
+        [B, C], C the most choices of an example; -inf past an example's own choices."""
+        scores = super().forward(hidden, batch)  # [N]
+        counts = batch["choice_count"]  # [B]
+        width = int(counts.max()) if len(counts) else 0
+        present = torch.arange(width, device=counts.device) < counts.unsqueeze(1)  # [B, C]
+        logits = scores.new_full(present.shape, float("-inf"))
+        logits[present] = scores
+        return logits
+
+    @staticmethod
+    def targets(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The right choice's index per example [B] (IGNORE where unlabelled)."""
+        return batch["labels"]

@@ -1,90 +1,183 @@
 """Text generation from a causal LM with a trained soft or deep prompt in place.
 
-Deliberately simple: every step reruns the full forward pass (no key/value cache), so input
-prompts, deep prefixes and left padding behave exactly as in training and prediction.
+One forward pass over the prompted texts, then one cached step per new token (``decoding``): the
+soft prompt sits in the input embeddings, deep prefixes enter every step's attention, and the
+key/value cache carries the text. Greedy ids equal a full forward pass per token (``recompute``,
+the tested reference). ``generate`` returns texts, ``generate_ids`` token ids, ``stream`` and
+``stream_batch`` yield text pieces as they are decided (e.g. for server-sent events).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Iterator, Sequence
 
 import torch
 
-from ptune.data.examples import TextExample
-from ptune.batch.encoding import collate
 from ptune.errors import PtuneError
+from ptune.infer.decoding import CachedSteps, check_decoder, end_ids, prompt_features
+from ptune.infer.detokenize import RowText
+from ptune.infer.sampling import Sampling
 from ptune.model.prompt_model import PromptModel
 
-
-def generate(model: PromptModel, texts: Sequence[str], *, max_new_tokens: int = 40, temperature: float = 0.0,
-             seed: int = 0) -> list[str]:
-    """Continue each text after the prompt's template; returns only the new text, one per input
-    (see ``generate_ids``)."""
-    tokenizer = model.backbone.tokenizer
-    return [tokenizer.decode(ids, skip_special_tokens=True)
-            for ids in generate_ids(model, texts, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)]
+FINISH = ("eos", "stop", "length")  # the end-of-sequence token, a stop string, max_new_tokens
 
 
-def generate_ids(model: PromptModel, texts: Sequence[str], *, max_new_tokens: int = 40, temperature: float = 0.0,
-                 seed: int = 0) -> list[list[int]]:
-    """The new token ids after each text (end-of-sequence token excluded).
+@dataclass(frozen=True)
+class Limits:
+    """How long a continuation may get: at most ``max_new_tokens``; the end-of-sequence token is
+    not chosen before ``min_new_tokens``; it ends just before the first of the ``stop`` strings."""
 
-    temperature 0 is greedy (deterministic, and a text gives the same output alone or in a batch);
-    above 0, tokens are sampled from softmax(logits / temperature) with a generator seeded by
-    ``seed``. A row stops at the tokenizer's end-of-sequence token or after ``max_new_tokens``.
+    max_new_tokens: int = 40
+    min_new_tokens: int = 0
+    stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise PtuneError(f"max_new_tokens (--max-new-tokens) must be an integer >= 1, got {self.max_new_tokens!r}")
+        if (isinstance(self.min_new_tokens, bool) or not isinstance(self.min_new_tokens, int)
+                or not 0 <= self.min_new_tokens <= self.max_new_tokens):
+            raise PtuneError(f"min_new_tokens (--min-new-tokens) must be an integer in 0..max_new_tokens "
+                             f"({self.max_new_tokens}), got {self.min_new_tokens!r}")
+        bad = [s for s in self.stop if not isinstance(s, str) or not s]
+        if bad:
+            raise PtuneError(f"stop (--stop) strings must be non-empty text, got {bad[0]!r}")
+
+
+def settings(*, max_new_tokens: int = 40, min_new_tokens: int = 0, temperature: float = 0.0, top_p: float = 1.0,
+             top_k: int | None = None, repetition_penalty: float = 1.0, stop: str | Sequence[str] = (),
+             seed: int = 0) -> tuple[Limits, Sampling]:
+    """The generation options, validated (a ``PtuneError`` naming the option and its value)."""
+    if not isinstance(stop, str) and not isinstance(stop, (list, tuple)):
+        raise PtuneError(f"stop (--stop) must be a string or a list of strings, got {stop!r}")
+    return (Limits(max_new_tokens, min_new_tokens, (stop,) if isinstance(stop, str) else tuple(stop)),
+            Sampling(temperature, top_p, top_k, repetition_penalty, seed))
+
+
+class Generation:
+    """One generation call over a batch of texts: iterate ``pieces()`` (or call ``run()``), then read
+    ``texts``, ``ids`` (the new token ids, end-of-sequence excluded) and ``finish`` (one of
+    ``FINISH`` per text)."""
+
+    def __init__(self, model: PromptModel, texts: Sequence[str], *, steps=CachedSteps, **options):
+        """``options``: see ``settings``; ``steps``: the model side, ``decoding.CachedSteps``
+        (``recompute.RecomputeSteps`` is the full-recompute reference of tests and benchmarks)."""
+        self.limits, self.sampling = settings(**options)
+        check_decoder(model)
+        if isinstance(texts, str):
+            raise PtuneError("texts must be a list of strings; for one text pass [text] (or use stream())")
+        self.model, self.input_texts, self.steps = model, list(texts), steps
+        self.texts: list[str] = []
+        self.ids: list[list[int]] = []
+        self.finish: list[str] = []
+
+    def run(self) -> "Generation":
+        for _ in self.pieces():
+            pass
+        return self
+
+    def pieces(self) -> Iterator[tuple[int, str]]:
+        """Yields (text index, piece) as pieces are decided; the pieces of a text join to its
+        continuation. Torch's grad mode is untouched between pieces."""
+        model, limits, sampling = self.model, self.limits, self.sampling
+        if not self.input_texts:
+            return
+        tokenizer = model.backbone.tokenizer
+        features = prompt_features(model, self.input_texts)
+        ends = sorted(end_ids(model.backbone))
+        special = set(tokenizer.all_special_ids)
+        rows = [RowText(tokenizer, limits.stop, _last_word(f, special)) for f in features]
+        self.finish = [""] * len(rows)
+        active = list(range(len(rows)))
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                steps = self.steps(model, features)
+                logits = steps.start()
+                ends = [e for e in ends if e < logits.shape[-1]]
+                seen = _text_tokens(features, logits.shape[-1], logits.device) if sampling.repetition_penalty != 1 else None
+                generator = sampling.generator(logits.device)
+            for step in range(limits.max_new_tokens):
+                with torch.inference_mode():
+                    if step < limits.min_new_tokens and ends:
+                        logits[:, ends] = -torch.inf
+                    chosen = sampling.choose(logits, seen, generator).tolist()
+                going = []
+                for position, (row, token) in enumerate(zip(active, chosen)):
+                    text = rows[row]
+                    if token in ends:
+                        self.finish[row] = "eos"
+                    else:
+                        text.add(token)
+                        self.finish[row] = "stop" if text.stopped else "length" if step + 1 == limits.max_new_tokens else ""
+                    piece = text.piece(final=bool(self.finish[row]))
+                    if piece:
+                        yield row, piece
+                    if not self.finish[row]:
+                        going.append(position)
+                if not going:
+                    break
+                with torch.inference_mode():
+                    keep = torch.tensor(going, device=logits.device)
+                    tokens = torch.tensor([chosen[p] for p in going], device=logits.device)
+                    if seen is not None:
+                        seen = seen[keep]
+                        seen[torch.arange(len(going), device=seen.device), tokens] = True
+                    logits = steps.advance(keep, tokens)
+                active = [active[p] for p in going]
+        finally:
+            model.train(was_training)
+        self.texts = [row.result for row in rows]
+        self.ids = [row.ids for row in rows]
+
+
+def _last_word(feature, special: set[int]) -> int | None:
+    """The id of the text's last real token (not a prompt placeholder, not a special token), or None."""
+    for token, prompt in zip(reversed(feature.input_ids), reversed(feature.prompt_index)):
+        if prompt < 0 and token not in special:
+            return token
+    return None
+
+
+def _text_tokens(features, vocab: int, device) -> torch.Tensor:
+    """bool [B, V]: the tokens of each prompted text (placeholders excluded), for the repetition penalty."""
+    seen = torch.zeros(len(features), vocab, dtype=torch.bool, device=device)
+    for row, f in enumerate(features):
+        ids = [t for t, p in zip(f.input_ids, f.prompt_index) if p < 0 and 0 <= t < vocab]
+        seen[row, ids] = True
+    return seen
+
+
+def generate(model: PromptModel, texts: Sequence[str], **options) -> list[str]:
+    """Continue each text after the prompt's template; returns only the new text, one per input.
+
+    Options (validated by ``settings``; see ``Limits`` and ``Sampling``): ``max_new_tokens`` (40),
+    ``min_new_tokens`` (0), ``temperature`` (0: greedy), ``top_p`` (1), ``top_k`` (None: all),
+    ``repetition_penalty`` (1: off), ``stop`` (a string or strings: the text ends before the first),
+    ``seed`` (0). Several texts run as one left-padded batch; greedy output is the same alone or
+    in a batch.
     """
-    backbone = model.backbone
-    if not backbone.is_decoder:
-        raise PtuneError(f"backbone {backbone.name!r} is an encoder; generation needs a causal LM (e.g. smollm2)")
-    if max_new_tokens < 1:
-        raise PtuneError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-    if temperature < 0:
-        raise PtuneError(f"temperature must be 0 (greedy) or positive (sampling), got {temperature}")
-    if not texts:
-        return []
-    tokenizer = backbone.tokenizer
-    stop = {i for i in (tokenizer.eos_token_id, getattr(backbone.config, "eos_token_id", None)) if isinstance(i, int)}
-    suffix = len(model.encoder.layout.suffix)
-    # The text continues where the template ends: drop the tokenizer's closing special tokens.
-    features = [dataclasses.replace(f, input_ids=f.input_ids[: len(f.input_ids) - suffix],
-                                    prompt_index=f.prompt_index[: len(f.prompt_index) - suffix],
-                                    word_index=f.word_index[: len(f.word_index) - suffix],
-                                    token_types=f.token_types[: len(f.token_types) - suffix], label=None)
-                for f in model.encode([TextExample(text) for text in texts])]
-    new: list[list[int]] = [[] for _ in texts]
-    active = list(range(len(texts)))
-    generator = torch.Generator().manual_seed(seed)
-    head = backbone.lm_head()
-    was_training = model.training
-    model.eval()
-    with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            rows = [_extended(features[i], new[i]) for i in active]
-            batch = collate(rows, pad_id=model.encoder.pad_id, left_pad=True)
-            hidden = model.hidden_states(batch)  # [B, T, H]
-            logits = head(hidden[:, -1]).float()  # [B, V]: left padding puts every row's last token last
-            if temperature == 0:
-                chosen = logits.argmax(-1)
-            else:
-                chosen = torch.multinomial(torch.softmax(logits / temperature, -1), 1, generator=generator)[:, 0]
-            still = []
-            for i, token in zip(active, chosen.tolist()):
-                if token in stop:
-                    continue
-                new[i].append(token)
-                still.append(i)
-            active = still
-            if not active:
-                break
-    model.train(was_training)
-    return new
+    return Generation(model, texts, **options).run().texts
 
 
-def _extended(feature, ids: list[int]):
-    """``feature`` with generated token ``ids`` appended (real tokens: no prompt, no word index)."""
-    n = len(feature.input_ids) + len(ids)
-    return dataclasses.replace(feature, input_ids=feature.input_ids + ids, prompt_index=feature.prompt_index + [-1] * len(ids),
-                               word_index=feature.word_index + [-1] * len(ids),
-                               token_types=feature.token_types + [feature.token_types[-1] if feature.token_types else 0] * len(ids),
-                               pool=n - 1)
+def generate_ids(model: PromptModel, texts: Sequence[str], **options) -> list[list[int]]:
+    """The new token ids after each text (end-of-sequence token excluded; with ``stop``, up to the
+    token that completed the stop string). Options as ``generate``."""
+    return Generation(model, texts, **options).run().ids
+
+
+def stream_batch(model: PromptModel, texts: Sequence[str], **options) -> Iterator[tuple[int, str]]:
+    """Yields (text index, piece) while generating; each text's pieces join to what ``generate``
+    returns for it. Options as ``generate``."""
+    return Generation(model, texts, **options).pieces()
+
+
+def stream(model: PromptModel, text: str, **options) -> Iterator[str]:
+    """Yields the continuation of one text in pieces as they are generated (a piece is held back
+    while it may still become a stop string or an unfinished character). Options as ``generate``."""
+    if not isinstance(text, str):
+        raise PtuneError(f"stream() continues one text (a string), got {type(text).__name__}; "
+                         "for several use stream_batch()")
+    pieces = Generation(model, [text], **options).pieces()  # built now: bad options raise here, not at the first piece
+    return (piece for _, piece in pieces)

@@ -79,8 +79,7 @@ def import_peft(adapter_dir: str | Path, backbone: Backbone, *, out: str | Path,
     head for ``labels`` is initialised (train it with ``ptune train --init-from``).
     """
     folder = Path(adapter_dir)
-    adapter = _read_adapter_config(folder)
-    weights = _read_adapter_weights(folder)
+    adapter, weights, (head_state, task) = read_adapter(folder)
     peft_type = adapter["peft_type"]
     length = adapter["num_virtual_tokens"]
     expected_width = backbone.hidden_size if peft_type != "PREFIX_TUNING" else backbone.num_layers * 2 * backbone.hidden_size
@@ -91,7 +90,6 @@ def import_peft(adapter_dir: str | Path, backbone: Backbone, *, out: str | Path,
     method = {"PROMPT_TUNING": "prompt", "P_TUNING": "ptuning", "PREFIX_TUNING": "deep"}[peft_type]
     config = MethodConfig(method=method, length=length, peft_layout=True, encoder="none",
                           template=f"[P]*{length} {{text}}" if method != "deep" else None)
-    head_state, task = _read_head(folder)
     if task is not None:
         labels, kind, task_name = task["labels"], task["kind"], task["name"]
     elif not labels:
@@ -111,6 +109,15 @@ def import_peft(adapter_dir: str | Path, backbone: Backbone, *, out: str | Path,
     save_prompt(out, model, task_name=name, metric=model.metric,
                 metrics={"imported_from_peft": str(folder), "head": "imported" if head_state else "untrained"})
     return model.eval()
+
+
+def read_adapter(adapter_dir: str | Path) -> tuple[dict, torch.Tensor, tuple[dict[str, torch.Tensor], dict | None]]:
+    """A PEFT adapter folder, checked: its config, its prompt weights [P, W] and ptune's head (state, task)."""
+    folder = Path(adapter_dir)
+    if not folder.is_dir():
+        raise PtuneError(f"{folder}: {'is a file, not' if folder.exists() else 'no such folder; give'} a PEFT adapter "
+                         "folder (adapter_config.json, adapter_model.safetensors)")
+    return _read_adapter_config(folder), _read_adapter_weights(folder), _read_head(folder)
 
 
 def _read_adapter_config(folder: Path) -> dict:

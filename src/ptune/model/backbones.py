@@ -70,6 +70,47 @@ def resolve(name: str) -> str:
     return name
 
 
+def is_local(name: str) -> bool:
+    """Whether ``name`` means a folder on this machine rather than a hub id ("org/model" has one slash)."""
+    return (name not in EMBEDDED and (Path(name).expanduser().exists() or name.startswith(("/", ".", "~"))
+                                      or name.count("/") > 1 or "\\" in name))
+
+
+def recorded_name(name: str) -> str:
+    """``name`` as a prompt file records it: a local folder made absolute, so the prompt loads from anywhere."""
+    return str(Path(name).expanduser().resolve()) if is_local(name) else name
+
+
+def _check_folder(name: str) -> None:
+    """Refuse a local backbone that is not a saved model folder, before transformers reads it."""
+    folder = Path(name).expanduser()
+    what = "give a model folder written by save_pretrained (with config.json), an embedded name " \
+           f"({', '.join(EMBEDDED)}) or a hub id"
+    if not folder.exists():
+        raise PtuneError(f"backbone {name!r}: no such folder; {what}")
+    if not folder.is_dir():
+        raise PtuneError(f"backbone {name!r}: is a file, not a model folder; {what}")
+    if not (folder / "config.json").is_file():
+        raise PtuneError(f"backbone {name!r}: the folder has no config.json; {what}")
+
+
+def check_family(name: str, config) -> None:
+    """Refuse a family ptune cannot run yet, from its config alone (before any weights load)."""
+    if getattr(config, "is_encoder_decoder", False):
+        raise PtuneError(f"backbone {name!r} is a {config.model_type} encoder-decoder; encoder-decoders are not "
+                         "supported yet — use an encoder (BERT-style) or a decoder (GPT-style) backbone")
+
+
+def position_limit(config) -> int | None:
+    """How many positions the config says the model reads (None: no fixed limit). Decoders with rotary
+    embeddings give it too; GPT-2's n_positions is aliased to max_position_embeddings."""
+    for key in ("max_position_embeddings", "n_positions", "n_ctx"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 @dataclass
 class Backbone:
     """A frozen pretrained transformer (no task head) with its tokenizer and shape facts."""
@@ -111,6 +152,17 @@ class Backbone:
     @property
     def num_layers(self) -> int:
         return self.config.num_hidden_layers
+
+    @property
+    def max_positions(self) -> int | None:
+        """The most tokens an input may hold: the config's position limit, less the ids a family's learned
+        position table skips (RoBERTa counts from its padding id + 1, so 514 entries read 512 tokens)."""
+        limit = position_limit(self.config)
+        table = getattr(getattr(self.model, "embeddings", None), "position_embeddings", None)
+        skipped = getattr(table, "padding_idx", None)
+        if limit is not None and isinstance(table, nn.Embedding) and skipped is not None:
+            limit = min(limit, table.num_embeddings - skipped - 1)
+        return limit
 
     @property
     def hidden_size(self) -> int:
@@ -181,10 +233,14 @@ class Backbone:
 
 
 def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> Backbone:
-    """Load ``name`` (short name, hub id or folder) frozen, with ptune's prefix-aware attention."""
-    path = resolve(name)
+    """Load ``name`` (short name, hub id or folder) frozen, with ptune's prefix-aware attention. A folder
+    is named by its absolute path (``Backbone.name``, recorded in prompt files)."""
+    if is_local(name):
+        _check_folder(name)
+    path, name = resolve(name), recorded_name(name)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        check_family(name, config)
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         model = AutoModel.from_pretrained(
             path,
@@ -193,9 +249,10 @@ def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> B
             attn_implementation=injection.register(),
             trust_remote_code=trust_remote_code,
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:  # ValueError: a malformed config, an unknown model type, a bad hub id
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise PtuneError(
-            f"cannot load backbone {name!r} ({path}): {str(error).splitlines()[0]} — give a local folder, "
+            f"cannot load backbone {name!r} ({path}): {first} — give a local folder, "
             f"an embedded name ({', '.join(EMBEDDED)}), or a hub id with network access"
         ) from error
     model.requires_grad_(False)

@@ -93,7 +93,9 @@ class BottomCache:
         layers only) when some example is not cached yet.
         """
         mask = batch["attention_mask"].bool()
-        if all(key in self.store for key in keys):
+        # Examples of several rows (multiple choice: a row per choice) are computed each time, never cached.
+        cacheable = len(keys) == mask.shape[0]
+        if cacheable and all(key in self.store for key in keys):
             self.hits += len(keys)
             first = self.store[keys[0]]
             hidden = first.new_zeros(*mask.shape, first.shape[-1])
@@ -105,7 +107,7 @@ class BottomCache:
         with torch.no_grad(), stopping_before(self.layers, self.start, captured):
             compute()
         hidden = captured[0]
-        for row, key in enumerate(keys):
+        for row, key in enumerate(keys if cacheable else ()):
             if key not in self.store:
                 kept = hidden[row, mask[row]].clone()
                 if self.bytes + kept.nbytes <= self.limit_bytes:

@@ -29,6 +29,17 @@ from ptune.batch.templates import default_template, parse_template
 log = logging.getLogger(__name__)
 
 
+def _check_positions(backbone: Backbone, config: MethodConfig) -> None:
+    """Refuse a max_length past the positions the backbone reads: inputs that long would fail or read
+    positions it never learned. PEFT's layout shifts the positions by the deep prompt's length."""
+    limit, shift = backbone.max_positions, config.length if config.peft_layout and config.method == "deep" else 0
+    if limit is not None and config.max_length + shift > limit:
+        shifted = f" after the {shift} positions PEFT's layout shifts by" if shift else ""
+        raise PtuneError(f"max_length {config.max_length} is more than backbone {backbone.name!r} "
+                         f"({backbone.config.model_type}) reads: {limit} positions{shifted}; give --max-length "
+                         f"{limit - shift} or less")
+
+
 class PromptModel(nn.Module):
     """backbone (frozen unless fine-tuning) + optional input prompt + optional deep prompt + the task
     kind's head. Everything that depends on the kind (features, head, loss, decoding) goes through
@@ -49,10 +60,11 @@ class PromptModel(nn.Module):
                              f"use {' or '.join(self.kind.metrics)}")
         self.labels = list(labels)
         self.label_ids = {label: i for i, label in enumerate(self.labels)}
-        template = config.template or default_template(config.method, prompt_length=config.length, pair=pair,
-                                                       leading=config.peft_layout)
+        template = config.template or default_template(config.method, prompt_length=config.length,
+                                                       pair=pair or self.kind.pairs, leading=config.peft_layout)
         self.template = parse_template(template)
         peft = config.peft_layout
+        _check_positions(backbone, config)
         self.encoder = Encoder(backbone.tokenizer, self.template, words=self.kind.word_level,
                                target=lambda example: self.kind.target(self, example),
                                decoder=backbone.is_decoder, max_length=config.max_length,
@@ -80,9 +92,9 @@ class PromptModel(nn.Module):
             self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True)
 
     def _check_pooler(self) -> None:
-        if self.kind.name not in ("classification", "regression") or self.config.head != "linear":
-            raise PtuneError(f"--pool pooler feeds a linear head on one pooled token (classification, regression), "
-                             f"not {self.kind.name} with head {self.config.head}; use --pool first")
+        if self.kind.name not in ("classification", "regression", "multiple_choice") or self.config.head != "linear":
+            raise PtuneError(f"--pool pooler feeds a linear head on one pooled token (classification, regression, "
+                             f"multiple_choice), not {self.kind.name} with head {self.config.head}; use --pool first")
         pool, size = backbone_pooler(self.backbone.model), self.backbone.hidden_size
         with torch.no_grad():
             works = pool is not None and tuple(pool(torch.zeros(1, size)).shape) == (1, size)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import threading
@@ -22,7 +23,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from ptune.model.backbones import Backbone
 from ptune.storage.prompt_files import load_prompt
@@ -207,7 +208,7 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "backbone": backbone.name, "tasks": len(registry.models),
+        return {"status": "ok", "backbone": backbone.name, "tasks": len(registry.models), "failed": registry.failed,
                 "batches": batcher.batches, "requests": batcher.requests}
 
     @app.get("/tasks")
@@ -215,8 +216,10 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
         await asyncio.get_running_loop().run_in_executor(None, registry.refresh)
         return {"tasks": registry.describe(), "failed": registry.failed}
 
-    @app.post("/predict")
-    async def predict(request: PredictRequest) -> dict:
+    @app.post("/predict", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": PredictRequest.model_json_schema()}}}})
+    async def predict(raw: Request) -> dict:
+        request = _parse(await raw.body())
         pairs = _items(request, limits)
         missing = sorted({task for task, _ in pairs if task not in registry.models})
         if missing:
@@ -237,6 +240,27 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse(status_code=status, content={"error": message})
+
+
+def _parse(body: bytes) -> PredictRequest:
+    """The request in ``body``, read as JSON whatever the content type says (``curl -d`` sends a form type):
+    400 with the parser's message when it is not JSON, 422 naming the field when a field is wrong."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        raise ClientError(400, f"malformed JSON: the body is not UTF-8 ({error.reason} at byte {error.start})"
+                          ) from None
+    except json.JSONDecodeError as error:
+        raise ClientError(400, f"malformed JSON: {error}") from None
+    except RecursionError:
+        raise ClientError(400, "malformed JSON: nested too deeply") from None
+    try:
+        return PredictRequest.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ()))
+        message = first.get("msg", "check the fields")
+        raise ClientError(422, f"invalid request{' at ' + where if where else ''}: {message}") from None
 
 
 def _items(request: PredictRequest, limits: Limits) -> list[tuple[str, str]]:

@@ -60,8 +60,11 @@ def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric:
 def read_header(path: str | Path) -> dict:
     """The JSON description of a prompt file, validated."""
     path = Path(path)
+    if path.is_dir():
+        raise PtuneError(f"{path}: is a folder, not a prompt file; give the .safetensors file in it, e.g. "
+                         f"{path / 'prompt.safetensors'}")
     if not path.is_file():
-        raise PtuneError(f"{path}: no such prompt file")
+        raise PtuneError(f"{path}: no such prompt file; check the path")
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
@@ -129,12 +132,23 @@ def check_backbone(path: Path, header: dict, backbone: Backbone) -> None:
         )
 
 
+def recorded_backbone(path: str | Path, header: dict, *, trust_remote_code: bool = False) -> Backbone:
+    """The backbone the prompt file at ``path`` (its ``header``) was trained on, by the name recorded: an
+    embedded name, a hub id or an absolute folder. A folder that has moved is reported with what to do."""
+    name = header["backbone"]["name"]
+    try:
+        return load_backbone(name, trust_remote_code=trust_remote_code)
+    except PtuneError as error:
+        raise PtuneError(f"{path}: its backbone cannot be loaded ({error}); give the backbone it was trained on "
+                         "(--backbone FOLDER, e.g. a moved copy; it is checked by its weights)") from None
+
+
 def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptModel:
     """Rebuild the PromptModel saved at ``path`` on ``backbone`` (loaded from the header if None)."""
     path = Path(path)
     header = read_header(path)
     if backbone is None:
-        backbone = load_backbone(header["backbone"]["name"])
+        backbone = recorded_backbone(path, header)
     check_backbone(path, header, backbone)
     config = MethodConfig.from_dict(header["method"], source=f"{path} header 'method'")
     task = header["task"]

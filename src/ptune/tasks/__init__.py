@@ -9,11 +9,13 @@ from __future__ import annotations
 from ptune.errors import PtuneError
 from ptune.tasks.base import TaskKind
 from ptune.tasks.classification import Classification
+from ptune.tasks.multiple_choice import MultipleChoice
 from ptune.tasks.qa import SpanQA
 from ptune.tasks.regression import Regression
 from ptune.tasks.tagging import Tagging
 
-KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (Classification(), Tagging(), SpanQA(), Regression())}
+KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (Classification(), Tagging(), SpanQA(), Regression(),
+                                                             MultipleChoice())}
 
 
 def get_kind(name: str | TaskKind) -> TaskKind:

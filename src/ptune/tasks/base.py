@@ -25,6 +25,7 @@ class TaskKind:
     has_labels: ClassVar[bool] = True  # a fixed label set (False: spans, scores)
     mixable: ClassVar[bool] = True  # can share a mixed-task batch and an ensemble
     verbalizer: ClassVar[bool] = False  # may read label words through the LM head (--head verbalizer)
+    pairs: ClassVar[bool] = False  # every example is encoded as text pairs (multiple choice: text and a choice)
     input_help: ClassVar[str] = "a JSON object with a 'text' field, or plain text"
 
     # -- building ---------------------------------------------------------------------------------
@@ -109,6 +110,8 @@ class TaskKind:
         text = row.get("text")
         if not isinstance(text, str):
             raise ValueError(f"expected {self.input_help}")
+        if not text.strip():  # it would still get a label
+            raise ValueError("the text is empty; give a text to label")
         pair = row.get("text_pair")
         return TextExample(text, text_pair=pair if isinstance(pair, str) else None)
 

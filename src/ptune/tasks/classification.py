@@ -1,5 +1,6 @@
 """Classification: one label per text or text pair, from a linear head on the pooled token or from
-label words through the LM head (verbalizer); scored by accuracy."""
+label words through the LM head (verbalizer); scored by accuracy, F1, macro-F1, Matthews correlation
+or MultiRC's F1a and exact match."""
 
 from __future__ import annotations
 
@@ -7,9 +8,11 @@ from typing import ClassVar
 
 from torch import nn
 
+from ptune.data.examples import GroupedTextExample
 from ptune.errors import PtuneError
 from ptune.heads import ClassificationHead
 from ptune.tasks.base import TaskKind
+from ptune.tasks.glue_metrics import GroupedLabels
 
 
 def label_id(model, label: str) -> int:
@@ -22,7 +25,7 @@ def label_id(model, label: str) -> int:
 
 class Classification(TaskKind):
     name = "classification"
-    metrics: ClassVar[tuple[str, ...]] = ("accuracy",)
+    metrics: ClassVar[tuple[str, ...]] = ("accuracy", "f1", "macro_f1", "matthews", "multirc")
     verbalizer = True
 
     def head(self, model) -> nn.Module:
@@ -52,4 +55,8 @@ class Classification(TaskKind):
         return record
 
     def gold(self, examples) -> list:
-        return [e.label for e in examples]
+        """The labels; of grouped examples (MultiRC's answer options) with their groups, for "multirc"."""
+        labels = [e.label for e in examples]
+        if examples and all(isinstance(e, GroupedTextExample) for e in examples):
+            return GroupedLabels(labels, [e.group for e in examples])
+        return labels

@@ -1,5 +1,6 @@
 """Metrics that score predictions against gold labels: accuracy; for tags entity-level F1, token
-accuracy and macro-F1, SRL argument F1; SQuAD EM/F1; Pearson/Spearman correlation.
+accuracy and macro-F1, SRL argument F1; SQuAD EM/F1; Pearson/Spearman correlation; the GLUE and
+SuperGLUE metrics (`glue_metrics`: F1, macro-F1, Matthews correlation, MultiRC, ReCoRD, choices).
 
 `score` is the entry point for training and evaluation; `MAIN_KEY` names the number to select on.
 """
@@ -12,7 +13,14 @@ from collections.abc import Sequence
 from ptune.errors import PtuneError
 
 MAIN_KEY: dict[str, str] = {"accuracy": "accuracy", "entity_f1": "f1", "token_accuracy": "accuracy", "srl_f1": "f1",
-                            "squad": "f1", "squad_v2": "f1", "correlation": "pearson"}
+                            "squad": "f1", "squad_v2": "f1", "correlation": "pearson", "f1": "f1",
+                            "macro_f1": "macro_f1", "matthews": "matthews", "multirc": "f1a",
+                            "choice_accuracy": "accuracy", "record": "f1"}
+
+
+# Metric name -> its function in `glue_metrics`.
+GLUE_METRICS = {"f1": "binary_f1", "macro_f1": "macro_f1", "matthews": "matthews", "multirc": "multirc",
+                "choice_accuracy": "choice_accuracy", "record": "record"}
 
 
 def _check_lengths(gold: Sequence[object], predicted: Sequence[object]) -> None:
@@ -135,8 +143,13 @@ def correlation(gold: Sequence[float], predicted: Sequence[float]) -> dict[str, 
 
 def score(metric: str, gold: Sequence, predicted: Sequence) -> dict[str, float]:
     """`metric` ("accuracy", "entity_f1", "token_accuracy", "srl_f1", "correlation", or "squad"/"squad_v2":
-    EM and F1 in percent, `gold` the QAExamples and `predicted` their answer texts) as a dict of named
-    numbers; see `MAIN_KEY`."""
+    EM and F1 in percent, `gold` the QAExamples and `predicted` their answer texts; the GLUE metrics "f1",
+    "macro_f1", "matthews", "multirc", and for choices, `gold` the ChoiceExamples and `predicted` the chosen
+    indices, "choice_accuracy" and "record") as a dict of named numbers; see `MAIN_KEY`."""
+    if metric in GLUE_METRICS:
+        from ptune.tasks import glue_metrics
+
+        return getattr(glue_metrics, GLUE_METRICS[metric])(gold, predicted)
     if metric in ("squad", "squad_v2"):
         from ptune.tasks.squad_metrics import squad_scores
 

@@ -339,6 +339,8 @@ class SpanQA(TaskKind):
     def example(self, row: dict, *, predicate: int | None = None) -> QAExample:
         if not (isinstance(row.get("question"), str) and isinstance(row.get("context"), str)):
             raise ValueError(f"expected {self.input_help}")
+        if not (row["question"].strip() and row["context"].strip()):
+            raise ValueError("the question or the context is empty; give both")
         return QAExample(str(row.get("id", "")), row["question"], row["context"])
 
     def record(self, example, prediction, scores: dict | None = None, *, top_k: int | None = None) -> dict:

@@ -88,7 +88,13 @@ class Tagging(TaskKind):
             tokens = row["text"].split()
         if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
             raise ValueError(f"expected {self.input_help}")
-        return TaggedExample(tuple(tokens), predicate=row.get("predicate", predicate))
+        if not any(t.strip() for t in tokens):
+            raise ValueError("no words to tag; give a sentence")
+        predicate = row.get("predicate", predicate)
+        if predicate is not None and not (isinstance(predicate, int) and 0 <= predicate < len(tokens)):
+            raise ValueError(f"predicate {predicate!r} is not the index of one of its {len(tokens)} words "
+                             f"(0 to {len(tokens) - 1})")
+        return TaggedExample(tuple(tokens), predicate=predicate)
 
     def record(self, example, prediction, scores: dict | None = None, *, top_k: int | None = None) -> dict:
         probabilities = (scores or {}).get("tag_probabilities")

@@ -53,13 +53,18 @@ def seed_everything(seed: int) -> None:
 
 
 def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
-          out_dir: str | Path | None = None, resume: bool = False, run: dict | None = None) -> TrainResult:
+          out_dir: str | Path | None = None, resume: bool = False, run: dict | None = None,
+          on_epoch: Callable[[dict], bool] | None = None) -> TrainResult:
     """Train ``model`` on ``task.train``, select on ``task.dev``; writes metrics.jsonl, curve.png
     and prompt.safetensors (the best epoch) into ``out_dir`` when given.
 
     With ``out_dir``, a checkpoint is written every ``checkpoint_every`` steps and at each epoch's
     end; ``resume=True`` continues from it and ends exactly as the uninterrupted run would.
     ``run`` (how the run was started, e.g. CLI options) is kept in the checkpoint for the caller.
+    ``on_epoch(record)`` is called in every process after each epoch's dev evaluation with the epoch's
+    metrics.jsonl record plus ``score``, the number epochs are selected by (the main dev metric; minus
+    the train loss without dev data); returning True stops training there, as early stopping does
+    (a hyperparameter search prunes a poor run this way).
     """
     config = (config or TrainConfig()).resolved(model.config)
     seed_everything(config.seed)
@@ -147,6 +152,9 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         progress.history.append(record)
         log_epoch(writes, progress.history)
         stop = selection.update(epoch, current, dev, model.trainable_state)
+        if on_epoch is not None and on_epoch({**record, "score": current}):
+            log.info("stopped after epoch %d by the caller's on_epoch", epoch)
+            stop = True
         stop = stop or bool(config.max_steps and progress.step >= config.max_steps)
         progress.epoch, progress.batch, progress.losses = epoch + 1, 0, []
         if not stop and progress.epoch <= config.epochs:

@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ptune.config import COUNT, POSITIVE, SEED
 from ptune.errors import PtuneError
 
 METHODS = ("manual", "ptuning", "prompt")
@@ -29,16 +30,16 @@ def add_probe_parser(sub) -> None:
     probe.add_argument("--template", help="a full probe template with [P] tokens, e.g. '[P]*3 {subject} capital [P]*3'")
     probe.add_argument("--probe", nargs="+", metavar="FILE", help="score saved probe files instead of training")
     probe.add_argument("--encoder", default="lstm", choices=("none", "mlp", "lstm"), help="P-tuning prompt encoder")
-    probe.add_argument("--prompts", type=int, default=None,
+    probe.add_argument("--prompts", type=COUNT, default=None,
                        help="continuous tokens: per side for ptuning (default 3), in front for prompt (default 8)")
     probe.add_argument("--init", choices=("words", "vocab"), help="initial [P] vectors (default: words for "
                                                                     "ptuning, vocab for prompt)")
-    probe.add_argument("--epochs", type=int, default=3, help="training epochs of a learned probe")
-    probe.add_argument("--lr", type=float, default=3e-3, help="learning rate of a learned probe")
-    probe.add_argument("--batch-size", type=int, default=16, help="facts per training step")
-    probe.add_argument("--seed", type=int, default=0, help="split and training seed")
+    probe.add_argument("--epochs", type=COUNT, default=3, help="training epochs of a learned probe")
+    probe.add_argument("--lr", type=POSITIVE, default=3e-3, help="learning rate of a learned probe")
+    probe.add_argument("--batch-size", type=COUNT, default=16, help="facts per training step")
+    probe.add_argument("--seed", type=SEED, default=0, help="split and training seed")
     probe.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split scored")
-    probe.add_argument("--limit", type=int, help="at most N subjects per split (quick runs)")
+    probe.add_argument("--limit", type=COUNT, help="at most N subjects per split (quick runs)")
     probe.add_argument("--out", help="folder for results.json and probe files (default runs/probe-RELATION-METHOD)")
     probe.set_defaults(func=cmd_probe)
 
@@ -77,6 +78,7 @@ def _templates(args: argparse.Namespace) -> list[tuple[str, str]]:
 def cmd_probe(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     from ptune.model.backbones import load_backbone
@@ -93,6 +95,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
         runs = _templates(args)
     config = ProbeTrainConfig(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
     out_dir = Path(args.out or f"runs/probe-{args.relation}-{'saved' if args.probe else args.method}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PtuneError(f"--out {out_dir}: is a file; choose a folder for results.json and the probe files")
     backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
     model, tokenizer = backbone.model, backbone.tokenizer
     try:
@@ -145,14 +149,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from ptune.storage.atomic import atomic_write
 
     atomic_write(out_dir / "results.json", lambda tmp: tmp.write_text(json.dumps(summary, indent=2) + "\n"))
-    table = Table(title=f"P@1, {args.relation}, {args.split} split ({len(facts)} subjects, "
-                        f"{len(relation.candidates)} candidates), {backbone.name}")
+    table = Table(title=escape(f"P@1, {args.relation}, {args.split} split ({len(facts)} subjects, "
+                               f"{len(relation.candidates)} candidates), {backbone.name}"))
     for column in ("method", "template", "P@1", "P@1 single-token", "probe file"):
         table.add_column(column, justify="right" if column.startswith("P@1") else "left")
     for row in results:
         single = row["single_token_p_at_1"]
-        table.add_row(row["method"], row["template"], f"{100 * row['p_at_1']:.1f}",
-                      "" if single is None else f"{100 * single:.1f}", row.get("probe", ""))
+        table.add_row(row["method"], escape(row["template"]), f"{100 * row['p_at_1']:.1f}",
+                      "" if single is None else f"{100 * single:.1f}", escape(row.get("probe", "")))
     Console().print(table)
-    Console(stderr=True).print(f"results: {out_dir / 'results.json'}", highlight=False)
+    Console(stderr=True).print(f"results: {out_dir / 'results.json'}", highlight=False, markup=False)
     return 0
