@@ -96,7 +96,9 @@ def render(r: dict) -> str:
          "prefix vectors on all 30 layers); bare: the same weights as `AutoModelForCausalLM` and its own "
          f"`generate()`, no prompt. Interleaved in one process, {r['repeats']} repeats after one warm-up each; "
          "ratio = ptune tokens/s ÷ bare tokens/s per repeat (median, min..max). The machine is shared with "
-         "other jobs, so the absolute tokens/s are noisy and only the ratios compare."),
+         "other jobs, so the absolute tokens/s are noisy and only the ratios compare; a min..max far from the "
+         "median is a repeat that other jobs stalled (the seconds of every repeat are in the JSON), and the ratio "
+         "of each side's fastest repeat is the least disturbed figure."),
         "",
         ("| method | new tokens | ptune tok/s | bare generate() tok/s | ratio (median) | ratio min..max | "
          "ratio of the fastest repeats | greedy ids = full recompute |"),
