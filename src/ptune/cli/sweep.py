@@ -19,6 +19,7 @@ from ptune.errors import PtuneError
 from ptune.training.search_space import DEFAULTS, PARSERS, SETTINGS, describe, resolve_space
 
 URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+NONE = "-"  # how logs write a missing score
 PATH_KEYS = ("train", "dev", "test", "dataset", "backbone")  # may differ between machines sharing a study
 SPACE_HELP = {
     "lr": "learning rate: LOW:HIGH:log (log-uniform), LOW:HIGH or choices A,B",
@@ -64,7 +65,7 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ptune.training.sweep import (best_trial, fail_orphans, finished_count, hide_password, open_study,
-                                      optuna_module, trial_rows, write_report)
+                                      optuna_module, show, trial_rows, write_report)
 
     optuna = optuna_module()
     config_file = read_config(args.config)
@@ -97,9 +98,9 @@ def run(args: argparse.Namespace) -> int:
         best = best_trial(study)
         _report(study, trial_rows(study, space), space, out_dir, options, best, write_report)
         score = trial.value if trial.value is not None else max(trial.intermediate_values.values(), default=None)
-        shown = ", ".join(f"{name} {_show(value)}" for name, value in trial.params.items())
+        shown = ", ".join(f"{name} {show(value, NONE)}" for name, value in trial.params.items())
         best_text = f"best {best.value:.4f} (trial {best.number})" if best else "no completed trial yet"
-        err().log(f"trial {trial.number} {trial.state.name.lower()}: dev {_show(score)} ({shown}); {best_text}; "
+        err().log(f"trial {trial.number} {trial.state.name.lower()}: dev {show(score, NONE)} ({shown}); {best_text}; "
                   f"{finished_count(study)}/{args.trials}", markup=False)
 
     missing = args.trials - finished_count(study)
@@ -123,7 +124,7 @@ def _trial(trial, args: argparse.Namespace, space: dict, out_dir: Path, optuna) 
     """One trial: a `ptune train` run with the trial's settings into ``out_dir/trials/trial-NNNN``."""
     from ptune.storage.prompt_files import read_header
     from ptune.tasks.metrics import MAIN_KEY
-    from ptune.training.sweep import EpochPruning, mark_worker
+    from ptune.training.sweep import EpochPruning, mark_worker, show
 
     mark_worker(trial)
     values = {name: setting.choices[0] if setting.fixed else setting.suggest(trial) for name, setting in space.items()}
@@ -136,7 +137,7 @@ def _trial(trial, args: argparse.Namespace, space: dict, out_dir: Path, optuna) 
         with out().capture(), _trial_logs(args.verbose):  # the run's results.json holds what `train` prints
             train_command.run(trial_args, on_epoch=pruning)
     except PtuneError as error:
-        raise PtuneError(f"trial {trial.number} ({', '.join(f'{k} {_show(v)}' for k, v in values.items())}): "
+        raise PtuneError(f"trial {trial.number} ({', '.join(f'{k} {show(v, NONE)}' for k, v in values.items())}): "
                          f"{error}") from None
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     trial.set_user_attr("best_epoch", results["best_epoch"])
@@ -177,11 +178,3 @@ def _data_name(args: argparse.Namespace, config_file: dict) -> str:
     task = args.task[0] if args.task else config_file.get("task")
     where = args.train or config_file.get("train") or getattr(args, "dataset", None) or config_file.get("dataset")
     return task if isinstance(task, str) else Path(where).stem if where else "data"
-
-
-def _show(value) -> str:
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "-" if value is None else str(value)

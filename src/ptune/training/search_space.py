@@ -55,12 +55,9 @@ def _numbers(name: str, text: str, bound: Bound) -> Setting:
     """``LOW:HIGH``, ``LOW:HIGH:log`` or ``A,B,C`` of numbers that ``bound`` allows."""
     def number(part: str):
         try:
-            value = int(part) if bound.whole else float(part)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r}: {part!r} is not {bound.describe()}") from None
-        if not bound.fits(value):
-            raise argparse.ArgumentTypeError(f"{text!r}: {part!r} is out of range; give {bound.describe()}")
-        return value
+            return bound(part)
+        except argparse.ArgumentTypeError as error:
+            raise argparse.ArgumentTypeError(f"{text!r}: {error}") from None
 
     parts = text.split(":")
     if len(parts) in (2, 3):

@@ -140,18 +140,19 @@ def write_report(out_dir: Path, rows: list[dict], space: dict[str, Setting], met
     columns = ["trial", "state", "dev", *space, "best_epoch"]
     lines = ["| " + " | ".join(f"dev {metric}" if c == "dev" else c.replace("_", " ") for c in columns) + " |",
              "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    lines += ["| " + " | ".join(show(row[c]) for c in columns) + " |" for row in rows]
     table = "\n".join(lines) + "\n"
     atomic_write(out_dir / "trials.md", lambda tmp: tmp.write_text(table, encoding="utf-8"))
     plot_effects(rows, space, out_dir / "effects.png", metric=metric)
 
 
-def _cell(value) -> str:
+def show(value, missing: str = "") -> str:
+    """A setting or score as tables and logs write it: on/off, 4 significant digits, ``missing`` for None."""
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
         return f"{value:.4g}"
-    return "" if value is None else str(value)
+    return missing if value is None else str(value)
 
 
 def plot_effects(rows: list[dict], space: dict[str, Setting], path: Path, *, metric: str) -> None:
@@ -165,10 +166,10 @@ def plot_effects(rows: list[dict], space: dict[str, Setting], path: Path, *, met
     fig = Figure(figsize=(3.2 * max(len(searched), 1), 3.2))
     axes = fig.subplots(1, max(len(searched), 1), squeeze=False)[0]
     for ax, setting in zip(axes, searched):
-        labels = [_cell(choice) for choice in setting.choices]
+        labels = [show(choice) for choice in setting.choices]
         for state, fill in (("complete", "tab:blue"), ("pruned", "none")):
             points = [row for row in done if row["state"] == state]
-            xs = [labels.index(_cell(r[setting.name])) if setting.choices else r[setting.name] for r in points]
+            xs = [labels.index(show(r[setting.name])) if setting.choices else r[setting.name] for r in points]
             if points:
                 ax.scatter(xs, [r["dev"] for r in points], facecolors=fill, edgecolors="tab:blue", label=state)
         if setting.choices:
