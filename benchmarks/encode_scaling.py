@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import ROOT, save, write_section  # noqa: E402
+from report import ROOT, machine, provenance, save, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "encode_scaling.json"
 GOAL = 1.2
@@ -52,8 +52,7 @@ def render(r: dict) -> str:
     lines = [
         "## Encoding time against data size",
         "",
-        (f"Command: `{r['command']}` · machine: {r['machine']} · date: {r['date']} · ptune {v['ptune']}, "
-         f"torch {v['torch']}, transformers {v['transformers']}, tokenizers {v['tokenizers']} · tokenizer: minilm "
+        (f"{provenance(r)}, tokenizers {v['tokenizers']} · tokenizer: minilm "
          f"· median of {r['runs']} runs. Ratio to linear = seconds at kx / (k x seconds at 1x); goal within {GOAL}."),
         "",
         "| data | kind | scale | examples | seconds | ratio to linear | examples cut (tokens lost) |",
@@ -102,7 +101,7 @@ def main() -> None:
     record = {
         "command": "python benchmarks/encode_scaling.py " + " ".join(
             ["--scales " + " ".join(map(str, args.scales)), f"--runs {args.runs}"]),
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.processor() or platform.system()}",
+        "machine": machine(),
         "date": date.today().isoformat(),
         "versions": {"ptune": getattr(ptune, "__version__", "?"), "torch": torch.__version__,
                      "transformers": transformers.__version__, "tokenizers": tokenizers.__version__,

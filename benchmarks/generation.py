@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -24,7 +23,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import ROOT, cpu_name, save, versions, write_section
+from report import ROOT, machine, provenance, save, versions, write_section
 
 RESULTS = ROOT / "benchmarks" / "results" / "generation.json"
 METHODS = ("prompt", "ptuning", "deep")
@@ -83,11 +82,9 @@ def measure(method: str, new_tokens: list[int], repeats: int, backbone, bare, en
 
 
 def render(r: dict) -> str:
-    v = r["versions"]
     lines = [
         "## Generation speed: cached generation with a prompt vs the bare model's generate()", "",
-        (f"Command: `{r['command']}` · machine: {r['machine']} · date: {r['date']} · ptune {v['ptune']}, "
-         f"torch {v['torch']}, transformers {v['transformers']} · load average at start / end: "
+        (f"{provenance(r)} · load average at start / end: "
          f"{r['load_average'][0]} / {r['load_average'][1]}."),
         "",
         (f"SmolLM2-135M-Instruct (fp32), greedy, a batch of {r['batch']} texts of different lengths (left-padded), "
@@ -154,7 +151,7 @@ def main() -> None:
         "command": "python benchmarks/generation.py " + " ".join(
             ["--new-tokens " + " ".join(map(str, args.new_tokens)), f"--repeats {args.repeats}",
              f"--threads {args.threads}"] + (["--methods " + " ".join(args.methods)] if args.methods != list(METHODS) else [])),
-        "machine": f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs, torch threads {args.threads}, shared",
+        "machine": machine(args.threads),
         "date": date.today().isoformat(),
         "versions": {"ptune": __import__("ptune").__version__, **versions("torch", "transformers")},
         "load_average": [load_start[0], round(os.getloadavg()[0], 2)],

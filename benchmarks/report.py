@@ -46,6 +46,21 @@ def cpu_name() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "?")
 
 
+def machine(threads: int | None = None) -> str:
+    """The machine a record names: CPU model, architecture, CPU count (and torch threads when set)."""
+    import os
+
+    text = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs"
+    return text + (f", torch threads {threads}, shared" if threads else "")
+
+
+def provenance(r: dict) -> str:
+    """``Command: ... · machine: ... · date: ... · ptune X, torch Y, transformers Z`` of a saved record."""
+    v = r["versions"]
+    return (f"Command: `{r['command']}` · machine: {r['machine']} · date: {r['date']} · ptune {v['ptune']}, "
+            f"torch {v['torch']}, transformers {v['transformers']}")
+
+
 def save(path: Path, record: dict, key: str, markdown: str) -> None:
     """Write ``record`` as JSON to ``path`` and ``markdown`` as section ``key`` of docs/RESULTS.md."""
     path.parent.mkdir(parents=True, exist_ok=True)
