@@ -277,6 +277,7 @@ CASES = [
     case(("--top-p", "0"), *G, "--top-p", "0"),
     case(("--top-p", "1.5"), *G, "--top-p", "1.5"),
     case(("--top-k", "0"), *G, "--top-k", "0"),
+    case(("--seed", "-1"), *G, "--seed=-1"),
     case(("--repetition-penalty", "0"), *G, "--repetition-penalty", "0"),
     case(("folder", "prompt file"), "generate", "{ws}/folder", "--text", "hi"),
     case("missing.safetensors", "generate", "{ws}/missing.safetensors", "--text", "hi"),

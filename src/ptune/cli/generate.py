@@ -8,6 +8,7 @@ import json
 import sys
 
 from ptune.cli.options import add_backbone_override, load_prompt_and_backbone
+from ptune.config import SEED
 
 STREAM_HELP = ("print the continuation while it is generated: with one --text as plain text (then a newline); "
                'with several, one JSON line {"index": I, "piece": "..."} per piece (I: the text\'s place in --text), '
@@ -32,7 +33,7 @@ def add_parser(sub) -> None:
     gen.add_argument("--stop", nargs="+", action="extend", default=[], metavar="TEXT",
                      help="stop strings: a text ends just before the first it generates (not printed); "
                           "a newline in bash: $'\\n' (default: none)")
-    gen.add_argument("--seed", type=int, default=0, help="sampling seed: same seed, texts and options, same output")
+    gen.add_argument("--seed", type=SEED, default=0, help="sampling seed: same seed, texts and options, same output")
     gen.add_argument("--stream", action="store_true", help=STREAM_HELP)
     add_backbone_override(gen)
     gen.set_defaults(func=run)
