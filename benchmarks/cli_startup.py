@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import ROOT, cpu_name, save, versions, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "cli_startup.json"
+SECTION = "cli_startup"
 GOAL_S = 0.5
 ENTRY = "from ptune.cli import main; import sys; sys.exit(main())"
 COMMANDS = {"ptune --help": ["--help"], "ptune train --help": ["train", "--help"]}
@@ -118,6 +119,11 @@ def render(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from cli_startup.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="recorded runs per command and tree (default: 7)")
@@ -128,7 +134,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="re-render docs/RESULTS.md from the JSON")
     args = parser.parse_args()
     if args.report_only:
-        write_section("cli_startup", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     if args.runs < 5:
         raise SystemExit("--runs: at least 5 for a median worth reporting")
@@ -143,7 +149,7 @@ def main() -> None:
         "before": {"source": f"git {args.before_ref} (src/ptune/cli.py)", "results": results["before"]},
         "after": {"source": args.after_label, "results": results["after"]},
     }
-    save(RESULTS, record, "cli_startup", render(record))
+    save(RESULTS, record, SECTION, render(record))
     print(render(record))
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import shlex
 import statistics
@@ -35,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import ROOT, cpu_name, versions, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "core.json"
+SECTION = "core"
 
 # Epoch budgets fit 2 CPU cores; learning rates are the method defaults unless listed.
 SETTINGS = {
@@ -144,16 +144,26 @@ def verdict(base: list[dict], other: list[dict]) -> str:
     return "win" if gap > band else "loss" if gap < -band else "tie"
 
 
-def write_report(records: list[dict], command: str) -> None:
+def machines(records: list[dict]) -> str:
+    """The CPUs and Python versions the runs name (runs before these fields were recorded say so)."""
+    seen = dict.fromkeys(f"{r['cpu']}, Python {r['versions']['python']}" if "cpu" in r else "not recorded (2026-11-22 runs)"
+                         for r in sorted(records, key=key))
+    return "; ".join(seen)
+
+
+def render(records: list[dict]) -> str:
     groups = group(records)
     lines = [
         "## Core comparison (issue: ptune core)",
         "",
-        f"Command: `{command}` · machine: {platform.machine()}, 2 CPU threads, {platform.python_version()} · "
-        f"date: {dates(records)} · backbone: minilm (all-MiniLM-L6-v2, 22.7M parameters, frozen except finetune).",
+        "Command: `python benchmarks/core.py` (each run's own command is listed below) · machine: "
+        f"{machines(records)}, 2 CPU threads · date: {dates(records)} · "
+        "backbone: minilm (all-MiniLM-L6-v2, 22.7M parameters, frozen except finetune).",
         "Test-set scores of the epoch chosen on dev; nothing tuned on test. Where a row has several seeds it shows "
         "mean ± standard deviation and n; a row with one figure is a single run (seed 0). Train times include "
-        "per-epoch dev evaluation and were taken while other work shared the same 2 cores: read them as upper bounds.",
+        "per-epoch dev evaluation and were taken while other work shared the same 2 cores: read them as upper bounds. "
+        "The per-method learning rates in src/ptune/config.py came from short calibration runs on 2026-11-22 whose "
+        "table was typed here by hand; it is withdrawn until a script re-measures it.",
         "",
         "| task | method | test | dev | % of finetune | trainable params | trainable % | prompt file | train time | peak RSS |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -186,7 +196,12 @@ def write_report(records: list[dict], command: str) -> None:
                 f"{spread([100 * r['test'] for r in other])} | {verdict(base, other)} |")
     lines += ["", "Per-run commands (`OUT` is a temporary folder; records without a seed ran seed 0):", ""]
     lines += [f"- {r['task']} / {r['method']} / {r.get('variant', 'default')}: `{r['command']}`" for r in sorted(records, key=key)]
-    write_section("core", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from core.json."""
+    return render(load())
 
 
 def main() -> None:
@@ -200,7 +215,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from core.json")
     args = parser.parse_args()
     if args.report_only:
-        write_report(load(), "python benchmarks/core.py (per-run commands below)")
+        write_section(SECTION, section())
         return
     if args.extra and args.variant == "default":
         parser.error("--extra changes the runs: name the choice with --variant")
@@ -225,7 +240,7 @@ def main() -> None:
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
                 records = sorted(previous.values(), key=key)
                 RESULTS.write_text(json.dumps(summarise(records), indent=2) + "\n")
-                write_report(records, "python benchmarks/core.py (per-run commands below)")
+                write_section(SECTION, render(records))
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import ROOT, cpu_name, save, versions  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "deviations.json"
+SECTION = "deviations"
 TASKS = {"rotten_tomatoes": "accuracy", "conll2003": "f1"}
 BUDGET = ["--method", "deep", "--train-limit", "3000", "--epochs", "3", "--eval-limit", "1000", "--patience", "0"]
 SEEDS = (0, 1, 2)
@@ -103,12 +104,13 @@ def verdicts(records: list[dict]) -> dict:
     return out
 
 
-def render(records: list[dict], command: str) -> str:
+def render(data: dict) -> str:
+    records, command = data["records"], data["command"]
     first = records[0]["command"] if records else ""
     lines = [
         "## Deviations from the reference code (issue: families, deviations)",
         "",
-        f"Command: `{command}` · CPU: {cpu_name()}, 2 cores, two runs at a time (1 thread each) · date: {date.today().isoformat()} "
+        f"Command: `{command}` · CPU: {data['cpu']}, 2 cores, two runs at a time (1 thread each) · date: {data['date']} "
         "· backbone: minilm.",
         "Each run: `ptune train --task TASK " + " ".join(BUDGET) + " --seed S [variant]` (the first 3,000 training "
         "examples, 3 epochs, the epoch chosen on the first 1,000 dev examples), seeds " + ", ".join(map(str, SEEDS)) + ". "
@@ -140,6 +142,11 @@ def render(records: list[dict], command: str) -> str:
     return "\n".join(lines)
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from deviations.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
@@ -156,7 +163,7 @@ def main() -> None:
         return
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"records": []}
     if args.report_only:
-        save(RESULTS, data, "deviations", render(data["records"], data.get("command", command)))
+        save(RESULTS, data, SECTION, render(data))
         return
     done = {(r["task"], r["variant"], r["seed"]) for r in data["records"]}
     todo = [(task, variant, seed) for variant in args.variants for task in args.tasks
@@ -180,7 +187,7 @@ def main() -> None:
             data["records"].sort(key=lambda r: (r["task"], r["variant"], r["seed"]))
             print(json.dumps(record), flush=True)
             data["verdicts"] = verdicts(data["records"])
-            save(RESULTS, data, "deviations", render(data["records"], command))
+            save(RESULTS, data, SECTION, render(data))
 
 
 if __name__ == "__main__":

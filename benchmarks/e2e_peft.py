@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "e2e_peft.json"  # {task name: record}
+SECTION = "e2e_peft"
 BATCH, PREFIX = 32, 16
 
 
@@ -120,6 +121,11 @@ def render(records: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from e2e_peft.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=1)
@@ -127,7 +133,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if args.report_only:
-        write_section("e2e_peft", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     import torch
 
@@ -146,7 +152,7 @@ def main() -> None:
     records[args.task] = record
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(records, indent=2) + "\n")
-    write_section("e2e_peft", render(records))
+    write_section(SECTION, render(records))
     print(render(records))
 
 

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, machine, provenance, save, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "encode_scaling.json"
+SECTION = "encode_scaling"
 GOAL = 1.2
 
 
@@ -70,6 +71,11 @@ def render(r: dict) -> str:
     return "\n".join(lines)
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from encode_scaling.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 16])
@@ -77,7 +83,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="re-render docs/RESULTS.md from the JSON")
     args = parser.parse_args()
     if args.report_only:
-        write_section("encode_scaling", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import tokenizers
@@ -110,7 +116,7 @@ def main() -> None:
         "goal_ratio": GOAL,
         "datasets": datasets,
     }
-    save(RESULTS, record, "encode_scaling", render(record))
+    save(RESULTS, record, SECTION, render(record))
     print(render(record))
 
 

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "faults.json"
+SECTION = "faults"
 # 96 examples, batch 8: 12 steps per epoch, 36 in all; checkpoints every 5 steps and at epoch ends.
 OPTIONS = ["--method", "deep", "--length", "4", "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "5",
            "--patience", "0"]
@@ -141,13 +142,18 @@ def render(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from faults.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--examples", type=int, default=1000)
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if args.report_only:
-        write_section("faults", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     with tempfile.TemporaryDirectory() as work:
         points = kill_points(Path(work))
@@ -156,7 +162,7 @@ def main() -> None:
               "examples": args.examples, "kill_points": points, "hostile": hostile_inputs(args.examples)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    write_section("faults", render(record))
+    write_section(SECTION, render(record))
     print(render(record))
 
 

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, machine, provenance, save, versions, write_section
 
 RESULTS = ROOT / "benchmarks" / "results" / "generation.json"
+SECTION = "generation"
 METHODS = ("prompt", "ptuning", "deep")
 TEXTS = ["The capital of France is", "Once upon a time, a small dog lived in a house by the sea and",
          "Water boils at", "My favourite recipe for a quick weeknight dinner starts with"]
@@ -117,6 +118,11 @@ def render(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from generation.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--new-tokens", type=int, nargs="+", default=[32, 128])
@@ -126,7 +132,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="render docs/RESULTS.md from the JSON")
     args = parser.parse_args()
     if args.report_only:
-        write_section("generation", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -157,7 +163,7 @@ def main() -> None:
         "load_average": [load_start[0], round(os.getloadavg()[0], 2)],
         "seed": 0, "batch": len(TEXTS), "repeats": args.repeats, "texts": TEXTS, "records": records,
     }
-    save(RESULTS, record, "generation", render(record))
+    save(RESULTS, record, SECTION, render(record))
     print(render(record))
 
 

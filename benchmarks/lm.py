@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import shlex
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, write_section  # noqa: E402
+from report import ROOT, machine, versions, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "lm.json"
 VERBALIZER = "negative=bad,terrible;positive=good,great"
@@ -62,13 +61,19 @@ def run(name: str, backbone, task, train_limit: int, eval_limit: int, batch_size
     return record
 
 
-def write_report(data: dict, command: str) -> None:
+SECTION = "lm_verbalizer"
+# The 2026-11-22 runs predate recording the command and machine in lm.json.
+FIRST_COMMAND = "python benchmarks/lm.py --train-limit 400 --eval-limit 200"
+
+
+def render(data: dict) -> str:
     v = data["verbalizer"]
+    machine = v.get("machine", "not recorded with these runs; 2 CPU threads shared with other work")
     lines = [
         "## Verbalizer on a causal LM (issue: language-model side)",
         "",
-        f"Command: `{command}` · machine: {platform.machine()}, 2 CPU threads (shared with other work), Python "
-        f"{platform.python_version()} · date: {v['date']} · backbone: smollm2 (SmolLM2-135M-Instruct, frozen, LM head tied).",
+        f"Command: `{v.get('command', FIRST_COMMAND)}` · machine: {machine} · date: {v['date']} · "
+        "backbone: smollm2 (SmolLM2-135M-Instruct, frozen, LM head tied).",
         f"rotten_tomatoes, first {v['train_limit']} training examples, {v['epochs']} epoch, batch {v['batch_size']}; "
         f"dev and test = the first {v['eval_limit']} examples of each split. Verbalizer `{VERBALIZER}` (a label's "
         "logit is the log-sum-exp of its words' first-token logits for the next token). Zero-shot: the same template "
@@ -83,7 +88,12 @@ def write_report(data: dict, command: str) -> None:
     for r in v["runs"]:
         lines.append(f"| {r['name']} | `{r['template']}` | {r.get('lr', '–')} | {r['trainable_params']:,} | "
                      f"{100 * r['dev']:.1f} | {100 * r['test']:.1f} | {r['seconds'] / 60:.1f} min |")
-    write_section("lm_verbalizer", "\n".join(lines))
+    return "\n".join(lines)
+
+
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from lm.json."""
+    return render(json.loads(RESULTS.read_text()))
 
 
 def main() -> None:
@@ -95,7 +105,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from lm.json")
     args = parser.parse_args()
     if args.report_only:
-        write_report(json.loads(RESULTS.read_text()), "python benchmarks/lm.py --train-limit 400 --eval-limit 200")
+        write_section(SECTION, section())
         return
     import torch
 
@@ -111,10 +121,12 @@ def main() -> None:
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     data["verbalizer"] = {"date": date.today().isoformat(), "backbone": "smollm2", "task": "rotten_tomatoes",
                           "train_limit": args.train_limit, "eval_limit": args.eval_limit, "epochs": 1,
-                          "batch_size": args.batch_size, "verbalizer": VERBALIZER, "runs": runs}
+                          "batch_size": args.batch_size, "verbalizer": VERBALIZER, "runs": runs,
+                          "command": " ".join(["python benchmarks/lm.py", *map(shlex.quote, sys.argv[1:])]),
+                          "machine": machine(2), "versions": versions("torch", "transformers")}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(data, indent=2) + "\n")
-    write_report(data, " ".join(["python benchmarks/lm.py", *map(shlex.quote, sys.argv[1:])]))
+    write_section(SECTION, render(data))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ from ptune.training.multitask import shared_prompt_bank, train_multitask  # noqa
 from ptune.training.loop import TrainConfig, train  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "many_tasks.json"
+SECTION = "many_tasks"
 DOCS = ROOT / "docs"
 
 
@@ -128,7 +129,7 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from many_tasks.json")
     args = parser.parse_args()
     if args.report_only:
-        write_section("many_tasks", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     torch.set_num_threads(2)
     backbone = load_backbone("minilm")
@@ -150,7 +151,7 @@ def main() -> None:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         print(name, json.dumps(record[name]), flush=True)
-    write_section("many_tasks", render(record))
+    write_section(SECTION, render(record))
 
 
 def render(r: dict) -> str:
@@ -188,6 +189,11 @@ def render(r: dict) -> str:
         lines += [f"| {i} | " + ", ".join(f"{t} ({s})" for t, s in zip(toks, sims)) + " |"
                   for i, (toks, sims) in enumerate(zip(n["tokens"], n["similarities"]))]
     return "\n".join(lines)
+
+
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from many_tasks.json."""
+    return render(json.loads(RESULTS.read_text()))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
+SECTION = "perf"
 THREADS = 2
 
 
@@ -208,6 +209,11 @@ def render(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from perf.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def main() -> None:
     from ptune.analysis.benchmark import Setting
 
@@ -228,26 +234,26 @@ def main() -> None:
         print(json.dumps({"bytes": memory_of(args.memory_of, setting)}))
         return
     if args.report_only:
-        write_section("perf", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     if args.inference_only:
         record = json.loads(RESULTS.read_text())
         record["inference"] = inference()
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section("perf", render(record))
+        write_section(SECTION, render(record))
         return
     if args.variants_only:
         record = json.loads(RESULTS.read_text())
         setting.configs = ["ptune deep", "ptune deep (bf16 autocast)", "ptune deep (torch.compile)", "peft prefix"]
         record["variants"] = speed(setting)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section("perf", render(record))
+        write_section(SECTION, render(record))
         return
     if args.profile_only:
         record = json.loads(RESULTS.read_text())
         record["profile"] = profile(setting)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section("perf", render(record))
+        write_section(SECTION, render(record))
         return
     import peft
 
@@ -270,7 +276,7 @@ def main() -> None:
         record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    write_section("perf", render(record))
+    write_section(SECTION, render(record))
     print(render(record))
 
 

@@ -43,6 +43,7 @@ from ptune.analysis.probing.learned import ProbePrompt, init_vectors, ptuning_te
 from ptune.analysis.probing.training import ProbeTrainConfig, train_probe  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "lm.json"
+SECTION = "lm_probing"
 MANUALS = (
     "The capital of {subject} is",
     "{subject}'s capital city is",
@@ -59,6 +60,11 @@ def save(key_data: dict) -> None:
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2) + "\n")
     tmp.replace(RESULTS)
+
+
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from lm.json's "probing" key."""
+    return markdown(json.loads(RESULTS.read_text())["probing"])
 
 
 def spread(values: list[float]) -> float:
@@ -151,7 +157,7 @@ def main() -> None:
         print(f"{method:8} {template:55} P@1 {ranked.precision:.3f}  1-tok {single.precision:.3f}", flush=True)
         summarise()
         save(result)
-        write_section("lm_probing", markdown(result))
+        write_section(SECTION, markdown(result))
 
     def summarise() -> None:
         manual = {r["wording"]: r["p_at_1"] for r in result["runs"] if r["method"] == "manual"}

@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, save, write_section
 
 RESULTS = ROOT / "benchmarks" / "results" / "regression.json"
+SECTION = "regression"
 ARCHIVE = ROOT / ".cache" / "data" / "vaderSentiment-3.3.2.tar.gz"
 ARCHIVE_SHA256 = "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9"
 INNER = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
@@ -233,6 +234,11 @@ def render(r: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from regression.json."""
+    return render(json.loads(RESULTS.read_text()))
+
+
 def comparison(r: dict) -> str:
     """One sentence per metric: deep prompt minus VADER on test, its bootstrap interval, and what it means."""
     c = r["deep_minus_vader"]
@@ -256,7 +262,7 @@ def main() -> None:
                         help="no training: score the prompts a finished run left in --work and redo the comparison")
     args = parser.parse_args()
     if args.report_only:
-        write_section("regression", render(json.loads(RESULTS.read_text())))
+        write_section(SECTION, section())
         return
     if args.fixture:
         draw_fixture()
@@ -282,7 +288,7 @@ def main() -> None:
         record["rescore"] = {"command": "python benchmarks/regression.py --rescore", "date": date.today().isoformat(),
                              "what": "test predictions of the saved prompts, VADER's, and the paired bootstrap"}
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section("regression", render(record))
+        write_section(SECTION, render(record))
         print(render(record))
         return
     for name, rows in splits.items():
@@ -314,7 +320,7 @@ def main() -> None:
         print(json.dumps(record["runs"][-1]), flush=True)
     record["summary"] = summarise(record["runs"])
     compare(record, splits)
-    save(RESULTS, record, "regression", render(record))
+    save(RESULTS, record, SECTION, render(record))
     print(render(record))
 
 
