@@ -21,7 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.append(str(ROOT / "benchmarks"))  # after tests/: its families.py, not this one
 from report import cpu_name, versions  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results" / "families.json"
 DOC = ROOT / "docs" / "FAMILIES.md"
@@ -112,7 +112,8 @@ def render(result: dict) -> str:
         f"{len(records)} cells in {result['seconds']} s."),
         "",
         ("Each family is a tiny random model (2 layers, hidden 32, 4 heads, 2 key/value heads where the family has "
-        "grouped-query attention) saved as its *ForMaskedLM / *ForCausalLM, with its real tokenizer class: MiniLM's "
+        "grouped-query attention) saved as its *ForMaskedLM / *ForCausalLM (encoder-decoders: "
+        "*ForConditionalGeneration, 2 encoder and 2 decoder layers), with its real tokenizer class: MiniLM's "
         "WordPiece vocabulary, or a byte-level BPE / SentencePiece Unigram / SentencePiece BPE model trained on "
         "conll2003 and rotten_tomatoes text (tests/fixtures/tokenizers) handed to the family's own class "
         "(tests/families.py). `pytest tests/test_families.py` runs the same checks."),

@@ -26,6 +26,15 @@ def write_section(key: str, markdown: str) -> None:
     REPORT.write_text(text)
 
 
+def drop_section(key: str) -> None:
+    """Remove section ``key`` (a result withdrawn, or a script whose JSON is gone)."""
+    text = REPORT.read_text()
+    start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->\n"
+    if start in text:
+        before = text[: text.index(start)].rstrip("\n")
+        REPORT.write_text(before + "\n\n" + text[text.index(end) + len(end):].lstrip("\n"))
+
+
 def versions(*packages: str) -> dict:
     """Python's version and each installed package's (None where it is not installed)."""
     found = {"python": platform.python_version()}

@@ -1,10 +1,16 @@
-"""Bounded load test of `ptune serve` on loopback: one task vs four tasks interleaved.
+"""Serving at scale: `ptune serve` over 1 to 10,000 prompt files with a bounded resident set, and the
+2-replica Ray Serve deployment, under single-task and random mixed-task load on loopback.
 
-Trains four small deep prompts on rotten_tomatoes (different seeds, 20 steps each: serving cost
-does not depend on how long a prompt was trained), starts the real server process, and runs a
-fixed number of concurrent clients for a fixed time per scenario, one text per request.
+Trains one deep prompt on rotten_tomatoes (20 steps: serving cost does not depend on training), writes
+--tasks copies with perturbed tensors through ptune's own prompt-file writer into a temporary folder,
+and for each task count starts the real server process (budget --budget-mb, default 10% of the
+10,000 files' tensors), then runs rounds of single-task traffic (every request the same task) and
+random mixed-task traffic (each request a task drawn uniformly, so most are cold at 10,000 tasks),
+interleaved in the same process: the ratio is the median of the rounds' ratios. RSS is the server's
+after the last mixed round (the resident set at its steady state). Writes
+benchmarks/results/serve.json and the "serve" section of docs/RESULTS.md.
 
-    python benchmarks/serve.py [--clients 8] [--seconds 20]
+    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 3] [--tasks 1 100 1000 10000] [--no-ray]
 """
 
 from __future__ import annotations
@@ -12,7 +18,8 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import platform
+import os
+import random
 import shlex
 import socket
 import statistics
@@ -25,57 +32,92 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, write_section  # noqa: E402
+from report import ROOT, cpu_name, save, versions  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "serve.json"
+SECTION = "serve"
+PARTIAL = Path(tempfile.gettempdir()) / "ptune-serve-partial.json"  # the records so far, should a later one fail
+MB = 1024 * 1024
 
 
 def make_prompts(folder: Path, count: int) -> list[str]:
-    from ptune.cli import main
+    """``count`` deep prompt files: one trained prompt, then copies with its tensors perturbed (N(0, 0.01))."""
+    import torch
 
+    from ptune.cli import main
+    from ptune.storage.prompt_files import load_prompt, save_prompt
+
+    trained = folder / "trained"
+    args = ["-q", "train", "--task", "rotten_tomatoes", "--method", "deep", "--seed", "0", "--max-steps", "20",
+            "--epochs", "1", "--train-limit", "640", "--eval-limit", "64", "--out", str(trained)]
+    if main(args) != 0:
+        raise SystemExit("training a prompt failed")
+    model = load_prompt(trained / "prompt.safetensors")
+    originals = {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
+    generator = torch.Generator().manual_seed(0)
     names = []
-    for seed in range(count):
-        out = folder / f"run{seed}"
-        args = ["-q", "train", "--task", "rotten_tomatoes", "--method", "deep", "--seed", str(seed), "--max-steps", "20",
-                "--epochs", "1", "--train-limit", "640", "--eval-limit", "64", "--out", str(out)]
-        if main(args) != 0:
-            raise SystemExit("training a prompt failed")
-        name = f"sentiment{seed}"
-        (out / "prompt.safetensors").rename(folder / f"{name}.safetensors")
-        names.append(name)
+    files = folder / "all"
+    files.mkdir()
+    for i in range(count):
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name in originals:
+                    p.copy_(originals[name] + 0.01 * torch.randn(p.shape, generator=generator))
+        names.append(f"task{i:05d}")
+        save_prompt(files / f"{names[-1]}.safetensors", model, task_name=names[-1], metric="accuracy")
     return names
 
 
-def start_server(folder: Path) -> tuple[subprocess.Popen, int]:
+def subset(folder: Path, names: list[str], count: int) -> Path:
+    """A folder of the first ``count`` files (hard links: the same bytes, no copy)."""
+    out = folder / f"tasks{count}"
+    out.mkdir()
+    for name in names[:count]:
+        os.link(folder / "all" / f"{name}.safetensors", out / f"{name}.safetensors")
+    return out
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "ptune.cli", "serve", str(folder), "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(240):
+        return s.getsockname()[1]
+
+
+def get(port: int, path: str) -> dict:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    connection.request("GET", path)
+    return json.loads(connection.getresponse().read())
+
+
+def wait_ready(port: int, process: subprocess.Popen, limit: float = 600) -> float:
+    began = time.perf_counter()
+    while time.perf_counter() - began < limit:
+        if process.poll() is not None:
+            raise SystemExit(f"server exited with {process.returncode}")
         try:
-            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-            connection.request("GET", "/health")
-            if connection.getresponse().status == 200:
-                return process, port
+            get(port, "/health")
+            return time.perf_counter() - began
         except OSError:
-            time.sleep(0.5)
-    process.kill()
+            time.sleep(0.1)
     raise SystemExit("server did not start")
 
 
-def load(port: int, tasks: list[str], texts: list[str], clients: int, seconds: float) -> dict:
-    latencies: list[float] = []
-    errors = [0]
+def rss_of(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+
+
+def load(port: int, pick, texts: list[str], clients: int, seconds: float) -> dict:
+    """``clients`` threads sending one text per request back to back for ``seconds``; ``pick(i)`` -> task."""
+    done, errors = [0], [0]
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
 
     def client(worker: int) -> None:
-        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        i = worker
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        rng = random.Random(worker)
         while time.perf_counter() < stop:
-            body = json.dumps({"task": tasks[i % len(tasks)], "texts": [texts[i % len(texts)]]})
-            started = time.perf_counter()
+            body = json.dumps({"task": pick(rng), "texts": [rng.choice(texts)]})
             try:
                 connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
                 response = connection.getresponse()
@@ -83,12 +125,10 @@ def load(port: int, tasks: list[str], texts: list[str], clients: int, seconds: f
                 ok = response.status == 200
             except OSError:
                 ok = False
-                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            elapsed = time.perf_counter() - started
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
             with lock:
-                latencies.append(elapsed) if ok else None
-                errors[0] += 0 if ok else 1
-            i += clients
+                done[0] += ok
+                errors[0] += not ok
 
     threads = [threading.Thread(target=client, args=(w,)) for w in range(clients)]
     began = time.perf_counter()
@@ -96,59 +136,160 @@ def load(port: int, tasks: list[str], texts: list[str], clients: int, seconds: f
         t.start()
     for t in threads:
         t.join()
-    wall = time.perf_counter() - began
-    latencies.sort()
-    return {
-        "tasks": len(tasks), "clients": clients, "seconds": round(wall, 1), "requests": len(latencies),
-        "requests_per_s": round(len(latencies) / wall, 1),
-        "p50_ms": round(1000 * statistics.median(latencies), 1),
-        "p99_ms": round(1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))], 1),
-        "errors": errors[0],
-    }
+    return {"requests": done[0], "errors": errors[0], "rps": done[0] / (time.perf_counter() - began)}
+
+
+def measure(port: int, names: list[str], texts: list[str], args) -> dict:
+    """Interleaved rounds of single-task and mixed-task load; the mixed rounds' share of mixed batches."""
+    single_rps, mixed_rps, ratios, errors, passes, mixed_passes = [], [], [], 0, 0, 0
+    load(port, lambda rng: names[0], texts, args.clients, 2)  # warm-up
+    for _ in range(args.rounds):
+        single = load(port, lambda rng: names[0], texts, args.clients, args.seconds)
+        before = get(port, "/health")
+        mixed = load(port, lambda rng: rng.choice(names), texts, args.clients, args.seconds)
+        after = get(port, "/health")
+        passes += after["batches"] - before["batches"]
+        mixed_passes += after["mixed_batches"] - before["mixed_batches"]
+        single_rps.append(single["rps"])
+        mixed_rps.append(mixed["rps"])
+        ratios.append(mixed["rps"] / single["rps"])
+        errors += single["errors"] + mixed["errors"]
+    return {"single_rps": round(statistics.median(single_rps), 1), "mixed_rps": round(statistics.median(mixed_rps), 1),
+            "mixed_over_single": round(statistics.median(ratios), 3),
+            "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+            "mixed_batch_fraction": round(mixed_passes / max(1, passes), 3), "errors": errors}
+
+
+def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float, args) -> dict:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "ptune.cli", "serve", str(folder), "--port", str(port),
+                                "--backbone", "minilm", "--max-resident-mb", str(budget)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        startup = wait_ready(port, process)
+        health = get(port, "/health")
+        numbers = measure(port, names, texts, args)
+        rss = rss_of(process.pid)
+        health = get(port, "/health") | {"index_s": health["index_s"]}
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
+    return {"backend": "uvicorn", "tasks": len(names), "clients": args.clients, "budget_mb": budget,
+            "startup_s": round(startup, 2), "index_s": health["index_s"], "rss_mb": round(rss, 1), **numbers,
+            "resident": health["resident"], "loads": health["loads"], "evictions": health["evictions"]}
+
+
+def run_ray(folder: Path, names: list[str], texts: list[str], budget: float, args) -> dict:
+    import ray
+    from ray import serve
+
+    from ptune.serve.app import Limits
+    from ptune.serve.ray_app import build_app
+
+    port = free_port()
+    began = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        serve.run(build_app(folder, "minilm", replicas=2, limits=Limits(max_resident_mb=budget)), name="ptune")
+        startup = time.perf_counter() - began
+        numbers = measure(port, names, texts, args)
+        health = get(port, "/health")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+    return {"backend": "ray", "tasks": len(names), "clients": args.clients, "budget_mb": budget,
+            "startup_s": round(startup, 2), "index_s": None,
+            "rss_mb": round(sum(r["rss_mb"] for r in health["replicas"]), 1), **numbers,
+            "replicas": len(health["replicas"]), "resident": health["resident"], "loads": health["loads"],
+            "evictions": health["evictions"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=8)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 100, 1000, 10000])
+    parser.add_argument("--ray-tasks", type=int, default=1000)
+    parser.add_argument("--budget-mb", type=float, help="resident budget (default: 10%% of the largest count's files)")
+    parser.add_argument("--no-ray", action="store_true")
+    parser.add_argument("--render", action="store_true", help="only redraw docs/RESULTS.md from serve.json")
     args = parser.parse_args()
+    if args.render:
+        records = json.loads(RESULTS.read_text())
+        save(RESULTS, records, SECTION, render(records))
+        return
     from ptune.data import get_task
 
     texts = [example.text for example in get_task("rotten_tomatoes").test[:200]]
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        names = make_prompts(folder, 4)
-        process, port = start_server(folder)
-        try:
-            load(port, names, texts, args.clients, 3)  # warm-up
-            one = load(port, names[:1], texts, args.clients, args.seconds)
-            four = load(port, names, texts, args.clients, args.seconds)
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
-    ratio = round(four["requests_per_s"] / one["requests_per_s"], 3)
+        names = make_prompts(folder, max(args.tasks + [0 if args.no_ray else args.ray_tasks]))
+        file_mb = (folder / "all" / f"{names[0]}.safetensors").stat().st_size / MB
+        budget = args.budget_mb or float(int(0.1 * max(args.tasks) * file_mb))
+        for count in args.tasks:
+            records.append(run_uvicorn(subset(folder, names, count), names[:count], texts, budget, args))
+            print(json.dumps(records[-1]), flush=True)
+            PARTIAL.write_text(json.dumps(records, indent=2) + "\n")
+        if not args.no_ray:
+            ray_folder = folder / f"tasks{args.ray_tasks}"
+            if not ray_folder.exists():
+                subset(folder, names, args.ray_tasks)
+            records.append(run_ray(ray_folder, names[: args.ray_tasks], texts, budget, args))
+            print(json.dumps(records[-1]), flush=True)
     command = " ".join(["python benchmarks/serve.py", *map(shlex.quote, sys.argv[1:])])
-    record = {"command": command, "machine": f"{platform.machine()}, 2 CPU cores", "date": date.today().isoformat(),
-              "one_task": one, "four_tasks_interleaved": four, "throughput_ratio": ratio}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    meta = {"command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
+            "file_mb": round(file_mb, 4), "seconds_per_phase": args.seconds, "rounds": args.rounds,
+            "versions": versions("torch", "transformers", "fastapi", "uvicorn", "ray")}
+    records = [record | meta for record in records]
+    save(RESULTS, records, SECTION, render(records))
+
+
+def render(records: list[dict]) -> str:
+    """The RESULTS.md section, from the records alone (``--render`` redraws it from serve.json)."""
+    meta = records[0]
     rows = "\n".join(
-        f"| {label} | {r['clients']} | {r['seconds']} s | {r['requests']} | {r['requests_per_s']} | {r['p50_ms']} ms | "
-        f"{r['p99_ms']} ms | {r['errors']} |" for label, r in (("(a) one task", one), ("(b) 4 tasks interleaved", four)))
-    write_section("serve", f"""## Serving load test (issue: one frozen model, many tasks)
+        f"| {r['backend']}{' x' + str(r['replicas']) if r.get('replicas') else ''} | {r['tasks']:,} | {r['budget_mb']:g} | "
+        f"{r['startup_s']} | {r['index_s'] if r['index_s'] is not None else '-'} | {r['rss_mb']:g} | {r['single_rps']} | "
+        f"{r['mixed_rps']} | **{r['mixed_over_single']}** ({r['ratio_range'][0]}-{r['ratio_range'][1]}) | "
+        f"{r['mixed_batch_fraction']} | {r['loads']} / {r['evictions']} | {r['errors']} |" for r in records)
+    uvicorn = {r["tasks"]: r for r in records if r["backend"] == "uvicorn"}
+    verdicts = []
+    if 1 in uvicorn and 10000 in uvicorn:
+        big, one = uvicorn[10000], uvicorn[1]
+        grew = big["rss_mb"] - one["rss_mb"]
+        verdicts.append(f"- startup with 10,000 files: {big['startup_s']} s to the first answer (headers read in "
+                        f"{big['index_s']} s; 1 file: {one['startup_s']} s) — target under 10 s: "
+                        f"**{'met' if big['startup_s'] < 10 else 'missed'}**.")
+        verdicts.append(f"- RSS(10,000) - RSS(1) = {grew:.1f} MiB = {grew / big['budget_mb']:.2f}x the {big['budget_mb']:g} MiB "
+                        f"budget — target at most 1.05x: **{'met' if grew <= 1.05 * big['budget_mb'] else 'missed'}**.")
+        verdicts.append(f"- mixed over single at 10,000 tasks: {big['mixed_over_single']} — target at least 0.9: "
+                        f"**{'met' if big['mixed_over_single'] >= 0.9 else 'missed'}**.")
+    return f"""## Serving at scale (issue 13: thousands of tasks, a bounded resident set)
 
-Command: `{command}` · machine: {record['machine']} (server and clients on the same 2 cores) · date: {record['date']}.
-`ptune serve` with four deep prompts (minilm, prefix 16, all layers) on loopback; each request carries one
-rotten_tomatoes test snippet; clients send back to back. In (b) consecutive requests go to different tasks, so
-every gathered batch mixes tasks.
+Command: `{meta['command']}` · {meta['cpu']}, {meta['cores']} cores shared by the server and the clients (and
+other jobs) · date: {meta['date']} · versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}.
+Each task is a deep prompt (minilm, prefix 16, all layers; {meta['file_mb'] * 1024:.0f} KiB file), copies of one trained
+prompt with perturbed tensors. Clients send one rotten_tomatoes snippet per request, back to back; "single" sends
+every request to one task, "mixed" to a task drawn uniformly at random (cold loads included). Each count runs
+{meta['rounds']} interleaved single/mixed rounds of {meta['seconds_per_phase']:g} s; requests/s are medians, the ratio is
+the median of the rounds' ratios (range in brackets). Startup is process start to the first `/health` answer
+(backbone load included); RSS is the server's after the last mixed round (Ray: the sum of the replicas').
+"mixed batches" is the share of forward passes that held more than one task.
 
-| scenario | clients | duration | requests | requests/s | p50 | p99 | errors |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+| backend | tasks | budget MiB | startup s | headers s | RSS MiB | single req/s | mixed req/s | mixed / single | mixed batches | loads / evictions | errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
-Throughput (b)/(a): **{ratio}** (target at least 0.9).
-""")
-    print(json.dumps(record, indent=2))
+{chr(10).join(verdicts)}
+"""
+
+
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from serve.json."""
+    return render(json.loads(RESULTS.read_text()))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,15 @@
-"""Shared fixtures: the real MiniLM backbone (loaded once) and tiny backbones built from configs."""
+"""Shared fixtures: the real MiniLM backbone (loaded once), tiny backbones built from configs, and a real
+``ptune serve`` process on a loopback port."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -59,3 +66,39 @@ def tiny_bert_dir(tmp_path_factory):
                          num_attention_heads=4)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@contextlib.contextmanager
+def _running_server(folder, *options: str, timeout: float = 180):
+    """A ``ptune serve FOLDER OPTIONS`` process on a free loopback port: yields the port once /health
+    answers; terminated on exit."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "ptune.cli", "serve", str(folder), "--port", str(port), *options],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                if process.poll() is not None or time.time() > deadline:
+                    process.kill()
+                    pytest.fail("server did not start: " + process.stdout.read())
+                time.sleep(0.5)
+        yield port
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+@pytest.fixture(scope="session")
+def ptune_server():
+    """``with ptune_server(folder, *options) as port:`` runs a real server process for the block."""
+    return _running_server

@@ -2,7 +2,8 @@
 and the conformance checks that tests/test_families.py and benchmarks/families.py both run.
 
 Models: 2 layers, hidden 32, 4 heads (2 key/value heads where the family has grouped-query
-attention), saved as the family's *ForMaskedLM / *ForCausalLM so the checkpoint has an LM head.
+attention), saved as the family's *ForMaskedLM / *ForCausalLM (encoder-decoders: 2 encoder and 2
+decoder layers, *ForConditionalGeneration) so the checkpoint has an LM head.
 Tokenizers: MiniLM's WordPiece vocabulary, or a tiny byte-level BPE / SentencePiece Unigram /
 SentencePiece BPE model trained offline on conll2003 and rotten_tomatoes text
 (tests/fixtures/tokenizers, remade by ``python tests/families.py --train-tokenizers``), handed to
@@ -131,6 +132,11 @@ def _tokenizer(name: str):
         vocab, merges = _bpe("sentencepiece-bpe", ["<unk>", "<s>", "</s>"] + extra, byte_tokens=True)
         return tf.LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True,
                                  **({"pad_token": "<|endoftext|>"} if extra else {}))
+    if name == "t5":  # SentencePiece Unigram: <pad> 0, </s> 1, <unk> 2, then the pieces, then the sentinels
+        return tf.T5Tokenizer(vocab=_unigram(["<pad>", "</s>", "<unk>"]), extra_ids=10)
+    if name == "bart":  # RoBERTa's byte-level BPE and specials
+        vocab, merges = _bpe("bpe-bytelevel", ["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        return tf.BartTokenizer(vocab=vocab, merges=merges)
     if name in ("gemma2", "gemma3"):  # SentencePiece BPE, byte fallback, no dummy prefix
         vocab, merges = _bpe("sentencepiece-bpe", ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"], byte_tokens=True)
         return tf.GemmaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
@@ -193,6 +199,17 @@ def _model(name: str, tokenizer):
         "gemma3": (tf.Gemma3TextConfig, tf.Gemma3ForCausalLM,
                    dict(llama_like, head_dim=h // heads, query_pre_attn_scalar=h // heads, sliding_window=pos)),
     }
+    seq2seq = dict(vocab_size=v, d_model=h, **ids)
+    configs.update({
+        # t5-small's shape of config (T5 v1.0): relu feed-forward, tied embeddings (the LM head rescales by d_model^-0.5)
+        "t5": (tf.T5Config, tf.T5ForConditionalGeneration,
+               dict(seq2seq, d_kv=h // heads, d_ff=ff, num_layers=n, num_heads=heads, relative_attention_num_buckets=8,
+                    decoder_start_token_id=tokenizer.pad_token_id)),
+        "bart": (tf.BartConfig, tf.BartForConditionalGeneration,
+                 dict(seq2seq, encoder_layers=n, decoder_layers=n, encoder_attention_heads=heads,
+                      decoder_attention_heads=heads, encoder_ffn_dim=ff, decoder_ffn_dim=ff, max_position_embeddings=pos,
+                      decoder_start_token_id=tokenizer.eos_token_id, forced_bos_token_id=None)),
+    })
     config_class, model_class, options = configs[name]
     torch.manual_seed(0)
     return model_class(config_class(**options))
@@ -204,6 +221,7 @@ class Family:
     tokenizer_kind: str  # wordpiece | bpe-bytelevel | sentencepiece-unigram | sentencepiece-bpe
     decoder: bool
     note: str = ""
+    seq2seq: bool = False  # an encoder-decoder (T5, BART): deep prompts at three sites per layer
 
 
 FAMILIES = {f.name: f for f in [
@@ -226,6 +244,10 @@ FAMILIES = {f.name: f for f in [
     Family("gemma2", "sentencepiece-bpe", True),
     Family("gemma3", "sentencepiece-bpe", True),
     Family("phi3", "sentencepiece-bpe", True),
+    Family("t5", "sentencepiece-unigram", False, "encoder-decoder, t5-small shape: relative position bias, tied "
+           "embeddings; deep prompts at encoder, decoder and cross-attention", seq2seq=True),
+    Family("bart", "bpe-bytelevel", False, "encoder-decoder: learned absolute positions; deep prompts at encoder, "
+           "decoder and cross-attention", seq2seq=True),
 ]}
 
 
@@ -262,9 +284,10 @@ class Zoo:
 
     def language_model(self, name: str):
         """The checkpoint as its *ForMaskedLM / *ForCausalLM class (the LM head the verbalizer should apply)."""
-        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
+        from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoModelForSeq2SeqLM
 
-        auto = AutoModelForCausalLM if FAMILIES[name].decoder else AutoModelForMaskedLM
+        spec = FAMILIES[name]
+        auto = AutoModelForSeq2SeqLM if spec.seq2seq else AutoModelForCausalLM if spec.decoder else AutoModelForMaskedLM
         return self._load(name, "lm", lambda: auto.from_pretrained(self.folder(name), dtype=torch.float32))
 
     def _load(self, name: str, what: str, load: Callable):
@@ -433,12 +456,16 @@ def _hidden_states(model, batch) -> tuple[object, list[torch.Tensor] | None]:
 
 def check_deep_layers(model, backbone, family, method, kind) -> str:
     """The prefix of each selected layer reaches that layer and no other: perturbing layer k's slice
-    changes the output of layer k and leaves every layer's input up to k as it was."""
+    changes the output of layer k and leaves every layer's input up to k as it was. Encoder-decoders:
+    each (site, layer) slice, and an encoder prefix leaves the decoder's input as it was, a decoder or
+    cross-attention prefix the whole encoder."""
     num_layers = backbone.num_layers
     expected = list(range(num_layers)) if METHODS[method]["layers"] == "all" else [num_layers - 1]
     deep = model.deep_prompt
     _need(list(deep.layers) == expected, f"deep_prompt.layers is {deep.layers}, selection {METHODS[method]['layers']} "
                                          f"means {expected}")
+    if family.seq2seq:
+        return _check_deep_sites(model, backbone, kind)
     batch = _batch(model, examples(kind))
     base, base_states = _hidden_states(model, batch)
     per_layer = deep.prefix.view(deep.length, len(deep.layers), 2, deep.kv_heads, deep.head_dim)
@@ -464,6 +491,67 @@ def check_deep_layers(model, backbone, family, method, kind) -> str:
         _need(_diff(states[layer + 1], base_states[layer + 1]) > 1e-6,
               f"layer {layer}'s prefix left layer {layer}'s output unchanged: it reaches a later layer")
     return f"layers {deep.layers}" + (f" ({notes[0]})" if notes else "")
+
+
+def _seq2seq_states(model, batch) -> tuple[object, list[torch.Tensor], list[torch.Tensor]]:
+    """Head outputs, and an encoder-decoder's encoder and decoder hidden states (entry j: input of layer j)."""
+    seen: dict = {}
+    transformer = model.transformer
+
+    def ask(module, args, kwargs):
+        kwargs["output_hidden_states"] = True
+        return args, kwargs
+
+    def keep(module, args, output):
+        seen["encoder"], seen["decoder"] = output.encoder_hidden_states, output.decoder_hidden_states
+
+    handles = [transformer.register_forward_pre_hook(ask, with_kwargs=True), transformer.register_forward_hook(keep)]
+    try:
+        with torch.no_grad():
+            outputs = model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return outputs, [s.detach().clone() for s in seen["encoder"]], [s.detach().clone() for s in seen["decoder"]]
+
+
+def _check_deep_sites(model, backbone, kind) -> str:
+    """Encoder-decoders: every (site, layer) slice reaches that site of that layer and no other. An
+    encoder prefix at layer k leaves the encoder's input of layers 0..k and the whole decoder's input
+    embeddings as they were and changes layer k's output; a decoder or cross-attention prefix at layer k
+    leaves the whole encoder and the decoder's inputs of layers 0..k as they were and changes layer k's
+    output: so a prefix on encoder layer k never touches decoder layer k, and the reverse."""
+    deep = model.deep_prompt
+    expected = [(site, layer) for site in ("encoder", "decoder", "cross") for layer in deep.layers]
+    _need(deep.keys == expected, f"deep_prompt.keys is {deep.keys}, expected {expected}")
+    batch = _batch(model, examples(kind))
+    base, base_encoder, base_decoder = _seq2seq_states(model, batch)
+    per_key = deep.prefix.view(deep.length, len(deep.keys), 2, deep.kv_heads, deep.head_dim)
+    generator = torch.Generator().manual_seed(2)
+    for slot, (site, layer) in enumerate(deep.keys):
+        saved = per_key[:, slot].clone()
+        with torch.no_grad():
+            per_key[:, slot] += 3 * torch.randn(saved.shape, generator=generator)
+        try:
+            outputs, encoder, decoder = _seq2seq_states(model, batch)
+        finally:
+            with torch.no_grad():
+                per_key[:, slot] = saved
+        change = _diff(outputs, base)
+        _need(change > 1e-5, f"perturbing the {site} prefix of layer {layer} changed nothing (max output change "
+                             f"{change:.1e}): it never reaches that layer")
+        mine, other = (encoder, decoder) if site == "encoder" else (decoder, encoder)
+        mine_base, other_base = (base_encoder, base_decoder) if site == "encoder" else (base_decoder, base_encoder)
+        before = [j for j in range(layer + 1) if _diff(mine[j], mine_base[j]) > 1e-6]
+        _need(not before, f"the {site} prefix of layer {layer} changed the input of layer(s) {before}: it reaches a "
+                          "lower layer")
+        _need(_diff(mine[layer + 1], mine_base[layer + 1]) > 1e-6,
+              f"the {site} prefix of layer {layer} left layer {layer}'s output unchanged: it reaches another layer")
+        untouched = range(len(other)) if site != "encoder" else range(1)  # the encoder feeds every decoder layer
+        moved = [j for j in untouched if _diff(other[j], other_base[j]) > 1e-6]
+        _need(not moved, f"the {site} prefix of layer {layer} changed the {'encoder' if site != 'encoder' else 'decoder'}"
+                         f"'s hidden states {moved}")
+    return f"sites x layers {len(deep.keys)}"
 
 
 def check_native_prefix(model, backbone, family, method, kind, reference=None) -> str:
@@ -502,6 +590,10 @@ def check_lm_head(model, backbone, family, method, kind, language_model=None) ->
     *ForCausalLM gives for the same input."""
     encoded = backbone.tokenizer(["It was a good film , not a bad one"], return_tensors="pt")
     inputs = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+    if family.seq2seq:  # the decoder reads the input shifted right, as PromptModel runs it
+        from ptune.model.seq2seq import shift_right, start_id
+
+        inputs["decoder_input_ids"] = shift_right(encoded["input_ids"], start_id(backbone.config), backbone.config.pad_token_id)
     with torch.no_grad():
         ours = backbone.lm_head()(backbone.model(**inputs).last_hidden_state)
         theirs = language_model(**inputs).logits
@@ -683,7 +775,7 @@ def check_verbalizer_spacing(model, backbone, family, method, kind) -> str:
         encoded = tokenizer(full, return_offsets_mapping=True)
         ids, start = encoded["input_ids"], full.rindex(" good")
         word = [n for n, (b, e) in enumerate(encoded["offset_mapping"]) if e > b >= start]
-        expected = ids[: word[0]] + ([] if model.encoder.decoder else [tokenizer.mask_token_id]) + ids[word[-1] + 1 :]
+        expected = ids[: word[0]] + ([] if model.encoder.decoder else [model.encoder.slot_id]) + ids[word[-1] + 1 :]
         got = model.encode([TextExample(text)])[0].input_ids
         _need(got == expected, f"template '{{text}} It was {{label}}' on {text!r} gives "
                                f"{tokenizer.convert_ids_to_tokens(got)}, running text gives "

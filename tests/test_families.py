@@ -52,7 +52,7 @@ def test_the_grid_covers_the_issue():
     assert set(KINDS) == {"classification", "tagging", "regression", "qa", "verbalizer"}
     assert len(FAMILIES) >= 16 and {"bert", "roberta", "xlm_roberta", "deberta_v2", "distilbert", "albert", "electra",
                                     "modernbert", "gpt2", "gpt_neox", "llama", "qwen2", "mistral", "gemma2", "phi3",
-                                    "opt"} <= set(FAMILIES)
+                                    "opt", "t5", "bart"} <= set(FAMILIES)
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -71,6 +71,9 @@ def test_tokenizer_is_the_familys_own(zoo, name):
                 "opt_350m": "GPT2Tokenizer", "gpt_neox": "GPTNeoXTokenizer", "qwen2": "Qwen2Tokenizer",
                 "qwen3": "Qwen2Tokenizer", "llama": "LlamaTokenizer",
                 "gemma2": "GemmaTokenizer", "gemma3": "GemmaTokenizer",
+                # transformers 5's T5Tokenizer is the fast (tokenizers) class T5TokenizerFast was; BartTokenizer
+                # is RobertaTokenizer under another name
+                "t5": "T5Tokenizer", "bart": "RobertaTokenizer",
                 # transformers 5 loads Mistral, Phi-3 and ModernBERT checkpoints with its generic tokenizers
                 # backend (from tokenizer.json), whatever tokenizer_class the checkpoint names
                 "mistral": "TokenizersBackend", "phi3": "TokenizersBackend", "modernbert": "TokenizersBackend"}

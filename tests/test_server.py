@@ -6,10 +6,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import socket
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -53,7 +50,7 @@ def request(port, path, body=None, *, raw: bytes | None = None, headers=None):
 
 
 @pytest.fixture(scope="module")
-def server(minilm, tiny_bert_dir, tmp_path_factory):
+def server(minilm, tiny_bert_dir, tmp_path_factory, ptune_server):
     from ptune.model.backbones import load_backbone
 
     folder = tmp_path_factory.mktemp("prompts")
@@ -64,25 +61,8 @@ def server(minilm, tiny_bert_dir, tmp_path_factory):
     # backbone comes from the first file that reads, and both others are listed as failed.
     (folder / "aaa_corrupt.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
     make_prompt(load_backbone(str(tiny_bert_dir)), folder, "zz_other_backbone", "deep", seed=4)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "ptune.cli", "serve", str(folder), "--port", str(port),
-                                "--max-texts", "16", "--max-text-chars", "500", "--max-body-bytes", "20000"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if request(port, "/health")[0] == 200:
-                break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        process.kill()
-        pytest.fail("server did not start: " + process.stdout.read())
-    yield port, folder
-    process.terminate()
-    process.wait(timeout=30)
+    with ptune_server(folder, "--max-texts", "16", "--max-text-chars", "500", "--max-body-bytes", "20000") as port:
+        yield port, folder
 
 
 def reference(minilm, folder, name, texts):

@@ -17,7 +17,19 @@ ENCODERS = ("lstm", "mlp", "none")
 HEADS = ("linear", "verbalizer")
 POOLS = ("first", "pooler")
 PREFIX_DROPOUTS = ("batch", "example")
+PREFIX_SITES = ("encoder", "decoder", "cross")  # model/injection.py's SITES
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "constant")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+QUANTIZE = ("4bit", "8bit")
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def device_name(text: str) -> str:
+    """argparse ``type`` of --device: ``text`` if it names a device kind ptune runs on."""
+    if not DEVICE.match(text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device: give auto, cpu, cuda, cuda:N or mps")
+    return text
 
 # Prompt methods need far higher learning rates than fine-tuning (Lester: 0.3 with Adafactor;
 # P-tuning v2: 5e-3..3e-2 with AdamW). Measured on minilm in docs/RESULTS.md.
@@ -148,6 +160,10 @@ class MethodConfig:
     encoder: Literal["lstm", "mlp", "none"] = field(default="lstm", metadata={"help": "ptuning prompt encoder", "choices": ENCODERS})
     tune_backbone: bool = field(default=False, metadata={"help": "ptuning: also train the backbone"})
     layers: str = field(default="all", metadata={"help": "deep: all, top:K, bottom:K or 0,2,5"})
+    prefix_sites: str = field(default="encoder,decoder,cross", metadata={
+        "help": "deep, encoder-decoders (T5, BART): where prefixes enter each selected layer, a comma list of "
+                "encoder (self-attention), decoder (self-attention) and cross (the decoder's attention over the "
+                "encoder)"})
     reparam: bool = field(default=False, metadata={"help": "deep: MLP reparameterisation of the prefixes"})
     reparam_hidden: int = field(default=512, metadata={
         "bound": COUNT, "help": "deep: hidden width of the reparameterisation MLP"})
@@ -196,6 +212,10 @@ class MethodConfig:
                              "of layer numbers like 0,2,5")
         if self.layers.startswith(("top:", "bottom:")) and int(self.layers.partition(":")[2]) < 1:
             raise PtuneError(f"method option 'layers' is {self.layers!r}: K counts layers, give 1 or more")
+        sites = [site.strip() for site in self.prefix_sites.split(",")]
+        if not sites or any(site not in PREFIX_SITES for site in sites) or len(set(sites)) != len(sites):
+            raise PtuneError(f"method option 'prefix_sites' is {self.prefix_sites!r}: give distinct sites among "
+                             f"{', '.join(PREFIX_SITES)}, comma-separated, e.g. encoder,decoder,cross")
         if self.template is not None and self.method not in ("prompt", "ptuning") and "[P]" in self.template:
             raise PtuneError(f"[P] tokens in a template only apply to prompt/ptuning, not {self.method}; drop them "
                              "(a deep prompt may still use a template of words and slots, e.g. '{text} It was {label}')")
@@ -227,6 +247,12 @@ class MethodConfig:
                                                        f"no words for {', '.join(missing)}" if missing else ""]))
                              + " — give 'label=word,word' for every label")
         return [words.get(label, [label]) for label in labels]
+
+    @property
+    def sites(self) -> tuple[str, ...]:
+        """The encoder-decoder attention sites that get prefixes, in ``PREFIX_SITES`` order."""
+        chosen = {site.strip() for site in self.prefix_sites.split(",")}
+        return tuple(site for site in PREFIX_SITES if site in chosen)
 
     @property
     def has_input_prompt(self) -> bool:
@@ -275,8 +301,13 @@ class TrainConfig:
     cache_mb: int = field(default=2048, metadata={"bound": NON_NEGATIVE,
                                                   "help": "deep prompts on top layers only: memory for the cached "
                                                           "outputs of the un-prompted bottom layers (0: no cache)"})
-    precision: str = field(default="fp32", metadata={"help": "fp32, or bf16 (autocast; measured slower on this CPU, "
-                                                             "see docs/RESULTS.md)", "choices": ("fp32", "bf16")})
+    precision: str = field(default="auto", metadata={
+        "help": "the forward pass's compute precision, autocast over fp32 trainable parameters: auto (the frozen "
+                "backbone's --dtype: fp32 none, bf16 or fp16 autocast), fp32, bf16 or fp16 (with a gradient scaler); "
+                "bf16 over an fp32 backbone was measured slower on CPU, see docs/RESULTS.md", "choices": PRECISIONS})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "recompute the frozen backbone's layer activations in the backward pass instead of keeping them "
+                "(less memory, one more forward; the prompt's gradients are unchanged)"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
     checkpoint_every: int = field(default=200, metadata={
         "bound": NON_NEGATIVE, "help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
@@ -284,8 +315,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_types(self, "training option")
-        if self.precision not in ("fp32", "bf16"):
-            raise PtuneError(f"training option 'precision' must be fp32 or bf16, got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise PtuneError(f"training option 'precision' must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.scheduler not in SCHEDULERS:
             raise PtuneError(f"training option 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         check_bounds(self, "training option")
@@ -298,3 +329,46 @@ class TrainConfig:
         if out.epochs < 1 or out.batch_size < 1 or out.lr <= 0:
             raise PtuneError("epochs and batch_size must be at least 1 and lr positive")
         return out
+
+
+@dataclass
+class DeviceConfig:
+    """Where and how the frozen backbone runs: device, storage dtype, quantisation, a device map.
+    Trainable parameters (prompts, encoders, heads) always stay fp32, on the device of the backbone's
+    input embeddings."""
+
+    device: str = field(default="auto", metadata={
+        "help": "auto (CUDA, else MPS, else CPU; the choice is logged), cpu, cuda, cuda:N or mps",
+        "parse": device_name})
+    dtype: str = field(default="fp32", metadata={
+        "help": "storage dtype of the frozen backbone: fp32, bf16, fp16, or auto (the checkpoint's own)",
+        "choices": DTYPES})
+    quantize: str | None = field(default=None, metadata={
+        "help": "load the frozen backbone in 4bit or 8bit (bitsandbytes: pip install 'ptune[quant]'; CUDA)",
+        "choices": QUANTIZE})
+    device_map: str | None = field(default=None, metadata={
+        "help": "auto: spread the backbone's layers over every visible GPU (then CPU) for models larger than one "
+                "GPU; prompts follow the first layer's device, each deep prefix its layer's"})
+
+    def __post_init__(self) -> None:
+        check_types(self, "device option")
+        if not DEVICE.match(self.device):
+            raise PtuneError(f"device {self.device!r} unknown: use auto, cpu, cuda, cuda:N or mps")
+        if self.dtype not in DTYPES:
+            raise PtuneError(f"dtype {self.dtype!r} unknown: use one of {', '.join(DTYPES)}")
+        if self.quantize is not None and self.quantize not in QUANTIZE:
+            raise PtuneError(f"quantize {self.quantize!r} unknown: use 4bit or 8bit")
+        if self.device_map is not None and self.device_map not in ("auto", "balanced", "sequential"):
+            raise PtuneError(f"device_map {self.device_map!r} unknown: use auto (or balanced, sequential); the "
+                             "Python API also takes a dict of module name -> device")
+
+    @classmethod
+    def of(cls, options, config_file: dict | None = None) -> dict:
+        """``load_backbone``'s keyword arguments from parsed options (``--device`` ...), then a config file's keys,
+        then the defaults."""
+        values = {f.name: getattr(options, f.name, None) for f in fields(cls)}
+        values = {name: value if value is not None else (config_file or {}).get(name) for name, value in values.items()}
+        return cls(**{name: value for name, value in values.items() if value is not None}).to_dict()
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -23,6 +23,7 @@ from ptune.config import MethodConfig
 from ptune.batch.encoding import collate
 from ptune.errors import PtuneError
 from ptune.model.depth_cache import BottomCache, layer_list
+from ptune.model.placement import to_device
 from ptune.model.prompt_model import PromptModel
 
 Step = Callable[[int], float]  # runs one training step on batch i; returns its seconds
@@ -69,7 +70,7 @@ def ptune_step(model: PromptModel, batches: list[dict], *, cache: bool = False, 
         if bottom is not None:
             keys = [i * 10_000 + row for row in range(batch["input_ids"].shape[0])]
             batch["bottom_hidden"] = bottom.hidden(keys, batch, lambda: model.bottom_pass(batch))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = model.loss(batch, forward=forward)
         _sgd_step(loss, optimizer)
         return time.perf_counter() - started
@@ -81,7 +82,9 @@ def peft_step(backbone: Backbone, peft_config, head: nn.Module, batches: list[di
     from transformers import AutoModel
 
     peft = _peft()
-    base = AutoModel.from_pretrained(resolve(backbone.name), dtype=torch.float32, attn_implementation="sdpa")
+    frozen = backbone.model.get_input_embeddings().weight  # PEFT's copy on the backbone's device and dtype
+    base = AutoModel.from_pretrained(resolve(backbone.name), dtype=frozen.dtype, attn_implementation="sdpa")
+    base.to(frozen.device)
     model = peft.get_peft_model(base, peft_config)
     head = copy.deepcopy(head)
     params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
@@ -125,7 +128,8 @@ def build(backbone: Backbone, examples: list, labels: list[str], setting: Settin
 
     def batches_for(model: PromptModel) -> list[dict]:
         encoded = model.encode(examples)
-        return [collate([encoded[i] for i in group], pad_id=model.encoder.pad_id, left_pad=False) for group in groups]
+        return [to_device(collate([encoded[i] for i in group], pad_id=model.encoder.pad_id, left_pad=False), model.device)
+                for group in groups]
 
     plain = model_for("deep")
     features = plain.encode(examples)

@@ -112,7 +112,7 @@ class Encoder:
                              "as in '[P]*N {text}'")
         self.layout = SpecialLayout.of(tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.slot_id = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else self.pad_id
+        self.slot_id = slot_id(tokenizer, self.pad_id)
         self.spacing = Spacing.of(tokenizer)
         # Whether each part follows real text (prompts and specials do not count): it then starts as a
         # word after a space. After a separator token (pairs on most encoders) a segment starts afresh.
@@ -267,6 +267,15 @@ class Encoder:
             types = [0] * len(ids)
         return Feature(ids, prompt_index, word_index, types, pool, label, num_words, self.position_offset,
                        truncated, words_cut)
+
+
+def slot_id(tokenizer, pad_id: int) -> int:
+    """The token at a masked LM's ``{label}`` slot: its mask token, T5's first sentinel ``<extra_id_0>``
+    (what T5 was pretrained to fill), else the pad token."""
+    if tokenizer.mask_token_id is not None:
+        return tokenizer.mask_token_id
+    sentinel = tokenizer.convert_tokens_to_ids("<extra_id_0>")
+    return sentinel if isinstance(sentinel, int) and sentinel != tokenizer.unk_token_id else pad_id
 
 
 def fit(text: int, pair: int, budget: int) -> tuple[int, int]:

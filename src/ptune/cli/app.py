@@ -12,7 +12,7 @@ import os
 from typing import Sequence
 
 from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, serve, sweep, train
-from ptune.cli.options import CommandParser, DefaultsFormatter, OneLineParser, add_global_flags
+from ptune.cli.options import CommandParser, DefaultsFormatter, OneLineParser, add_device_options, add_global_flags
 from ptune.cli.output import err
 from ptune.errors import PtuneError
 
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (train, sweep, evaluate, generate, predict, inspect, export, benchmark, serve):
         command.add_parser(sub)
     add_probe_parser(sub)
+    add_device_options(sub.choices["probe"])  # the probe parser lives in analysis, which cannot import the CLI
     return parser
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ptune.cli.options import add_device_options, device_from
 from ptune.cli.output import out, print_json
 from ptune.config import COUNT
 from ptune.errors import PtuneError
@@ -21,6 +22,7 @@ def add_parser(sub) -> None:
     bench.add_argument("--examples", type=COUNT, default=4000, help="training examples to draw batches from")
     bench.add_argument("--configs", nargs="+", help="only these configurations (default: all)")
     bench.add_argument("--json", action="store_true", help="print the figures as JSON")
+    add_device_options(bench)
     bench.set_defaults(func=run)
 
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     if task.kind != "tagging":
         raise PtuneError(f"ptune benchmark compares token-classification steps; {args.task} is not a tagging task")
-    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, **device_from(args))
     setting = Setting(batch_size=args.batch_size, prompt_length=args.prompt_length, batches=args.batches,
                       rounds=args.rounds, top_k=args.top_k, configs=args.configs or [])
     result = run_benchmark(backbone, task.train[: args.examples], task.labels, setting, progress=not args.quiet)

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from ptune.config import Bound, MethodConfig, TrainConfig
+from ptune.config import Bound, DeviceConfig, MethodConfig, TrainConfig
+from ptune.cli.fewshot import KEYS as FEWSHOT_KEYS  # --shots and the few-shot selection
 from ptune.data.columns import ROLES, Columns, option
 from ptune.errors import PtuneError
 
@@ -30,7 +31,7 @@ COLUMN_HELP = {
             "number, -1 the last)",
 }
 # Keys a config file may hold besides the MethodConfig and TrainConfig fields.
-FILE_KEYS = ("task", "train", "dev", "test", "backbone", "out", "kind", "metric", "dataset", "dataset_config",
+FILE_KEYS = ("task", "train", "dev", "test", "backbone", "out", "kind", "metric", "dataset", "dataset_config", "target",
              *(f"{role}_column" for role in ROLES))
 
 
@@ -91,7 +92,24 @@ class CommandParser(OneLineParser):
 
 
 def add_backbone_override(parser: argparse.ArgumentParser) -> None:
+    """--backbone, and the device options of the backbone it loads."""
     parser.add_argument("--backbone", help="override the backbone recorded in the prompt file (default: that one)")
+    add_device_options(parser)
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--device, --dtype, --quantize and --device-map, in one group (``config.DeviceConfig``)."""
+    add_dataclass_options(parser.add_argument_group("device options", "where and how the frozen backbone runs; "
+                                                    "see README.md, Running on GPUs and clusters"), DeviceConfig)
+
+
+def device_from(args: argparse.Namespace, config_file: dict | None = None) -> dict:
+    """``load_backbone``'s device, dtype, quantize and device_map from the options (then the config file)."""
+    try:
+        return DeviceConfig.of(args, config_file)
+    except PtuneError as error:
+        source = (config_file or {}).get("__source__")
+        raise PtuneError(f"{source}: {error}" if source else str(error)) from None
 
 
 # -- the user's data -------------------------------------------------------------------------------
@@ -135,6 +153,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls, skip: Sequence[s
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
             kind = {"int": Bound(whole=True), "float": Bound()}.get(str(f.type).split(" |")[0], str)
+            kind = f.metadata.get("parse", kind)  # a text option's own check (--device)
             parser.add_argument(flag, type=f.metadata.get("bound", kind), default=None, help=help_text,
                                 choices=f.metadata.get("choices"))
 
@@ -174,8 +193,8 @@ def read_config(path: str | None) -> dict:
         raise PtuneError(f"{file}: not valid JSON ({error}); fix the file") from None
     if not isinstance(data, dict):
         raise PtuneError(f"{file}: a config file must be a JSON object of option names to values")
-    known = {f.name for f in dataclasses.fields(MethodConfig)} | {f.name for f in dataclasses.fields(TrainConfig)}
-    known |= set(FILE_KEYS)
+    known = {f.name for cls in (MethodConfig, TrainConfig, DeviceConfig) for f in dataclasses.fields(cls)}
+    known |= set(FILE_KEYS) | set(FEWSHOT_KEYS)
     unknown = sorted(set(data) - known)
     if unknown:
         raise PtuneError(f"{file}: unknown option(s) {', '.join(map(repr, unknown))}; "
@@ -193,9 +212,10 @@ def read_config(path: str | None) -> dict:
 def config_of(args: argparse.Namespace, config_file: dict, *, drop: Sequence[str] = ("out",)) -> dict:
     """The options of a ``ptune train`` command line (flags over its config file) as the content of a config
     file, paths made absolute, so that ``ptune train --config FILE`` repeats them from any folder."""
-    keys = [f.name for cls in (MethodConfig, TrainConfig) for f in dataclasses.fields(cls) if f.name != "progress"]
+    keys = [f.name for cls in (MethodConfig, TrainConfig, DeviceConfig) for f in dataclasses.fields(cls)
+            if f.name != "progress"]
     config = {key: value for key, value in config_file.items() if key != "__source__"}
-    for key in (*keys, *FILE_KEYS):
+    for key in (*keys, *FILE_KEYS, *FEWSHOT_KEYS):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
@@ -221,6 +241,7 @@ def backbone_for(prompt, header: dict, args: argparse.Namespace):
     from ptune.model.backbones import load_backbone
     from ptune.storage.prompt_files import recorded_backbone
 
+    device = device_from(args)
     if args.backbone:
-        return load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
-    return recorded_backbone(prompt, header, trust_remote_code=args.trust_remote_code)
+        return load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, **device)
+    return recorded_backbone(prompt, header, trust_remote_code=args.trust_remote_code, **device)

@@ -103,6 +103,10 @@ def _summarise(out_dir: Path, seeds: list[int]) -> int:
                "dev": summarise({name: r["dev"] for name, r in results.items()})}
     if all(r.get("test") for r in results.values()):
         summary["test"] = summarise({name: r["test"] for name, r in results.items()})
+    if all(r.get("fewshot") for r in results.values()):  # --shots: each seed's draw and selection
+        from ptune.cli.fewshot import across_seeds
+
+        summary["fewshot"] = across_seeds(results)
     _write_json(out_dir / RESULTS, summary)
     print_json(summary)
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ptune.cli.options import add_device_options, device_from
 from ptune.cli.output import err
 from ptune.config import COUNT, PORT, Bound
 from ptune.errors import PtuneError
@@ -21,6 +22,15 @@ def add_parser(sub) -> None:
     serve.add_argument("--max-body-bytes", type=COUNT, default=1_000_000, help="largest request body accepted")
     serve.add_argument("--max-texts", type=COUNT, default=256, help="most texts in one request")
     serve.add_argument("--max-text-chars", type=COUNT, default=4000, help="longest text accepted")
+    serve.add_argument("--max-resident-mb", type=Bound(0, above=True), default=1024.0,
+                       help="MiB of prompts kept loaded; the least recently used are evicted and reloaded on their "
+                            "next request (default 1024, about 3,400 deep prompts of 300 KB)")
+    add_device_options(serve)
+    serve.add_argument("--ray", action="store_true",
+                       help="run on Ray Serve: replicas of the backbone, each request routed to a replica that holds "
+                            "its task (needs pip install 'ptune[ray]')")
+    serve.add_argument("--replicas", type=COUNT, default=2, help="with --ray: how many replicas (default 2)")
+    serve.add_argument("--ray-address", help="with --ray: address of a running Ray cluster (default: start a local one)")
     serve.set_defaults(func=run)
 
 
@@ -28,24 +38,68 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ptune.model.backbones import load_backbone
-    from ptune.serve.app import Limits, create_app
+    from ptune.serve.app import create_app
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise PtuneError(f"{folder}: not a folder; give the folder that holds the prompt files (*.safetensors)")
+    if args.ray:
+        return run_ray(args, folder)
     try:
-        backbone = load_backbone(args.backbone or backbone_of(folder), trust_remote_code=args.trust_remote_code)
+        backbone = load_backbone(args.backbone or backbone_of(folder), trust_remote_code=args.trust_remote_code,
+                                 **device_from(args))
     except PtuneError as error:
         if args.backbone:
             raise
         raise PtuneError(f"{error} (named by the prompt files in {folder}; choose one with --backbone)") from None
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_text_chars=args.max_text_chars,
-                    max_batch=args.max_batch, window_ms=args.window_ms)
-    app = create_app(folder, backbone, limits)
-    err().log(f"serving {len(app.state.registry.models)} task(s) from {folder} on {backbone.name} at "
-              f"http://{args.host}:{args.port} (docs at /docs)", markup=False)
+    app = create_app(folder, backbone, _limits(args))
+    registry = app.state.registry
+    err().log(f"serving {len(registry)} task(s) from {folder} on {backbone.name} at http://{args.host}:{args.port} "
+              f"(docs at /docs; {len(registry.failed)} file(s) failed, see /tasks; up to "
+              f"{args.max_resident_mb:g} MiB of prompts resident)", markup=False)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
+
+
+def _limits(args: argparse.Namespace):
+    from ptune.serve.app import Limits
+
+    return Limits(max_body_bytes=args.max_body_bytes, max_texts=args.max_texts, max_text_chars=args.max_text_chars,
+                  max_batch=args.max_batch, window_ms=args.window_ms, max_resident_mb=args.max_resident_mb)
+
+
+def run_ray(args: argparse.Namespace, folder: Path) -> int:
+    """``ptune serve --ray``: the Ray Serve deployment (``serve/ray_app.py``) until interrupted."""
+    import signal
+    import time
+
+    try:
+        import ray
+        from ray import serve
+    except ImportError:
+        raise PtuneError("--ray needs Ray Serve, which is not installed; pip install 'ptune[ray]'") from None
+    from ptune.serve.ray_app import build_app
+
+    backbone = args.backbone or backbone_of(folder)
+    signal.signal(signal.SIGTERM, _interrupted)  # stop as on Ctrl-C: shut Serve and the local cluster down
+    ray.init(address=args.ray_address, include_dashboard=False)
+    try:
+        serve.start(http_options={"host": args.host, "port": args.port})
+        serve.run(build_app(folder, backbone, replicas=args.replicas, limits=_limits(args),
+                            trust_remote_code=args.trust_remote_code), name="ptune")
+        err().log(f"serving the prompt files in {folder} on {backbone} with {args.replicas} Ray Serve replica(s) at "
+                  f"http://{args.host}:{args.port}", markup=False)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _interrupted(*_) -> None:
+    raise KeyboardInterrupt
 
 
 def backbone_of(folder: Path) -> str:

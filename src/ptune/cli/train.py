@@ -8,7 +8,9 @@ import dataclasses
 import json
 from pathlib import Path
 
-from ptune.cli.options import add_data_options, add_dataclass_options, columns_from, dataclass_from, read_config
+from ptune.cli import fewshot
+from ptune.cli.options import (add_data_options, add_dataclass_options, add_device_options, columns_from,
+                               dataclass_from, device_from, read_config)
 from ptune.cli.output import err, print_json
 from ptune.config import SEED, MethodConfig, TrainConfig
 from ptune.data.columns import ROLES, option
@@ -25,6 +27,7 @@ def add_parser(sub) -> None:
     train.add_argument("--resume", metavar="DIR", help="continue the interrupted run in DIR from its last checkpoint "
                                                        "(a --seeds folder: finish its unfinished seeds)")
     train.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
+    fewshot.add_options(train)
     train.set_defaults(func=run)
 
 
@@ -42,7 +45,12 @@ def add_options(train, *, skip: tuple[str, ...] = ()) -> None:
                             "datasets folder, which also gives dev and test from its splits); --data is the same option")
     train.add_argument("--dev", help="your dev file (model selection, early stopping)")
     train.add_argument("--test", help="your test file (scored once at the end)")
-    train.add_argument("--kind", choices=("classification", "tagging", "qa", "regression", "multiple_choice"),
+    train.add_argument("--target", choices=("label", "text"),
+                       help="text: train the task text-to-text through the LM head (targets are strings: the label "
+                            "names, ranked by log-likelihood; QA: the answer text, generated), e.g. on T5 or BART "
+                            "(default: label, the kind's own head)")
+    train.add_argument("--kind", choices=("classification", "tagging", "qa", "regression", "multiple_choice",
+                                          "text_to_text"),
                        # = tasks.KINDS (tested)
                        help="what your files' labels are (default: from the data; numeric labels with fractions "
                             "make a regression task, whole numbers such as 0/1 stay classes; multiple_choice: JSON "
@@ -56,12 +64,14 @@ def add_options(train, *, skip: tuple[str, ...] = ()) -> None:
     train.add_argument("--backbone", help="minilm, smollm2, a hub id or a local folder (default: minilm)")
     add_dataclass_options(train.add_argument_group("method options"), MethodConfig, skip=skip)
     add_dataclass_options(train.add_argument_group("training options"), TrainConfig, skip=("progress", *skip))
+    add_device_options(train)
 
 
 def run(args: argparse.Namespace, *, on_epoch=None) -> int:
     """``ptune train``; ``on_epoch`` goes to the training loop (``ptune sweep`` reports and prunes through it)."""
     from ptune.model.backbones import load_backbone
     from ptune.model.prompt_model import PromptModel
+    from ptune.data.shots import few_shot_task
     from ptune.training.loop import train
     from ptune.training.resume import CHECKPOINT
 
@@ -72,6 +82,7 @@ def run(args: argparse.Namespace, *, on_epoch=None) -> int:
     train_config = dataclass_from(TrainConfig, args, config_file, skip=("progress",))
     train_config.progress = not args.quiet
     _preflight(args, config_file, method)
+    shots = fewshot.check(args, config_file, method)
     from_file = config_file.get("task")
     names = args.task or ([from_file] if isinstance(from_file, str) else from_file)
     if names and len(names) > 1:
@@ -83,8 +94,17 @@ def run(args: argparse.Namespace, *, on_epoch=None) -> int:
 
         return train_seeds(args, config_file, out_dir, run_one=run)
     _check_out_dir(out_dir, args.overwrite)
+    if shots:  # refuse a K the data cannot give before the backbone loads
+        few_shot_task(task, shots, train_config.seed)
     backbone_name = args.backbone or config_file.get("backbone", "minilm")
-    backbone = load_backbone(backbone_name, trust_remote_code=args.trust_remote_code)
+    backbone = load_backbone(backbone_name, trust_remote_code=args.trust_remote_code, **device_from(args, config_file))
+    selection = None
+    if shots:  # K drawn examples; the candidates cross-validated on them; the chosen one retrained on all K
+        from ptune.training.fewshot import select
+
+        task, method, train_config, selection = select(backbone, task, method, train_config, shots,
+                                                       *fewshot.candidates_of(args, config_file))
+        err().log(fewshot.log_line(task.name, shots, selection), markup=False)
     model = PromptModel.for_task(backbone, task, method)
     if args.init_from:
         _continue_from(model, Path(args.init_from))
@@ -92,20 +112,40 @@ def run(args: argparse.Namespace, *, on_epoch=None) -> int:
               f"({100 * model.num_trainable() / backbone.num_parameters():.3f}% of the backbone)", markup=False)
     run_spec = {"backbone": backbone.name, "trust_remote_code": args.trust_remote_code,
                 "data": _data_spec(args, config_file, task.metric)}
+    if shots:  # the record goes with the checkpoint: a resumed run draws the same K and reports the selection
+        run_spec["fewshot"] = selection
+        run_spec["data"] = {**run_spec["data"], **({"dev": None} if "dev" in run_spec["data"] else {})}
     if args.overwrite:  # only now, when the new run is about to start
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
     result = train(model, task, train_config, out_dir=out_dir, run=run_spec, on_epoch=on_epoch)
-    return _finish(args, model, task, result, out_dir)
+    return _finish(args, model, task, result, out_dir, fewshot=selection)
 
 
 # -- data --------------------------------------------------------------------------------------------
 def load_task(args: argparse.Namespace, config_file: dict):
-    """The task from --task, or from the user's --train/--dev/--test files (flags win over the config file)."""
+    """The task from --task, or from the user's --train/--dev/--test files (flags win over the config file);
+    with --target text, as a text-to-text task (``data.text_targets``)."""
+    if (getattr(args, "target", None) or config_file.get("target")) != "text":
+        return _load_task(args, config_file)
+    from ptune.data.metric_choice import check_metric
+    from ptune.data.text_targets import as_text_to_text
+
+    # The data are read as their own kind, scored as text (accuracy of ranked labels, exact match of answers).
+    metric = _metric(args, config_file)
+    task = as_text_to_text(_load_task(argparse.Namespace(**{**vars(args), "metric": None}), {**config_file, "metric": None}))
+    if metric is not None:
+        check_metric("text_to_text", task.labels, metric)
+        task = dataclasses.replace(task, metric=metric)
+    return task
+
+
+def _load_task(args: argparse.Namespace, config_file: dict):
     from ptune.data import from_dataset, from_files, get_task
     from ptune.data.tasks import FILE_TASKS, file_task, with_metric
 
     name = args.task[0] if args.task else config_file.get("task")
     train_file = args.train or config_file.get("train")
+    dev_file = fewshot.dev_file(args, config_file)  # None with --shots: the dev split is not read
     metric = _metric(args, config_file)
     kind = getattr(args, "kind", None) or config_file.get("kind")
     dataset, dataset_config = _dataset(args, config_file)
@@ -124,8 +164,7 @@ def load_task(args: argparse.Namespace, config_file: dict):
 
             hub = f", or the hub's copy: {NAMED[name].hub_options}" if name in NAMED else ""
             raise PtuneError(f"--task {name} reads your data: give --train FILE [--dev FILE] [--test FILE]{hub}")
-        return file_task(name, train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"),
-                         metric=metric)
+        return file_task(name, train_file, dev_file, args.test or config_file.get("test"), metric=metric)
     if name and train_file:
         raise PtuneError("give either --task NAME or --train FILE (with --dev/--test), not both")
     if name:
@@ -133,8 +172,8 @@ def load_task(args: argparse.Namespace, config_file: dict):
     if not train_file:
         raise PtuneError("no data: give --task conll2003|rotten_tomatoes, --train FILE [--dev FILE] [--test FILE] "
                          "(with --task squad|squad_v2|srl for those file formats), or --dataset NAME")
-    return from_files(train_file, args.dev or config_file.get("dev"), args.test or config_file.get("test"),
-                      kind=kind, metric=metric, columns=columns)
+    return from_files(train_file, dev_file, args.test or config_file.get("test"), kind=kind, metric=metric,
+                      columns=columns)
 
 
 def _dataset(args: argparse.Namespace, config_file: dict) -> tuple[str | None, str | None]:
@@ -157,6 +196,9 @@ def _data_spec(args: argparse.Namespace, config_file: dict, metric: str) -> dict
     from ptune.data.tasks import FILE_TASKS
 
     name = args.task[0] if args.task else config_file.get("task")
+    if (getattr(args, "target", None) or config_file.get("target")) == "text":  # read as their kind, then as text
+        return {**_data_spec(argparse.Namespace(**{**vars(args), "target": None}), {**config_file, "target": None},
+                             None), "target": "text", "metric": metric}
     if name and name not in FILE_TASKS:
         return {"task": name, "metric": metric}
     kind = getattr(args, "kind", None) or config_file.get("kind")
@@ -178,6 +220,11 @@ def _task_from_spec(data: dict):
     from ptune.data import Columns, from_dataset, from_files, get_task
     from ptune.data.tasks import file_task, with_metric
 
+    if data.get("target") == "text":
+        from ptune.data.text_targets import as_text_to_text
+
+        task = as_text_to_text(_task_from_spec({**data, "target": None, "metric": None}))
+        return dataclasses.replace(task, metric=data.get("metric") or task.metric)
     metric = data.get("metric")
     columns = Columns.from_dict(data.get("columns"), "the checkpoint's columns")
     if data.get("file_task"):
@@ -242,8 +289,8 @@ def _continue_from(model, path: Path) -> None:
     model.initialised = True
 
 
-def _finish(args, model, task, result, out_dir: Path) -> int:
-    """Score the test split, write results.json and print it."""
+def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = None) -> int:
+    """Score the test split, write results.json (with ``fewshot``, the few-shot selection record) and print it."""
     from ptune.batch.encoding import truncation_counts
     from ptune.infer.predict import evaluate
 
@@ -261,6 +308,8 @@ def _finish(args, model, task, result, out_dir: Path) -> int:
         summary["test"] = evaluate(model, task.test, task.metric, progress=not args.quiet, features=features)
         truncated["test"] = truncation_counts(features)
     summary["truncated"] = truncated  # per split: examples cut to max_length, tokens lost
+    if fewshot:
+        summary["fewshot"] = fewshot
     (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print_json(summary)
     return 0
@@ -279,7 +328,7 @@ def _resume(args: argparse.Namespace) -> int:
              if getattr(args, f.name, None) is not None and f.name != "progress"]
     given += [f"--{name.replace('_', '-')}" for name in ("config", "task", "train", "dev", "test", "backbone", "out",
                                                          "seeds", "init_from", "metric", "dataset", "dataset_config",
-                                                         *(f"{role}_column" for role in ROLES))
+                                                         *(f"{role}_column" for role in ROLES), *fewshot.KEYS)
               if getattr(args, name, None)]
     if given:
         raise PtuneError(f"--resume takes every option from the interrupted run; drop {', '.join(given)}")
@@ -293,11 +342,15 @@ def _resume(args: argparse.Namespace) -> int:
     train_config = TrainConfig(**run_spec["train"])
     train_config.progress = not args.quiet
     task = _task_from_spec(run_spec["data"])
-    backbone = load_backbone(run_spec["backbone"], trust_remote_code=run_spec.get("trust_remote_code", False))
+    if run_spec.get("fewshot"):  # the same K examples as the interrupted run drew
+        task = fewshot.redraw(task, run_spec["fewshot"], train_config.seed)
+    # Where to run is not part of the run: a run interrupted on one machine may finish on another.
+    backbone = load_backbone(run_spec["backbone"], trust_remote_code=run_spec.get("trust_remote_code", False),
+                             **device_from(args))
     model = PromptModel.for_task(backbone, task, method)
     result = train(model, task, train_config, out_dir=out_dir, resume=True,
-                   run={k: run_spec[k] for k in ("backbone", "trust_remote_code", "data")})
-    return _finish(args, model, task, result, out_dir)
+                   run={k: run_spec[k] for k in ("backbone", "trust_remote_code", "data", "fewshot") if k in run_spec})
+    return _finish(args, model, task, result, out_dir, fewshot=run_spec.get("fewshot"))
 
 
 def _multitask(args, names, method, train_config, config_file) -> int:
@@ -315,7 +368,7 @@ def _multitask(args, names, method, train_config, config_file) -> int:
     tasks = [get_task(name) for name in names]
     out_dir = Path(args.out or config_file.get("out") or f"runs/{'+'.join(names)}-{method.method}")
     backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),
-                             trust_remote_code=args.trust_remote_code)
+                             trust_remote_code=args.trust_remote_code, **device_from(args, config_file))
     bank = shared_prompt_bank(backbone, tasks, method)
     results = train_multitask(bank, tasks, train_config, out_dir=out_dir)
     summary = {"tasks": names, "method": method.method, "backbone": backbone.name, "per_task": {}}

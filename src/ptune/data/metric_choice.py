@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 METRICS_BY_KIND: dict[str, tuple[str, ...]] = {
     "classification": ("accuracy", "f1", "macro_f1", "matthews", "multirc"),
     "tagging": ("entity_f1", "token_accuracy", "srl_f1"), "qa": ("squad", "squad_v2"), "regression": ("correlation",),
-    "multiple_choice": ("choice_accuracy", "record")}
+    "multiple_choice": ("choice_accuracy", "record"), "text_to_text": ("accuracy", "exact_match")}
 METRIC_BY_KIND: dict[str, str] = {kind: metrics[0] for kind, metrics in METRICS_BY_KIND.items()}
 # Label names that mark the negative class of a binary task (and "not_X" names); F1 scores the other one.
 NEGATIVE_LABELS = frozenset({"0", "false", "no", "negative"})

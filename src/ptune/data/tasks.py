@@ -30,7 +30,7 @@ from ptune.errors import PtuneError
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["classification", "tagging", "qa", "regression", "multiple_choice"]
+Kind = Literal["classification", "tagging", "qa", "regression", "multiple_choice", "text_to_text"]
 
 
 @dataclass

@@ -17,6 +17,7 @@ from torch import nn
 from ptune.batch.encoding import Feature, collate, report_truncation, truncation_collected
 from ptune.errors import PtuneError
 from ptune.model.prompt_model import PromptModel, run_backbone
+from ptune.model.placement import input_device, to_device
 
 
 class PromptBank(nn.Module):
@@ -57,7 +58,7 @@ class PromptBank(nn.Module):
         encoder = next(iter(self.models.values())).encoder
         batch = collate([f for _, f in encoded], pad_id=encoder.pad_id, left_pad=encoder.decoder)
         batch["task_index"] = torch.tensor([t for t, _ in encoded])
-        return batch
+        return to_device(batch, input_device(self.backbone.model))
 
     def _prompt_table(self, task_index: torch.Tensor) -> torch.Tensor | None:
         """Per-example input prompt vectors [B, P_max, H], or None if no task has any."""
@@ -78,6 +79,9 @@ class PromptBank(nn.Module):
                 if self.models[name].deep_prompt is not None and (task_index == i).any()}
         if not deep:
             return None
+        first = next(iter(deep.values()))
+        if all(p.keys == first.keys and p.length == first.length for p in deep.values()):
+            return self._stacked_prefixes(deep, task_index)
         batch, longest = len(task_index), max(p.length for p in deep.values())
         shape = (batch, self.backbone.kv_heads, longest, self.backbone.head_dim)
         out = {}
@@ -93,13 +97,30 @@ class PromptBank(nn.Module):
                 attend[rows, : prompt.length] = True
         return out
 
+    def _stacked_prefixes(self, deep: dict, task_index: torch.Tensor):
+        """``_prefixes`` when every deep prompt has the same layers and length (the common case with many
+        tasks): one gather of the stacked flat prefixes [n, P, W] instead of assignments per task and layer."""
+        first = next(iter(deep.values()))
+        flats = torch.stack([prompt.dropout(prompt.flat()) for prompt in deep.values()])  # [n, P, W]
+        slot = torch.full((len(self.names),), len(deep), dtype=torch.long)
+        slot[list(deep)] = torch.arange(len(deep))
+        rows = slot[task_index.cpu()]  # [B]: each example's row of flats; len(deep) where it has none
+        bare = bool((rows == len(deep)).any())
+        if bare:
+            flats = torch.cat([flats, flats.new_zeros(1, *flats.shape[1:])])
+        batch, length = len(task_index), first.length
+        shape = (batch, length, len(first.keys), 2, self.backbone.kv_heads, self.backbone.head_dim)
+        stacked = flats[rows.to(flats.device)].view(shape).permute(2, 3, 0, 4, 1, 5)  # [layers, 2, B, kvH, P, D]
+        attend = ((rows < len(deep)).to(flats.device)[:, None].expand(batch, length),) if bare else ()
+        return {key: (stacked[i, 0], stacked[i, 1], *attend) for i, key in enumerate(first.keys)}  # key: layer, or (site, layer)
+
     def task_outputs(self, batch: dict[str, torch.Tensor]) -> Iterator[tuple[str, torch.Tensor, torch.Tensor, dict]]:
         """One backbone pass; then, per task present: (name, rows [n], head logits, the rows' batch)."""
         task_index = batch["task_index"]
         encoder = next(iter(self.models.values())).encoder
         hidden = run_backbone(self.backbone.model, batch, prompt_vectors=self._prompt_table(task_index),
                               prefixes=self._prefixes(task_index), token_types=encoder.layout.uses_token_types,
-                              decoder=encoder.decoder)
+                              decoder=encoder.decoder).float()  # fp32 heads over a half-precision backbone
         for i, name in enumerate(self.names):
             rows = (task_index == i).nonzero(as_tuple=True)[0]
             if len(rows):

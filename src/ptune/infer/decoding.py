@@ -25,19 +25,19 @@ from ptune.model.prompt_model import PromptModel
 
 
 def check_decoder(model: PromptModel) -> None:
-    """Refuse a backbone that cannot continue text."""
+    """Refuse a backbone that cannot write text: an encoder (an encoder-decoder writes with its decoder,
+    ``infer/seq2seq_steps.py``)."""
     backbone = model.backbone
-    if not backbone.is_decoder:
-        raise PtuneError(f"backbone {backbone.name!r} is an encoder; generation needs a causal LM (e.g. smollm2)")
-    if getattr(backbone.config, "is_encoder_decoder", False):
-        raise PtuneError(f"backbone {backbone.name!r} ({backbone.config.model_type}) is an encoder-decoder; "
-                         "generation serves decoder-only causal LMs (e.g. smollm2)")
+    if not backbone.is_decoder and not backbone.is_encoder_decoder:
+        raise PtuneError(f"backbone {backbone.name!r} is an encoder; generation needs a causal LM (e.g. smollm2) or "
+                         "an encoder-decoder (T5, BART)")
 
 
 def prompt_features(model: PromptModel, texts: Sequence[str]) -> list[Feature]:
     """Each text through the prompt's template, without the tokenizer's closing special tokens: the
-    continuation starts where the template ends."""
-    suffix = len(model.encoder.layout.suffix)
+    continuation starts where the template ends (an encoder-decoder's encoder reads them: its decoder
+    writes the continuation)."""
+    suffix = 0 if model.backbone.is_encoder_decoder else len(model.encoder.layout.suffix)
     return [dataclasses.replace(f, input_ids=f.input_ids[: len(f.input_ids) - suffix],
                                 prompt_index=f.prompt_index[: len(f.prompt_index) - suffix],
                                 word_index=f.word_index[: len(f.word_index) - suffix],

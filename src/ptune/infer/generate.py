@@ -71,6 +71,15 @@ class Generation:
         self.ids: list[list[int]] = []
         self.finish: list[str] = []
 
+    def _steps(self, model: PromptModel, features):
+        """The model side: ``self.steps``; on an encoder-decoder its counterpart in ``seq2seq_steps``
+        (``CachedSteps``: the cached ``Seq2SeqSteps``; the recompute reference: ``Seq2SeqRecompute``)."""
+        if not model.backbone.is_encoder_decoder:
+            return self.steps(model, features)
+        from ptune.infer.seq2seq_steps import Seq2SeqRecompute, Seq2SeqSteps
+
+        return (Seq2SeqSteps if self.steps is CachedSteps else Seq2SeqRecompute)(model, features)
+
     def run(self) -> "Generation":
         for _ in self.pieces():
             pass
@@ -86,14 +95,15 @@ class Generation:
         features = prompt_features(model, self.input_texts)
         ends = sorted(end_ids(model.backbone))
         special = set(tokenizer.all_special_ids)
-        rows = [RowText(tokenizer, limits.stop, _last_word(f, special)) for f in features]
+        seq2seq = model.backbone.is_encoder_decoder  # the decoder starts a new text: no last word to follow
+        rows = [RowText(tokenizer, limits.stop, None if seq2seq else _last_word(f, special)) for f in features]
         self.finish = [""] * len(rows)
         active = list(range(len(rows)))
         was_training = model.training
         model.eval()
         try:
             with torch.inference_mode():
-                steps = self.steps(model, features)
+                steps = self._steps(model, features)
                 logits = steps.start()
                 ends = [e for e in ends if e < logits.shape[-1]]
                 seen = _text_tokens(features, logits.shape[-1], logits.device) if sampling.repetition_penalty != 1 else None

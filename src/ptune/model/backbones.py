@@ -19,7 +19,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import ModelOutput
 
-from ptune.model import injection
+from ptune.model import injection, placement, seq2seq
+from ptune.config import DeviceConfig
 from ptune.model.depth_cache import find_layers
 from ptune.errors import PtuneError
 
@@ -95,10 +96,9 @@ def _check_folder(name: str) -> None:
 
 
 def check_family(name: str, config) -> None:
-    """Refuse a family ptune cannot run yet, from its config alone (before any weights load)."""
-    if getattr(config, "is_encoder_decoder", False):
-        raise PtuneError(f"backbone {name!r} is a {config.model_type} encoder-decoder; encoder-decoders are not "
-                         "supported yet — use an encoder (BERT-style) or a decoder (GPT-style) backbone")
+    """Refuse a family ptune cannot run yet, from its config alone (before any weights load). Encoder-decoders
+    (T5, BART) load as their base model and run through ``model/seq2seq.py``; deep prompts on one whose
+    decoder has another number of layers than its encoder are refused when built (``prefix_problem``)."""
 
 
 def position_limit(config) -> int | None:
@@ -142,12 +142,19 @@ class Backbone:
         Read off the attention modules themselves (``is_causal``), so a base checkpoint or a family
         whose LM class is not called *ForCausalLM (GPT-2's GPT2LMHeadModel) is still recognised.
         """
+        if self._causal is None and self.is_encoder_decoder:
+            self._causal = False  # T5, BART: the encoder reads the input both ways; the decoder is seq2seq.py's
         if self._causal is None:
             flags = [m.is_causal for m in self.model.modules() if isinstance(getattr(m, "is_causal", None), bool)]
             config = self.config
             self._causal = any(flags) if flags else bool(getattr(config, "is_decoder", False)) or any(
                 arch.endswith(("ForCausalLM", "LMHeadModel")) for arch in (config.architectures or []))
         return self._causal
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        """T5, BART: an encoder, and a decoder that reads it (``model/seq2seq.py``)."""
+        return bool(getattr(self.config, "is_encoder_decoder", False))
 
     @property
     def num_layers(self) -> int:
@@ -179,9 +186,10 @@ class Backbone:
     def output_size(self) -> int:
         """The width of the final hidden states the heads read (OPT-350m projects them down)."""
         if self._output_size is None:
-            ids = torch.ones(1, 2, dtype=torch.long)
+            ids = torch.ones(1, 2, dtype=torch.long, device=placement.input_device(self.model))
             with torch.no_grad():
-                self._output_size = int(self.model(input_ids=ids, attention_mask=torch.ones_like(ids))
+                extra = {"decoder_input_ids": ids} if self.is_encoder_decoder else {}
+                self._output_size = int(self.model(input_ids=ids, attention_mask=torch.ones_like(ids), **extra)
                                         .last_hidden_state.shape[-1])
         return self._output_size
 
@@ -191,7 +199,8 @@ class Backbone:
 
     @property
     def head_dim(self) -> int:
-        return getattr(self.config, "head_dim", None) or self.hidden_size // self.config.num_attention_heads
+        return (getattr(self.config, "head_dim", None) or getattr(self.config, "d_kv", None)  # T5: d_kv
+                or self.hidden_size // self.config.num_attention_heads)
 
     def lm_head(self) -> nn.Module:
         """The frozen LM head: final hidden states [..., H] -> vocabulary logits [..., V].
@@ -219,7 +228,7 @@ class Backbone:
 
     def _identity(self) -> dict:
         embeddings = self.model.get_input_embeddings().weight.detach()
-        digest = hashlib.sha256(embeddings.float().contiguous().numpy().tobytes()).hexdigest()[:16]
+        digest = hashlib.sha256(embeddings.float().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
         return {
             "name": self.name,
             "model_type": self.config.model_type,
@@ -232,9 +241,18 @@ class Backbone:
         }
 
 
-def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> Backbone:
+def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False, device: str = "auto",
+                  dtype: str = "fp32", quantize: str | None = None, device_map: str | dict | None = None) -> Backbone:
     """Load ``name`` (short name, hub id or folder) frozen, with ptune's prefix-aware attention. A folder
-    is named by its absolute path (``Backbone.name``, recorded in prompt files)."""
+    is named by its absolute path (``Backbone.name``, recorded in prompt files).
+
+    ``device``: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps; ``dtype``: the frozen weights'
+    fp32, bf16, fp16 or auto (the checkpoint's own); ``quantize``: 4bit or 8bit (bitsandbytes);
+    ``device_map``: auto, or a dict of module name -> device, for a model larger than one device."""
+    options, target = placement.load_options(DeviceConfig(
+        device=device, dtype=dtype, quantize=quantize, device_map=device_map if isinstance(device_map, str) else None))
+    if isinstance(device_map, dict):
+        options["device_map"], target = device_map, None
     if is_local(name):
         _check_folder(name)
     path, name = resolve(name), recorded_name(name)
@@ -245,9 +263,9 @@ def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> B
         model = AutoModel.from_pretrained(
             path,
             config=config,
-            dtype=torch.float32,
             attn_implementation=injection.register(),
             trust_remote_code=trust_remote_code,
+            **options,
         )
     except (OSError, ValueError) as error:  # ValueError: a malformed config, an unknown model type, a bad hub id
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
@@ -255,11 +273,14 @@ def load_backbone(name: str = "minilm", *, trust_remote_code: bool = False) -> B
             f"cannot load backbone {name!r} ({path}): {first} — give a local folder, "
             f"an embedded name ({', '.join(EMBEDDED)}), or a hub id with network access"
         ) from error
+    placement.place(model, target)
     model.requires_grad_(False)
     model.eval()
     layers = find_layers(model, config.num_hidden_layers)
     if layers is not None:  # families whose attention modules carry no layer_idx (DistilBERT)
         injection.tag_layers(layers)
+    if getattr(config, "is_encoder_decoder", False):
+        injection.tag_sites(model)  # encoder, decoder and cross-attention prefixes (seq2seq.py)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return Backbone(name=name, model=model, tokenizer=tokenizer, path=path, trust_remote_code=trust_remote_code)
@@ -312,7 +333,7 @@ class LMHead(nn.Module):
         """hidden: [..., H] -> vocabulary logits [..., V]."""
         shape = hidden.shape
         flat = hidden.reshape(-1, 1, shape[-1])  # [N, 1, H]: one position per row
-        self.given.hidden = flat
+        self.given.hidden = flat.to(next(self.lm.parameters()).dtype)  # fp32 hidden states into a half LM head
         try:
             ids = torch.zeros(flat.shape[:2], dtype=torch.long, device=hidden.device)
             logits = self.lm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
@@ -330,13 +351,17 @@ def _load_lm_head(backbone: Backbone) -> nn.Module:
     """
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM
 
+    if backbone.is_encoder_decoder:
+        return seq2seq.load_lm_head(backbone)
     kind = "causal" if backbone.is_decoder else "masked"
     fix = "use --head linear, or a backbone with an LM head (e.g. smollm2, bert-base-uncased, roberta-base)"
     auto = AutoModelForCausalLM if backbone.is_decoder else AutoModelForMaskedLM
     if backbone.path is None:
         raise PtuneError(f"backbone {backbone.name!r}: no weights folder to read a {kind} LM head from; {fix}")
     try:
-        lm, info = auto.from_pretrained(backbone.path, dtype=torch.float32, output_loading_info=True,
+        # On the CPU in the backbone's dtype (the whole LM loads once; only its head is kept), then moved.
+        lm, info = auto.from_pretrained(backbone.path, dtype=placement.floating_dtype(backbone.model),
+                                        output_loading_info=True,
                                         trust_remote_code=backbone.trust_remote_code)
     except (OSError, ValueError) as error:  # ValueError: the architecture has no *For{Causal,Masked}LM class
         raise PtuneError(f"backbone {backbone.name!r} has no {kind} LM head ({str(error).splitlines()[0]}); {fix}") from None
@@ -352,14 +377,15 @@ def _load_lm_head(backbone: Backbone) -> nn.Module:
     with torch.no_grad():  # what the family's own LM computes, to check the head against
         hidden = base(input_ids=ids, attention_mask=torch.ones_like(ids)).last_hidden_state
         expected = lm(input_ids=ids, attention_mask=torch.ones_like(ids)).logits
-    output = lm.get_output_embeddings()
-    if output is not None and getattr(lm.config, "tie_word_embeddings", False):
-        output.weight = backbone.model.get_input_embeddings().weight  # tied: share the backbone's matrix, no copy
     del base, parts
     head = LMHead(lm).requires_grad_(False).eval()
+    tolerance = 1e-4 if expected.dtype == torch.float32 else 2e-2
     with torch.no_grad():
-        ok = torch.allclose(head(hidden), expected, atol=1e-4, rtol=1e-4)
+        ok = torch.allclose(head(hidden), expected, atol=tolerance, rtol=tolerance)
     if not ok:
         raise PtuneError(f"backbone {backbone.name!r} ({backbone.config.model_type}): its {kind} LM head cannot be "
                          f"run on ptune's hidden states (they differ from the model's own logits); {fix}")
-    return head
+    output = lm.get_output_embeddings()
+    if output is not None and getattr(lm.config, "tie_word_embeddings", False):
+        output.weight = backbone.model.get_input_embeddings().weight  # tied: share the backbone's matrix, no copy
+    return head.to(placement.input_device(backbone.model))  # where the heads read the final hidden states

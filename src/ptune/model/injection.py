@@ -8,6 +8,11 @@ this forward pass) and looks up that layer's prefix keys/values in a context var
 duration of one forward pass; with no prefix it is plain SDPA. ``prefix_problem`` checks at load
 that this reaches every layer exactly once, so a family it cannot serve is refused, never silently
 left without prompts.
+
+Encoder-decoders (T5, BART) have three attention sites per layer number: encoder self-attention,
+decoder self-attention and decoder cross-attention. ``tag_sites`` marks each attention module with
+its site at load, and their prefixes are keyed ``(site, layer)``. T5's relative position bias gets a
+zero column per prefix key: a prefix has no position, so no distance favours or hides it.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTN_IMPLEMENTATION = "ptune"
 
-# layer index -> (keys [B, kvH, P, D], values [B, kvH, P, D]) or, when examples of one batch
-# carry prefixes of different lengths or layers (mixed tasks), (keys, values, attend [B, P] bool).
-Prefixes = dict[int, tuple[torch.Tensor, ...]]
+# layer index (encoder-decoders: (site, layer index)) -> (keys [B, kvH, P, D], values [B, kvH, P, D]) or,
+# when examples of one batch carry prefixes of different lengths or layers (mixed tasks), (keys, values,
+# attend [B, P] bool).
+Prefixes = dict[int | tuple[str, int], tuple[torch.Tensor, ...]]
+SITES = ("encoder", "decoder", "cross")  # the attention sites of an encoder-decoder layer
+SITE_TAG = "_ptune_site"
 _active: ContextVar[Prefixes | None] = ContextVar("ptune_prefixes", default=None)
 # layer index -> list that receives that layer's keys [B, kvH, T, D] (for interpretability)
 _captured: ContextVar[dict[int, list] | None] = ContextVar("ptune_captured_keys", default=None)
@@ -58,6 +66,24 @@ def tag_layers(layers: Sequence[torch.nn.Module]) -> None:
         for module in layer.modules():
             if len(owners[id(module)]) == 1 and getattr(module, "layer_idx", None) is None:
                 setattr(module, LAYER_TAG, index)
+
+
+def tag_sites(model: torch.nn.Module) -> None:
+    """Mark every attention module of an encoder-decoder with its site: ``encoder`` (self-attention in
+    the encoder), ``decoder`` (causal self-attention in the decoder) or ``cross`` (the decoder's
+    attention over the encoder's output, the one that is not causal)."""
+    stacks = (("encoder", model.get_encoder()), ("decoder", model.get_decoder()))
+    for stack, part in stacks:
+        for module in part.modules():
+            causal = getattr(module, "is_causal", None)
+            if isinstance(causal, bool) and getattr(module, "layer_idx", None) is not None:
+                setattr(module, SITE_TAG, stack if stack == "encoder" else "decoder" if causal else "cross")
+
+
+def site_key(module, layer: int | None) -> int | tuple[str, int] | None:
+    """The key of a module's prefix: its layer, or (site, layer) for an encoder-decoder's module."""
+    site = getattr(module, SITE_TAG, None)
+    return layer if site is None or layer is None else (site, layer)
 
 
 def layer_of(module) -> int | None:
@@ -100,19 +126,21 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     """
     prefixes = _active.get()
     layer = layer_of(module)
+    where = site_key(module, layer)
     resolved = _resolved.get()
     if resolved is not None:
-        resolved.append(layer)
+        resolved.append(where)
     captured = _captured.get()
-    if captured is not None and layer in captured:
+    if captured is not None and layer in captured and getattr(module, SITE_TAG, "encoder") == "encoder":
         captured[layer].append(key.detach())
-    if prefixes is None or layer not in prefixes:
+    if prefixes is None or where not in prefixes:
         return _attend(module, query, key, value, attention_mask, **kwargs)
-    prefix_key, prefix_value, *prefix_attend = prefixes[layer]
+    prefix_key, prefix_value, *prefix_attend = prefixes[where]
     batch, _, length, _ = query.shape
     prefix_length = prefix_key.shape[2]
-    key = torch.cat([prefix_key.to(key.dtype), key], dim=2)
-    value = torch.cat([prefix_value.to(value.dtype), value], dim=2)
+    # To this layer's device and dtype: with a device map each layer may sit on its own GPU.
+    key = torch.cat([prefix_key.to(key.device, key.dtype), key], dim=2)
+    value = torch.cat([prefix_value.to(value.device, value.dtype), value], dim=2)
     if attention_mask is None:
         # Only reachable for a caller that skipped our mask builder: rebuild what it implies.
         keys = key.shape[2] - prefix_length
@@ -122,7 +150,7 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
     # Prefix columns are attended (True in a boolean mask, 0 in an additive one) unless a
     # per-example mask says this example has no prefix there.
     if prefix_attend:
-        columns = prefix_attend[0][:, None, None, :].expand(batch, 1, attention_mask.shape[-2], prefix_length)
+        columns = prefix_attend[0].to(query.device)[:, None, None, :].expand(batch, 1, attention_mask.shape[-2], prefix_length)
     else:
         columns = torch.ones(batch, 1, attention_mask.shape[-2], prefix_length, dtype=torch.bool, device=query.device)
     if attention_mask.dtype == torch.bool:
@@ -131,6 +159,9 @@ def prefix_attention(module, query, key, value, attention_mask, **kwargs):
         prefix_columns = torch.zeros_like(columns, dtype=attention_mask.dtype).masked_fill(
             ~columns, torch.finfo(attention_mask.dtype).min).expand(*attention_mask.shape[:-1], prefix_length)
     attention_mask = torch.cat([prefix_columns, attention_mask], dim=-1)
+    bias = kwargs.get("position_bias")
+    if bias is not None:  # T5: a zero bias for each prefix key (it has no position to be near or far)
+        kwargs["position_bias"] = torch.cat([bias.new_zeros(*bias.shape[:-1], prefix_length), bias], dim=-1)
     kwargs["is_causal"] = False
     return _attend(module, query, key, value, attention_mask, **kwargs)
 
@@ -177,26 +208,30 @@ def prefix_problem(model: torch.nn.Module, num_layers: int, kv_heads: int, head_
     attention interface, e.g. DeBERTa-v2's disentangled attention, fails both).
     """
     vocab = model.get_input_embeddings().weight.shape[0]
-    ids = torch.arange(1, 4).clamp(max=vocab - 1).unsqueeze(0)
+    ids = torch.arange(1, 4).clamp(max=vocab - 1).unsqueeze(0).to(model.get_input_embeddings().weight.device)
     mask = torch.ones_like(ids)
-    resolved: list[int] = []
+    # An encoder-decoder's output is its decoder's, which reads the encoder's through cross-attention.
+    extra = {"decoder_input_ids": ids} if getattr(model.config, "is_encoder_decoder", False) else {}
+    expected: list = ([(site, layer) for site in SITES for layer in range(num_layers)] if extra
+                      else list(range(num_layers)))
+    resolved: list = []
     token = _resolved.set(resolved)
     try:
         with torch.no_grad(), prefixes_active({}):
-            plain = model(input_ids=ids, attention_mask=mask).last_hidden_state
+            plain = model(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
     finally:
         _resolved.reset(token)
     if not resolved:
         return "its attention does not go through transformers' attention interface"
-    if sorted(resolved) != list(range(num_layers)):
-        return (f"its attention calls resolve to layers {sorted(resolved)[:8]}, not to each of its {num_layers} "
-                "layers once")
+    if sorted(resolved, key=str) != sorted(expected, key=str):
+        return (f"its attention calls resolve to layers {sorted(resolved, key=str)[:8]}, not to each of its "
+                f"{num_layers} layers once" + (" per site (encoder, decoder, cross)" if extra else ""))
     generator = torch.Generator().manual_seed(0)
     dtype = plain.dtype
-    prefixes = {layer: tuple(torch.randn(1, kv_heads, 2, head_dim, generator=generator).to(dtype) * 3 for _ in range(2))
-                for layer in range(num_layers)}
+    prefixes = {where: tuple((torch.randn(1, kv_heads, 2, head_dim, generator=generator) * 3).to(ids.device, dtype)
+                             for _ in range(2)) for where in expected}
     with torch.no_grad(), prefixes_active(prefixes):
-        prompted = model(input_ids=ids, attention_mask=mask).last_hidden_state
+        prompted = model(input_ids=ids, attention_mask=mask, **extra).last_hidden_state
     if torch.allclose(plain, prompted):
         return "a prefix on every layer leaves its outputs unchanged"
     return None

@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 from torch import nn
 
-from ptune.model import injection
+from ptune.model import injection, placement, seq2seq
 from ptune.model.backbones import Backbone
 from ptune.config import MethodConfig
 from ptune.batch.encoding import Encoder, Feature
@@ -76,7 +76,8 @@ class PromptModel(nn.Module):
                              if config.has_input_prompt and self.template.num_prompts else None)
         self.deep_prompt = (DeepPrompt(config.length, parse_layers(config.layers, backbone.num_layers), backbone.kv_heads,
                                        backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden,
-                                       std=config.prefix_std, per_example_dropout=config.prefix_dropout == "example")
+                                       std=config.prefix_std, per_example_dropout=config.prefix_dropout == "example",
+                                       sites=config.sites if backbone.is_encoder_decoder else ())
                             if config.method == "deep" else None)
         self.kind.check(self)
         if self.deep_prompt is not None and (problem := backbone.prefix_problem()):
@@ -88,8 +89,13 @@ class PromptModel(nn.Module):
         self.head = (VerbalizerHead(backbone.lm_head, self.verbalizer_ids()) if config.head == "verbalizer"
                      else self.kind.head(self))
         if config.method == "finetune" or config.tune_backbone:
-            # A private, trainable copy: the shared backbone stays frozen for every other task.
-            self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True)
+            if getattr(backbone.model, "is_quantized", False):
+                raise PtuneError(f"a {config.method} run trains the backbone's weights, which a quantised backbone "
+                                 "cannot; load it without --quantize")
+            # A private, trainable copy in fp32: the shared backbone stays frozen for every other task.
+            self.tuned_backbone = copy.deepcopy(backbone.model).requires_grad_(True).float()
+        # Trainable parameters live in fp32 where the backbone reads its input (a device map's first layer).
+        super().to(self.device)
 
     def _check_pooler(self) -> None:
         if self.kind.name not in ("classification", "regression", "multiple_choice") or self.config.head != "linear":
@@ -97,7 +103,8 @@ class PromptModel(nn.Module):
                              f"multiple_choice), not {self.kind.name} with head {self.config.head}; use --pool first")
         pool, size = backbone_pooler(self.backbone.model), self.backbone.hidden_size
         with torch.no_grad():
-            works = pool is not None and tuple(pool(torch.zeros(1, size)).shape) == (1, size)
+            probe = torch.zeros(1, size, device=self.device, dtype=placement.floating_dtype(self.backbone.model))
+            works = pool is not None and tuple(pool(probe).shape) == (1, size)
         if not works:
             raise PtuneError(f"backbone {self.backbone.name!r} ({self.backbone.config.model_type}) has no pooler that "
                              "reads one token (or loaded without one); use --pool first")
@@ -118,6 +125,21 @@ class PromptModel(nn.Module):
     @property
     def backbone(self) -> Backbone:
         return self.backbone_ref
+
+    @property
+    def device(self) -> torch.device:
+        """Where batches, prompts and heads live: the device of the backbone's input embeddings."""
+        return placement.input_device(self.transformer)
+
+    def to(self, *args, **kwargs) -> "PromptModel":
+        """Move this model and the shared backbone (with its LM head) to a device; a dtype casts only the
+        frozen backbone, the trainable parameters stay fp32. Every model on that backbone follows it."""
+        device, dtype, *_ = torch._C._nn._parse_to(*args, **kwargs)
+        frozen = [self.backbone.model] + ([self.backbone._lm_head] if self.backbone._lm_head is not None else [])
+        cast = {"dtype": dtype} if dtype is not None and dtype.is_floating_point else {}
+        for module in frozen:
+            module.to(device=device, **cast)
+        return super().to(device=device) if device is not None else self
 
     @property
     def transformer(self) -> nn.Module:
@@ -213,13 +235,15 @@ class PromptModel(nn.Module):
         return self.kind.encode(self, examples)
 
     def collate(self, features: Sequence) -> dict[str, torch.Tensor]:
-        """Pad features into a batch of tensors (see ``batch.encoding.collate``)."""
-        return self.kind.collate(self, features)
+        """Pad features into a batch of tensors on this model's device (see ``batch.encoding.collate``)."""
+        return placement.to_device(self.kind.collate(self, features), self.device)
 
     @property
     def first_prompted_layer(self) -> int:
         """Layers below this one see no trainable tensor: their outputs can be cached (depth_cache)."""
         if self.deep_prompt is None or self.input_prompt is not None or getattr(self, "tuned_backbone", None) is not None:
+            return 0
+        if self.backbone.is_encoder_decoder:  # the decoder's bottom layers read the encoder: never cached
             return 0
         if find_layers(self.transformer, self.backbone.num_layers) is None:  # shared layers (ALBERT): run them all
             return 0
@@ -236,9 +260,10 @@ class PromptModel(nn.Module):
         bottom = batch.get("bottom_hidden")
         skip = (starting_at(layer_list(self.transformer, self.backbone.num_layers), self.first_prompted_layer, bottom)
                 if bottom is not None else contextlib.nullcontext())
-        with skip:
+        with skip:  # the heads read fp32 hidden states (under autocast they still compute in half precision)
             return run_backbone(self.transformer, batch, prompt_vectors=vectors, prefixes=prefixes,
-                                token_types=self.encoder.layout.uses_token_types, decoder=self.backbone.is_decoder)
+                                token_types=self.encoder.layout.uses_token_types,
+                                decoder=self.backbone.is_decoder).float()
 
     def bottom_pass(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The backbone without any prompt (what the un-prompted bottom layers see); draws no randomness."""
@@ -248,7 +273,12 @@ class PromptModel(nn.Module):
     def forward(self, batch: dict[str, torch.Tensor]):
         """The head's outputs: logits [B, C] (classification), [N, C] over the batch's N words
         (tagging), start and end logits [B, T] (qa), scores [B] (regression)."""
-        return self.readout(self.hidden_states(batch), batch)
+        return self.kind.forward(self, batch)
+
+    def continuation_states(self, batch: dict[str, torch.Tensor], targets: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """States [N, U, H] that predict text targets [N, U] after the inputs ``rows`` [N] of the batch (the
+        text-to-text kind; see ``seq2seq.continuation_states``)."""
+        return seq2seq.continuation_states(self, batch, targets, rows).float()
 
     def readout(self, hidden: torch.Tensor, batch: dict[str, torch.Tensor]):
         """The head on final hidden states [B, T, H]; with ``pool: pooler`` the pooled token's state
@@ -308,7 +338,9 @@ def run_backbone(transformer: nn.Module, batch: dict[str, torch.Tensor], *, prom
             chosen = prompt_vectors[index]
         else:
             chosen = prompt_vectors[torch.arange(index.shape[0], device=index.device).unsqueeze(1), index]
-        embeds = torch.where((batch["prompt_index"] >= 0).unsqueeze(-1), chosen, embeds)
+        embeds = torch.where((batch["prompt_index"] >= 0).unsqueeze(-1), chosen.to(embeds.dtype), embeds)
+    if seq2seq.is_seq2seq(transformer):  # T5, BART: the decoder's states for the shifted input
+        return seq2seq.run(transformer, embeds, batch, prefixes)
     kwargs = {"inputs_embeds": embeds, "attention_mask": batch["attention_mask"]}
     if token_types:
         kwargs["token_type_ids"] = batch["token_type_ids"]
@@ -320,8 +352,8 @@ def run_backbone(transformer: nn.Module, batch: dict[str, torch.Tensor], *, prom
         kwargs["position_ids"] = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)
     if offset is not None:  # PEFT's prefix-tuning layout: positions start after the prefix
         kwargs["position_ids"] = kwargs["position_ids"] + offset.unsqueeze(1)
-    with injection.prefixes_active(prefixes):
-        return transformer(**kwargs).last_hidden_state
+    with injection.prefixes_active(prefixes):  # a device map's last layer may sit elsewhere: back to the input's
+        return transformer(**kwargs).last_hidden_state.to(embeds.device)
 
 
 def default_frequent_ids(tokenizer, vocab_size: int) -> list[int]:

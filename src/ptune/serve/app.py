@@ -1,9 +1,10 @@
 """The inference server: one frozen backbone in memory, every prompt file in a folder a task.
 
-Requests that arrive together are batched across tasks into one forward pass: a collector waits
-a short window (or until a maximum batch) and runs everything it gathered through a PromptBank.
-New prompt files are picked up without restart. Bad input is answered with a JSON error, never
-by dying.
+Tasks are indexed by header and loaded on first use into a bounded set (``registry``). Requests
+that arrive together are batched across tasks into one forward pass: a collector waits a short
+window (or until a maximum batch) and runs everything it gathered through a PromptBank of the
+tasks it holds. New prompt files are picked up without restart. Bad input is answered with a JSON
+error, never by dying.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,12 +25,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
 from ptune.model.backbones import Backbone
-from ptune.storage.prompt_files import load_prompt
 from ptune.errors import PtuneError
 from ptune.infer.bank import PromptBank
+from ptune.serve.registry import TASK_NAME, TaskRegistry
+from ptune.serve.generation import add_generation_routes
 
 log = logging.getLogger(__name__)
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 @dataclass
@@ -41,6 +40,8 @@ class Limits:
     max_text_chars: int = 4_000
     max_batch: int = 64
     window_ms: float = 5.0
+    max_resident_mb: float | None = 1024.0  # prompts kept loaded (least recently used evicted); None: no bound
+    loaders: int = 4  # threads that load cold tasks while the forward pass runs
 
 
 class PredictRequest(BaseModel):
@@ -57,56 +58,9 @@ class ClientError(Exception):
         self.status, self.message = status, message
 
 
-class TaskRegistry:
-    """Prompt files in ``folder`` loaded on one backbone; rescanned to pick up new files."""
-
-    def __init__(self, folder: Path, backbone: Backbone):
-        self.folder, self.backbone = folder, backbone
-        self.models: dict = {}
-        self.failed: dict[str, str] = {}
-        self._seen: dict[str, float] = {}
-        self.bank: PromptBank | None = None
-        self.lock = threading.Lock()
-        self.refresh()
-
-    def refresh(self) -> None:
-        """Load new or changed files; drop removed ones. A bad file is reported, never fatal."""
-        with self.lock:
-            files = {p.stem: p for p in sorted(self.folder.glob("*.safetensors")) if TASK_NAME.match(p.stem)}
-            changed = False
-            for name in list(self.models):
-                if name not in files:
-                    del self.models[name], self._seen[name]
-                    changed = True
-            for name, path in files.items():
-                mtime = path.stat().st_mtime
-                if self._seen.get(name) == mtime:
-                    continue
-                self._seen[name] = mtime
-                try:
-                    model = load_prompt(path, self.backbone)
-                    if not model.kind.mixable:  # e.g. a span head answers question/context pairs, not texts
-                        raise PtuneError(f"{path}: {model.kind.name} prompts are not served yet; "
-                                         "use `ptune predict` with this prompt file")
-                    self.models[name] = model
-                    self.failed.pop(name, None)
-                    log.info("loaded task %s from %s", name, path)
-                except PtuneError as error:
-                    self.models.pop(name, None)
-                    self.failed[name] = str(error)
-                    log.warning("skipped %s: %s", path, error)
-                changed = True
-            if changed:
-                self.bank = PromptBank(dict(self.models)) if self.models else None
-
-    def describe(self) -> list[dict[str, Any]]:
-        return [{"task": name, "method": m.config.method, "kind": m.kind.name,
-                 "labels": m.labels} for name, m in self.models.items()]
-
-
 @dataclass
 class _Pending:
-    items: list[tuple[str, Any]]
+    items: list[tuple[str, Any, Any]]  # (task, example, its model)
     future: asyncio.Future
     arrived: float = field(default_factory=time.perf_counter)
 
@@ -120,8 +74,9 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1)  # one forward pass at a time
         self.batches = 0  # forward passes run
         self.requests = 0  # requests answered through them
+        self.mixed_batches = 0  # passes that held more than one task
 
-    async def submit(self, items: list[tuple[str, Any]]) -> list:
+    async def submit(self, items: list[tuple[str, Any, Any]]) -> list:
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Pending(items, future))
         return await future
@@ -158,10 +113,19 @@ class Batcher:
                     pending.future.set_result(results[cursor : cursor + len(pending.items)])
                 cursor += len(pending.items)
 
-    def _predict(self, items: list[tuple[str, Any]]) -> list:
+    def _predict(self, items: list[tuple[str, Any, Any]]) -> list:
+        """One pass over (task, example, model) triples through a bank of the models they hold."""
         self.batches += 1
-        bank = self.registry.bank
-        return bank.predict_scored(items, batch_size=max(self.limits.max_batch, len(items)))
+        models: dict[str, Any] = {}
+        keys = []
+        for task, _, model in items:
+            key = task if models.setdefault(task, model) is model else f"{task}@{id(model)}"  # reloaded meanwhile
+            models.setdefault(key, model)
+            keys.append(key)
+        self.mixed_batches += len(models) > 1
+        bank = PromptBank(models)
+        return bank.predict_scored([(key, example) for key, (_, example, _) in zip(keys, items)],
+                                   batch_size=max(self.limits.max_batch, len(items)))
 
 
 def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = None) -> FastAPI:
@@ -170,18 +134,21 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
     if not folder.is_dir():
         raise PtuneError(f"{folder}: not a folder of prompt files")
     limits = limits or Limits()
-    registry = TaskRegistry(folder, backbone)
+    registry = TaskRegistry(folder, backbone, limits.max_resident_mb)
     batcher = Batcher(registry, limits)
+    loaders = ThreadPoolExecutor(max_workers=limits.loaders, thread_name_prefix="ptune-load")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         task = asyncio.create_task(batcher.run())
         yield
         task.cancel()
+        loaders.shutdown(wait=False)
 
     app = FastAPI(title="ptune", description="Prompt-tuned tasks on one frozen backbone, batched across tasks.",
                   lifespan=lifespan)
     app.state.registry, app.state.batcher = registry, batcher
+    add_generation_routes(app, registry, limits)  # /generate, /v1/completions, /v1/models
 
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
@@ -208,8 +175,9 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "backbone": backbone.name, "tasks": len(registry.models), "failed": registry.failed,
-                "batches": batcher.batches, "requests": batcher.requests}
+        return {"status": "ok", "backbone": backbone.name, "tasks": len(registry), "failed": registry.failed,
+                "batches": batcher.batches, "mixed_batches": batcher.mixed_batches, "requests": batcher.requests,
+                **registry.stats()}
 
     @app.get("/tasks")
     async def tasks() -> dict:
@@ -221,21 +189,47 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
     async def predict(raw: Request) -> dict:
         request = _parse(await raw.body())
         pairs = _items(request, limits)
-        missing = sorted({task for task, _ in pairs if task not in registry.models})
+        loop = asyncio.get_running_loop()
+        missing = sorted({task for task, _ in pairs if task not in registry})
         if missing:
-            await asyncio.get_running_loop().run_in_executor(None, registry.refresh)  # hot-added files
-            missing = sorted({task for task, _ in pairs if task not in registry.models})
+            await loop.run_in_executor(None, registry.refresh)  # hot-added files
+            missing = sorted({task for task, _ in pairs if task not in registry})
         if missing:
-            raise ClientError(404, f"unknown task(s) {', '.join(map(repr, missing))}; GET /tasks lists the loaded ones")
-        items = [(task, _example(registry.models[task], text)) for task, text in pairs]
+            raise _unknown(registry, missing)
+        names = sorted({task for task, _ in pairs})
+        models = {name: model for name in names if (model := registry.resident(name)) is not None}
+        try:
+            if len(models) < len(names):
+                models = await loop.run_in_executor(loaders, _load, registry, names)
+        except PtuneError as error:  # a file found damaged on first use: listed as failed from now on
+            raise ClientError(404, f"task cannot be served: {error}") from error
+        items = [(task, _example(models[task], text), models[task]) for task, text in pairs]
         try:
             results = await batcher.submit(items)
         except PtuneError as error:
             raise ClientError(422, str(error)) from error
-        return {"predictions": [_record(registry.models[task], example, found, request.top_k)
-                                for (task, example), found in zip(items, results)]}
+        return {"predictions": [_record(model, example, found, request.top_k)
+                                for (_, example, model), found in zip(items, results)]}
 
     return app
+
+
+def _load(registry: TaskRegistry, names: list[str]) -> dict:
+    """The models of ``names``, loading the cold ones (in a loader thread; only this request waits)."""
+    out = {}
+    for name in names:
+        try:
+            out[name] = registry.model(name)
+        except KeyError:  # removed by a rescan meanwhile
+            raise PtuneError(f"task {name!r} was removed from the folder") from None
+    return out
+
+
+def _unknown(registry: TaskRegistry, missing: list[str]) -> ClientError:
+    failed = [name for name in missing if name in registry.failed]
+    if failed:
+        return ClientError(404, f"task {failed[0]!r} cannot be served: {registry.failed[failed[0]]}")
+    return ClientError(404, f"unknown task(s) {', '.join(map(repr, missing))}; GET /tasks lists the loaded ones")
 
 
 def _error(status: int, message: str) -> JSONResponse:

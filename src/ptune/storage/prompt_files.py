@@ -70,6 +70,12 @@ def read_header(path: str | Path) -> dict:
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
         raise PtuneError(f"{path}: not a readable safetensors prompt file ({error}); re-save or re-train it") from error
+    return header_of(path, metadata)
+
+
+def header_of(path: Path, metadata: dict) -> dict:
+    """The validated ptune header in the safetensors ``metadata`` of the file at ``path`` (read by the
+    caller: the server reads many files' raw headers without opening them as safetensors)."""
     if HEADER_KEY not in metadata:
         raise PtuneError(f"{path}: safetensors file without a ptune header; was it written by `ptune train`?")
     try:
@@ -132,12 +138,13 @@ def check_backbone(path: Path, header: dict, backbone: Backbone) -> None:
         )
 
 
-def recorded_backbone(path: str | Path, header: dict, *, trust_remote_code: bool = False) -> Backbone:
+def recorded_backbone(path: str | Path, header: dict, *, trust_remote_code: bool = False, **device) -> Backbone:
     """The backbone the prompt file at ``path`` (its ``header``) was trained on, by the name recorded: an
-    embedded name, a hub id or an absolute folder. A folder that has moved is reported with what to do."""
+    embedded name, a hub id or an absolute folder. A folder that has moved is reported with what to do.
+    ``device``: ``load_backbone``'s device, dtype, quantize and device_map."""
     name = header["backbone"]["name"]
     try:
-        return load_backbone(name, trust_remote_code=trust_remote_code)
+        return load_backbone(name, trust_remote_code=trust_remote_code, **device)
     except PtuneError as error:
         raise PtuneError(f"{path}: its backbone cannot be loaded ({error}); give the backbone it was trained on "
                          "(--backbone FOLDER, e.g. a moved copy; it is checked by its weights)") from None

@@ -13,9 +13,10 @@ from ptune.tasks.multiple_choice import MultipleChoice
 from ptune.tasks.qa import SpanQA
 from ptune.tasks.regression import Regression
 from ptune.tasks.tagging import Tagging
+from ptune.tasks.text_to_text import TextToText
 
 KINDS: dict[str, TaskKind] = {kind.name: kind for kind in (Classification(), Tagging(), SpanQA(), Regression(),
-                                                             MultipleChoice())}
+                                                             MultipleChoice(), TextToText())}
 
 
 def get_kind(name: str | TaskKind) -> TaskKind:

@@ -40,6 +40,11 @@ class TaskKind:
         """The training target of one example (class id, tag ids, score), None when unlabelled."""
         raise NotImplementedError
 
+    def forward(self, model, batch: dict[str, torch.Tensor]):
+        """The head's outputs for a batch: the backbone's final hidden states read by the head (a kind
+        whose targets are text runs its own passes, ``text_to_text``)."""
+        return model.readout(model.hidden_states(batch), batch)
+
     # -- batches ----------------------------------------------------------------------------------
     def encode(self, model, examples: Sequence) -> list:
         """Examples -> features (token ids with the template and prompt positions laid out)."""

@@ -15,7 +15,7 @@ from ptune.errors import PtuneError
 MAIN_KEY: dict[str, str] = {"accuracy": "accuracy", "entity_f1": "f1", "token_accuracy": "accuracy", "srl_f1": "f1",
                             "squad": "f1", "squad_v2": "f1", "correlation": "pearson", "f1": "f1",
                             "macro_f1": "macro_f1", "matthews": "matthews", "multirc": "f1a",
-                            "choice_accuracy": "accuracy", "record": "f1"}
+                            "choice_accuracy": "accuracy", "record": "f1", "exact_match": "exact_match"}
 
 
 # Metric name -> its function in `glue_metrics`.
@@ -34,6 +34,15 @@ def accuracy(gold: Sequence[str], predicted: Sequence[str]) -> float:
     """Fraction of predictions equal to the gold label."""
     _check_lengths(gold, predicted)
     return sum(g == p for g, p in zip(gold, predicted, strict=True)) / len(gold)
+
+
+def exact_match(gold: Sequence[str], predicted: Sequence[str]) -> float:
+    """Fraction of predicted texts equal to the gold text after SQuAD's normalisation (lower case, no
+    punctuation, articles or extra spaces)."""
+    from ptune.tasks.squad_metrics import normalize_answer
+
+    _check_lengths(gold, predicted)
+    return sum(normalize_answer(str(g)) == normalize_answer(str(p)) for g, p in zip(gold, predicted, strict=True)) / len(gold)
 
 
 def _check_sentences(gold: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]]) -> None:
@@ -157,6 +166,8 @@ def score(metric: str, gold: Sequence, predicted: Sequence) -> dict[str, float]:
         return squad_scores({e.id: answer for e, answer in zip(gold, predicted, strict=True)}, gold)
     if metric == "accuracy":
         return {"accuracy": accuracy(gold, predicted)}
+    if metric == "exact_match":
+        return {"exact_match": exact_match(gold, predicted)}
     if metric == "entity_f1":
         return entity_f1(gold, predicted)
     if metric == "token_accuracy":

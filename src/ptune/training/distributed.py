@@ -21,13 +21,14 @@ from ptune.errors import PtuneError
 class Processes:
     """This process's place among those `accelerate launch` started (or the only one)."""
 
-    def __init__(self) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
+        """``device``: where this process's model lives (its backbone's input device); a CPU model
+        trains over gloo, a CUDA one over NCCL (each process on its LOCAL_RANK's GPU)."""
         self.accelerator = None
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import Accelerator
 
-            # ptune keeps its backbone on the CPU, so DDP runs over gloo.
-            self.accelerator = Accelerator(cpu=True)
+            self.accelerator = Accelerator(cpu=device is None or device.type == "cpu")
 
     @property
     def count(self) -> int:

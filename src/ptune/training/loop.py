@@ -3,6 +3,7 @@ early stopping, best-state keeping, JSONL metrics, a curve PNG and the prompt fi
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -28,6 +29,8 @@ from ptune.infer.predict import predict
 from ptune.tasks.metrics import MAIN_KEY, score
 from ptune.training.distributed import Processes
 from ptune.model.depth_cache import BottomCache, layer_list
+from ptune.model import placement
+from ptune.model.checkpointing import checkpointed
 from ptune.model.prompt_model import PromptModel, frequent_ids
 from ptune.training.curves import plot_curve
 from ptune.training.resume import CHECKPOINT, Progress, fault, read_checkpoint, remove_stale_temporaries, save_checkpoint
@@ -83,7 +86,10 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         total_steps = min(total_steps, config.max_steps)
     params = list(model.trainable_parameters())
     optimizer, scheduler = make_optimiser(params, config, total_steps)
-    processes = Processes()
+    device = model.device
+    compute = placement.compute_dtype(config.precision, placement.floating_dtype(model.transformer))
+    scaler = placement.grad_scaler(device, compute)
+    processes = Processes(device)
     runner = processes.wrap(model)
     if config.compile:
         runner = torch.compile(runner)
@@ -100,8 +106,11 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     elif writes:
         writes.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter() - progress.elapsed
-    log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters",
-             model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable())
+    log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters, on %s, %s",
+             model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable(),
+             device, f"autocast {compute}" if compute else "fp32")
+    recompute = (checkpointed(model.transformer, model.backbone.num_layers) if config.gradient_checkpointing
+                 else contextlib.nullcontext())
 
     def checkpoint() -> None:
         if writes:
@@ -109,56 +118,59 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
             save_checkpoint(writes, trainable=model.trainable_state(), optimizer=optimizer, scheduler=scheduler,
                             selection=selection, progress=progress, run=run)
 
-    cache = bottom_cache(model, config.cache_mb)
-    stop = False
-    while progress.epoch <= config.epochs and not stop:
-        epoch = progress.epoch
-        model.train()
-        groups = list(batches(train_features, config.batch_size, shuffle=True, seed=config.seed + epoch))
-        bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False,
-                   initial=progress.batch, total=len(groups))
-        epoch_started = time.perf_counter()
-        for indices in groups[progress.batch:]:
-            indices, weight = processes.share(indices)
-            batch = model.collate([train_features[i] for i in indices])
-            if cache is not None:
-                batch["bottom_hidden"] = cache.hidden(indices, batch, lambda: model.bottom_pass(batch))
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                loss = model.loss(batch, forward=runner)
-            optimiser_step(loss * weight if weight != 1.0 else loss, params, optimizer, scheduler, config.max_grad_norm)
-            progress.losses.append(loss.item())
-            progress.step += 1
-            progress.batch += 1
-            bar.update()
-            fault("kill-after-step", progress.step)
-            if progress.step % 10 == 0:
-                bar.set_postfix(loss=f"{np.mean(progress.losses[-50:]):.4f}")
-            if config.max_steps and progress.step >= config.max_steps:
-                break
-            if config.checkpoint_every and progress.step % config.checkpoint_every == 0 and progress.batch < len(groups):
+    with recompute:  # --gradient-checkpointing: the backbone layers recompute in the backward pass
+        cache = bottom_cache(model, config.cache_mb)
+        stop = False
+        while progress.epoch <= config.epochs and not stop:
+            epoch = progress.epoch
+            model.train()
+            groups = list(batches(train_features, config.batch_size, shuffle=True, seed=config.seed + epoch))
+            bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False,
+                       initial=progress.batch, total=len(groups))
+            epoch_started = time.perf_counter()
+            for indices in groups[progress.batch:]:
+                indices, weight = processes.share(indices)
+                batch = model.collate([train_features[i] for i in indices])
+                if cache is not None:
+                    batch["bottom_hidden"] = cache.hidden(indices, batch, lambda: model.bottom_pass(batch))
+                with placement.autocast(device, compute):
+                    loss = model.loss(batch, forward=runner)
+                optimiser_step(loss * weight if weight != 1.0 else loss, params, optimizer, scheduler,
+                               config.max_grad_norm, scaler=scaler)
+                progress.losses.append(loss.item())
+                progress.step += 1
+                progress.batch += 1
+                bar.update()
+                fault("kill-after-step", progress.step)
+                if progress.step % 10 == 0:
+                    bar.set_postfix(loss=f"{np.mean(progress.losses[-50:]):.4f}")
+                if config.max_steps and progress.step >= config.max_steps:
+                    break
+                if (config.checkpoint_every and progress.step % config.checkpoint_every == 0
+                        and progress.batch < len(groups)):
+                    checkpoint()
+            bar.close()
+            record = {"epoch": epoch, "step": progress.step, "train_loss": float(np.mean(progress.losses)),
+                      "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2),
+                      "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
+            if dev_features:
+                predicted = (processes.map_shards(dev_examples, lambda shard: predict(model, shard))
+                             if processes.count > 1 else predict(model, dev_examples, features=dev_features))
+                dev = score(task.metric, model.kind.gold(dev_examples), predicted)
+                record.update({f"dev_{k}": v for k, v in dev.items()})
+                current = dev[main_key]
+            else:
+                dev, current = {}, -float(np.mean(progress.losses))
+            progress.history.append(record)
+            log_epoch(writes, progress.history)
+            stop = selection.update(epoch, current, dev, model.trainable_state)
+            if on_epoch is not None and on_epoch({**record, "score": current}):
+                log.info("stopped after epoch %d by the caller's on_epoch", epoch)
+                stop = True
+            stop = stop or bool(config.max_steps and progress.step >= config.max_steps)
+            progress.epoch, progress.batch, progress.losses = epoch + 1, 0, []
+            if not stop and progress.epoch <= config.epochs:
                 checkpoint()
-        bar.close()
-        record = {"epoch": epoch, "step": progress.step, "train_loss": float(np.mean(progress.losses)),
-                  "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2),
-                  "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
-        if dev_features:
-            predicted = (processes.map_shards(dev_examples, lambda shard: predict(model, shard)) if processes.count > 1
-                         else predict(model, dev_examples, features=dev_features))
-            dev = score(task.metric, model.kind.gold(dev_examples), predicted)
-            record.update({f"dev_{k}": v for k, v in dev.items()})
-            current = dev[main_key]
-        else:
-            dev, current = {}, -float(np.mean(progress.losses))
-        progress.history.append(record)
-        log_epoch(writes, progress.history)
-        stop = selection.update(epoch, current, dev, model.trainable_state)
-        if on_epoch is not None and on_epoch({**record, "score": current}):
-            log.info("stopped after epoch %d by the caller's on_epoch", epoch)
-            stop = True
-        stop = stop or bool(config.max_steps and progress.step >= config.max_steps)
-        progress.epoch, progress.batch, progress.losses = epoch + 1, 0, []
-        if not stop and progress.epoch <= config.epochs:
-            checkpoint()
 
     if selection.state is not None:
         model.load_state_dict(selection.state, strict=False)
@@ -228,12 +240,21 @@ def make_optimiser(params: list[torch.nn.Parameter], config: TrainConfig, total_
     return optimizer, scheduler
 
 
-def optimiser_step(loss: torch.Tensor, params, optimizer, scheduler, max_grad_norm: float) -> float:
-    """Backward, clip, step, schedule; returns the loss value."""
+def optimiser_step(loss: torch.Tensor, params, optimizer, scheduler, max_grad_norm: float, *,
+                   scaler: torch.amp.GradScaler | None = None) -> float:
+    """Backward, clip, step, schedule; returns the loss value. With an fp16 ``scaler`` the loss is scaled
+    up for the backward pass and the gradients unscaled before clipping (a step with inf/nan is skipped)."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.step()
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
     scheduler.step()
     return loss.item()
 

@@ -4,6 +4,7 @@ prompt with that task's head), which ``ptune train --init-from`` can continue on
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -24,6 +25,8 @@ from ptune.infer.predict import predict
 from ptune.tasks.metrics import MAIN_KEY, score
 from ptune.infer.bank import PromptBank
 from ptune.model.prompt_model import PromptModel, frequent_ids
+from ptune.model import placement
+from ptune.model.checkpointing import checkpointed
 from ptune.training.curves import plot_curve
 from ptune.training.loop import (Selection, TrainResult, log_epoch, make_optimiser, optimiser_step, prepare_out_dir,
                                  seed_everything)
@@ -81,6 +84,11 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
         total_steps = min(total_steps, config.max_steps)
     params = list(dict.fromkeys(p for p in bank.parameters() if p.requires_grad))  # shared prompt counted once
     optimizer, scheduler = make_optimiser(params, config, total_steps)
+    device = first.device  # --precision and --gradient-checkpointing as in train()
+    recompute = ((lambda: checkpointed(bank.backbone.model, bank.backbone.num_layers)) if config.gradient_checkpointing
+                 else contextlib.nullcontext)
+    compute = placement.compute_dtype(config.precision, placement.floating_dtype(bank.backbone.model))
+    scaler = placement.grad_scaler(device, compute)
     out = prepare_out_dir(out_dir)
     selection = Selection(config.patience)
     history, step, started = [], 0, time.perf_counter()
@@ -91,8 +99,9 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
         losses = []
         groups = list(batches(features, config.batch_size, shuffle=True, seed=config.seed + epoch))
         for indices in tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False):
-            loss = bank.loss(bank.collate([train_items[i] for i in indices]))
-            losses.append(optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm))
+            with placement.autocast(device, compute), recompute():
+                loss = bank.loss(bank.collate([train_items[i] for i in indices]))
+            losses.append(optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm, scaler=scaler))
             step += 1
             if config.max_steps and step >= config.max_steps:
                 break

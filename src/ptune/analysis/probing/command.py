@@ -1,6 +1,6 @@
 """``ptune probe``: precision@1 of manual, P-tuned or prompt-tuned probes on a relation; table + JSON.
 
-Trained probes are saved next to the results as safetensors files (``ptune probe --probe FILE``
+``--facts`` probes LAMA / T-REx or TSV facts files instead (``facts_command.py``). Trained probes are saved next to the results as safetensors files (``ptune probe --probe FILE``
 scores one again).
 """
 
@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ptune.config import COUNT, POSITIVE, SEED
+from ptune.config import COUNT, POSITIVE, SEED, DeviceConfig
 from ptune.errors import PtuneError
 
 METHODS = ("manual", "ptuning", "prompt")
@@ -20,11 +20,24 @@ DEFAULT_MANUAL = "The capital of {subject} is"
 def add_probe_parser(sub) -> None:
     """Register the ``probe`` subcommand on ``sub`` (argparse subparsers)."""
     probe = sub.add_parser("probe", help="knowledge probing (LAMA-style P@1): manual vs P-tuned vs prompt-tuned")
-    probe.add_argument("--relation", default="capital-of", help="capital-of, continent-of or borders")
+    probe.add_argument("--relation", help="a built-in relation: capital-of (default), continent-of or borders")
+    probe.add_argument("--facts", nargs="+", metavar="FILE",
+                       help="probe your facts instead: LAMA / T-REx JSONL (sub_label, obj_label, predicate_id) or "
+                            "TSV (subject, object); P@1, P@10 and MRR per relation")
+    probe.add_argument("--relations", metavar="FILE",
+                       help="with --facts: templates per relation, LAMA's relations.jsonl (relation, template with "
+                            "[X] and [Y], or {subject} and [P])")
+    probe.add_argument("--candidates", default="objects", metavar="objects|vocab|FILE",
+                       help="with --facts: rank against the file's objects, the whole vocabulary, or the words of "
+                            "a vocabulary file (one per line)")
+    probe.add_argument("--multi-token", action="store_true",
+                       help="with --facts: keep multi-token objects, ranked by summed log-probability (default: "
+                            "single-token objects only, as LAMA)")
     probe.add_argument("--backbone", default="smollm2", help="a causal LM: smollm2, a hub id or a folder")
-    probe.add_argument("--method", default="manual", choices=METHODS,
+    probe.add_argument("--method", nargs="+", choices=METHODS,
                        help="manual (score wordings as written), ptuning (learn [P] tokens around a wording) or "
-                            "prompt (learn a soft prompt in front of it)")
+                            "prompt (learn a soft prompt in front of it); default manual, with --facts manual "
+                            "ptuning (several only with --facts)")
     probe.add_argument("--manual", nargs="+", metavar="TEMPLATE",
                        help=f"manual wordings with one {{subject}}, one run each (default: {DEFAULT_MANUAL!r})")
     probe.add_argument("--template", help="a full probe template with [P] tokens, e.g. '[P]*3 {subject} capital [P]*3'")
@@ -38,6 +51,8 @@ def add_probe_parser(sub) -> None:
     probe.add_argument("--lr", type=POSITIVE, default=3e-3, help="learning rate of a learned probe")
     probe.add_argument("--batch-size", type=COUNT, default=16, help="facts per training step")
     probe.add_argument("--seed", type=SEED, default=0, help="split and training seed")
+    probe.add_argument("--split-seed", type=SEED, help="with --facts: the split's seed when not --seed (e.g. one "
+                                                       "split, several training seeds)")
     probe.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split scored")
     probe.add_argument("--limit", type=COUNT, help="at most N subjects per split (quick runs)")
     probe.add_argument("--out", help="folder for results.json and probe files (default runs/probe-RELATION-METHOD)")
@@ -76,6 +91,23 @@ def _templates(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
+    if args.facts:
+        from ptune.analysis.probing.facts_command import run_facts
+
+        return run_facts(args)
+    for option in ("relations", "split_seed"):
+        if getattr(args, option) is not None:
+            raise PtuneError(f"--{option.replace('_', '-')} goes with --facts FILE")
+    if args.candidates != "objects" or args.multi_token:
+        raise PtuneError("--candidates and --multi-token go with --facts FILE")
+    if args.method and len(args.method) > 1:
+        raise PtuneError("one --method per run on a built-in relation (several go with --facts)")
+    args.method = args.method[0] if args.method else "manual"
+    args.relation = args.relation or "capital-of"
+    return _probe_relation(args)
+
+
+def _probe_relation(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
     from rich.markup import escape
@@ -97,7 +129,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or f"runs/probe-{args.relation}-{'saved' if args.probe else args.method}")
     if out_dir.exists() and not out_dir.is_dir():
         raise PtuneError(f"--out {out_dir}: is a file; choose a folder for results.json and the probe files")
-    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, **DeviceConfig.of(args))
     model, tokenizer = backbone.model, backbone.tokenizer
     try:
         weight = head_weight(model)

@@ -79,7 +79,8 @@ def _repeated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], count: int,
 
 
 def score_candidates(model: PreTrainedModel, head_weight: torch.Tensor, prompt: torch.Tensor,
-                     candidate_ids: Sequence[Sequence[int]], *, batch_size: int = 64) -> torch.Tensor:
+                     candidate_ids: Sequence[Sequence[int]], *, batch_size: int = 64,
+                     padded: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """Sum of log-probabilities of each candidate's tokens after ``prompt``: returns [C].
 
     model: a decoder body (e.g. ``LlamaModel``) returning ``last_hidden_state``; head_weight: [V, H]
@@ -88,13 +89,14 @@ def score_candidates(model: PreTrainedModel, head_weight: torch.Tensor, prompt: 
     candidate's first token; candidates of two or more tokens then run ``batch_size`` at a time
     (grouped by length, right-padded, with an attention mask) on the prompt's key/value cache
     repeated along the batch, token k predicted from token k-1. Gradients flow to ``prompt`` when
-    it is embeddings that need them.
+    it is embeddings that need them. ``padded``: ``pad_candidates(candidate_ids)`` made once by a
+    caller that scores the same candidates for many prompts (e.g. a whole vocabulary).
     """
     embeds = prompt_embeddings(model, prompt)
     out = model(inputs_embeds=embeds, use_cache=True)
     layers = _cache_layers(out.cache if getattr(out, "cache", None) is not None else out.past_key_values)
     length = embeds.shape[1]
-    ids, mask = (t.to(embeds.device) for t in pad_candidates(candidate_ids))
+    ids, mask = (t.to(embeds.device) for t in (padded or pad_candidates(candidate_ids)))
     scores = (out.last_hidden_state[0, -1] @ head_weight.T).log_softmax(-1)[ids[:, 0]]
     for chunk in length_sorted_chunks(candidate_ids, batch_size, min_length=2):
         rows = torch.tensor(chunk, device=ids.device)

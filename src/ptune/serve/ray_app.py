@@ -1,0 +1,153 @@
+"""Past one machine: the server's HTTP API on Ray Serve, replicas routed by task (``ptune serve --ray``).
+
+Every ``PromptReplica`` holds the backbone and a bounded set of prompts (a ``TaskRegistry``) and
+batches the calls it gets across tasks, as the single-process server does. The ``Router`` (no model)
+parses a request as that server does, splits it by task and calls the replicas once per task with the
+task as Ray Serve's multiplexed model id: Ray routes the call to a replica that already holds that
+task when one does (``@serve.multiplexed``), so each task is loaded on few replicas. The folder of
+prompt files must be readable at the same path on every node (a shared file system).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from ray import serve
+
+from ptune.errors import PtuneError
+from ptune.serve.app import Batcher, ClientError, Limits, _error, _example, _items, _parse, _record, _unknown
+from ptune.serve.registry import MB, TaskRegistry
+
+
+def rss_mb() -> float | None:
+    """This process's resident memory in MiB (Linux; None elsewhere)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+    except (OSError, StopIteration):
+        return None
+
+
+def routing_slots(folder: Path, max_resident_mb: float | None, floor: int = 16) -> int:
+    """How many tasks a replica reports as held to Ray's router: the budget over the folder's mean file
+    size (every file when there is no budget)."""
+    sizes = [entry.stat().st_size for entry in os.scandir(folder) if entry.name.endswith(".safetensors")]
+    if not sizes:
+        return floor
+    if max_resident_mb is None:
+        return max(floor, len(sizes))
+    return max(floor, int(max_resident_mb * MB / (sum(sizes) / len(sizes))))
+
+
+def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: Limits | None = None,
+              replica_cpus: float = 1.0, trust_remote_code: bool = False):
+    """The Ray Serve application (``serve.run`` it): a Router in front of ``replicas`` PromptReplicas,
+    each loading ``backbone`` by name and serving the prompt files in ``folder``."""
+    folder, limits = Path(folder).resolve(), limits or Limits()
+    slots = routing_slots(folder, limits.max_resident_mb)
+
+    @serve.deployment(name="PromptReplica", num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus},
+                      max_ongoing_requests=max(64, limits.max_batch * 2))
+    class PromptReplica:
+        def __init__(self) -> None:
+            import torch
+
+            from ptune.model.backbones import load_backbone
+
+            torch.set_num_threads(max(1, int(replica_cpus)))
+            self.registry = TaskRegistry(folder, load_backbone(backbone, trust_remote_code=trust_remote_code),
+                                         limits.max_resident_mb)
+            self.batcher = Batcher(self.registry, limits)
+            self.loaders = ThreadPoolExecutor(max_workers=limits.loaders, thread_name_prefix="ptune-load")
+            self.runner: asyncio.Task | None = None
+            self.id = serve.get_replica_context().replica_id.unique_id
+
+        @serve.multiplexed(max_num_models_per_replica=slots)
+        async def task_model(self, task: str):
+            return await asyncio.get_running_loop().run_in_executor(self.loaders, self.registry.model, task)
+
+        async def predict(self, texts: list[str], top_k: int | None) -> dict[str, Any]:
+            """Records for ``texts`` of the task named by the call's multiplexed model id."""
+            if self.runner is None:
+                self.runner = asyncio.get_running_loop().create_task(self.batcher.run())
+            task = serve.get_multiplexed_model_id()
+            if task not in self.registry:
+                await asyncio.get_running_loop().run_in_executor(None, self.registry.refresh)
+            try:
+                if task not in self.registry:
+                    raise _unknown(self.registry, [task])
+                try:
+                    model = await self.task_model(task)
+                except PtuneError as error:
+                    raise ClientError(404, f"task cannot be served: {error}") from None
+                items = [(task, _example(model, text), model) for text in texts]
+                try:
+                    results = await self.batcher.submit(items)
+                except PtuneError as error:
+                    raise ClientError(422, str(error)) from None
+            except ClientError as error:
+                return {"status": error.status, "error": error.message, "replica": self.stats()}
+            return {"predictions": [_record(model, example, found, top_k) for (_, example, _), found in zip(items, results)],
+                    "replica": self.stats()}
+
+        def stats(self) -> dict[str, Any]:
+            return {"replica": self.id, "rss_mb": rss_mb(), "tasks": len(self.registry), "failed": self.registry.failed,
+                    "batches": self.batcher.batches, "mixed_batches": self.batcher.mixed_batches,
+                    "requests": self.batcher.requests, **self.registry.stats()}
+
+        def tasks(self) -> dict[str, Any]:
+            self.registry.refresh()
+            return {"tasks": self.registry.describe(), "failed": self.registry.failed}
+
+    http = FastAPI(title="ptune (Ray Serve)", description="Prompt-tuned tasks on replicas of one frozen backbone, "
+                                                          "routed by task.")
+
+    @serve.deployment(name="Router", ray_actor_options={"num_cpus": 0})
+    @serve.ingress(http)
+    class Router:
+        def __init__(self, replica_handle) -> None:
+            self.replicas = replica_handle
+            self.seen: dict[str, dict] = {}  # each replica's numbers as its latest answer gave them
+
+        @http.post("/predict")
+        async def predict(self, raw: Request):
+            try:
+                request = _parse(await raw.body())
+                pairs = _items(request, limits)
+            except ClientError as error:
+                return _error(error.status, error.message)
+            rows: dict[str, list[int]] = {}
+            for i, (task, _) in enumerate(pairs):
+                rows.setdefault(task, []).append(i)
+            calls = {task: self.replicas.options(multiplexed_model_id=task).predict.remote(
+                [pairs[i][1] for i in found], request.top_k) for task, found in rows.items()}
+            answers = {task: await call for task, call in calls.items()}
+            out: list = [None] * len(pairs)
+            for task, answer in answers.items():
+                self.seen[answer["replica"]["replica"]] = answer["replica"]
+                if "error" in answer:
+                    return _error(answer["status"], answer["error"])
+                for i, record in zip(rows[task], answer["predictions"]):
+                    out[i] = record
+            return {"predictions": out}
+
+        @http.get("/tasks")
+        async def tasks(self) -> dict:
+            return await self.replicas.tasks.remote()
+
+        @http.get("/health")
+        async def health(self) -> dict:
+            latest = await self.replicas.stats.remote()
+            self.seen[latest["replica"]] = latest
+            replicas = list(self.seen.values())
+            total = {key: sum(r[key] for r in replicas) for key in ("batches", "mixed_batches", "requests", "loads",
+                                                                     "evictions", "resident")}
+            return {"status": "ok", "backbone": backbone, "tasks": latest["tasks"], "failed": latest["failed"],
+                    **total, "replicas": replicas}
+
+    return Router.bind(PromptReplica.bind())

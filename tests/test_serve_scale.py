@@ -1,0 +1,149 @@
+"""Serving many tasks over real loopback HTTP: prompts indexed by header at startup, loaded on first use
+into a bounded least-recently-used set, damaged files listed as failed while the rest serve, lazily
+loaded answers equal to eagerly loaded ones, and one load for concurrent first requests."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import torch
+from test_server import TEXTS, request
+
+from ptune.config import MethodConfig
+from ptune.data import TaggedExample, TextExample
+from ptune.infer.predict import predict
+from ptune.model.prompt_model import PromptModel
+from ptune.serve.lazy_prompts import OVERHEAD_BYTES
+from ptune.storage.prompt_files import load_prompt, save_prompt
+
+DEEP = [f"d{i}" for i in range(6)]
+BUDGET_MB = 0.25  # two of these deep prompts (about 93 KB charged each), not three
+
+
+def make_prompt(backbone, folder, name, method, *, tagging=False, seed=0, **options):
+    """A prompt file of random tensors (no fitted initialisation: a P-tuning LSTM's takes minutes here)."""
+    labels = ["O", "B-PER", "I-PER", "B-LOC"] if tagging else ["negative", "positive"]
+    torch.manual_seed(seed)
+    model = PromptModel(backbone, MethodConfig(method=method, length=4, **options), labels,
+                        kind="tagging" if tagging else "classification")
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.copy_(torch.randn_like(p))
+    path = folder / f"{name}.safetensors"
+    save_prompt(path, model, task_name=name, metric="entity_f1" if tagging else "accuracy")
+    return path
+
+
+@pytest.fixture(scope="module")
+def scale_server(minilm, tmp_path_factory, ptune_server):
+    folder = tmp_path_factory.mktemp("many")
+    for i, name in enumerate(DEEP):
+        make_prompt(minilm, folder, name, "deep", seed=10 + i)
+    make_prompt(minilm, folder, "soft", "prompt", seed=20)
+    make_prompt(minilm, folder, "cold", "deep", seed=21)
+    make_prompt(minilm, folder, "ner", "ptuning", tagging=True, seed=22, encoder="lstm")
+    (folder / "bad_header.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
+    cut = make_prompt(minilm, folder, "cut_short", "deep", seed=23)
+    cut.write_bytes(cut.read_bytes()[:-100])
+    damaged = make_prompt(minilm, folder, "bad_data", "deep", seed=24)
+    data = bytearray(damaged.read_bytes())
+    data[-50:] = bytes(50)  # the header still reads; the tensors no longer match their checksum
+    damaged.write_bytes(bytes(data))
+    with ptune_server(folder, "--max-resident-mb", str(BUDGET_MB)) as port:
+        yield port, folder
+
+
+def eager_records(minilm, folder, name, texts):
+    """What the prompt file gives loaded the ordinary way: its records as `ptune predict` prints them."""
+    return predict(load_prompt(folder / f"{name}.safetensors", minilm), [TextExample(t) for t in texts], scores=True)
+
+
+def health(port):
+    status, body = request(port, "/health")
+    assert status == 200
+    return body
+
+
+def test_startup_reads_headers_only_and_lists_bad_files(scale_server):
+    port, _ = scale_server
+    body = health(port)
+    assert body["loads"] == 0 and body["resident"] == 0  # nothing loaded before a request asks for it
+    assert body["max_resident_mb"] == BUDGET_MB
+    assert {"bad_header", "cut_short"} <= set(body["failed"]), body["failed"]
+    assert "cut short" in body["failed"]["cut_short"]
+    status, listed = request(port, "/tasks")
+    names = {t["task"] for t in listed["tasks"]}
+    assert set(DEEP) | {"soft", "cold", "ner", "bad_data"} <= names and "bad_header" not in names
+    assert not any(t["resident"] for t in listed["tasks"])
+
+
+def test_lazily_loaded_answers_equal_eager_ones(scale_server, minilm):
+    port, folder = scale_server
+    items = [{"task": task, "text": text} for task in ("d0", "soft", "d1") for text in TEXTS[:2]]
+    status, body = request(port, "/predict", {"items": items})
+    assert status == 200
+    for item, got in zip(items, body["predictions"]):
+        expected = eager_records(minilm, folder, item["task"], [item["text"]])[0]
+        assert got["label"] == expected["label"]
+        assert got["probabilities"] == pytest.approx(expected["probabilities"], abs=1e-5)
+    status, body = request(port, "/predict", {"task": "ner", "texts": ["Peter Blackburn visited Brussels"]})
+    words = tuple("Peter Blackburn visited Brussels".split())
+    reference = predict(load_prompt(folder / "ner.safetensors", minilm), [TaggedExample(words)])
+    assert status == 200 and body["predictions"][0]["tags"] == reference[0]
+
+
+def test_eviction_keeps_the_resident_set_within_the_budget(scale_server, minilm):
+    port, folder = scale_server
+    before = health(port)
+    for name in DEEP:
+        status, body = request(port, "/predict", {"task": name, "texts": TEXTS[:1]})
+        assert status == 200
+        after = health(port)
+        resident = {t["task"] for t in request(port, "/tasks")[1]["tasks"] if t["resident"]}
+        assert after["resident_mb"] <= BUDGET_MB and len(resident & set(DEEP)) <= 2 and name in resident
+    charged = (folder / "d0.safetensors").stat().st_size + OVERHEAD_BYTES
+    assert after["resident_mb"] * 1024 * 1024 >= charged  # the latest task stays
+    assert after["evictions"] - before["evictions"] >= len(DEEP) - 2
+    # d0 was evicted long ago: asked again, it is loaded again and answers as before
+    loads = after["loads"]
+    status, body = request(port, "/predict", {"task": "d0", "texts": TEXTS})
+    assert status == 200 and health(port)["loads"] == loads + 1
+    assert [p["label"] for p in body["predictions"]] == [r["label"] for r in eager_records(minilm, folder, "d0", TEXTS)]
+
+
+def test_cold_task_loads_on_first_use(scale_server):
+    port, _ = scale_server
+    loads = health(port)["loads"]
+    assert not {t["task"]: t for t in request(port, "/tasks")[1]["tasks"]}["d2"]["resident"]  # evicted above
+    status, _ = request(port, "/predict", {"task": "d2", "texts": TEXTS[:1]})
+    assert status == 200
+    listed = {t["task"]: t for t in request(port, "/tasks")[1]["tasks"]}
+    assert listed["d2"]["resident"]
+    assert health(port)["loads"] == loads + 1  # d2 had been evicted: one load now, then resident
+
+
+def test_concurrent_first_requests_load_a_task_once(scale_server, minilm):
+    port, folder = scale_server
+    before = health(port)["loads"]
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: request(port, "/predict", {"task": "cold", "texts": [TEXTS[i % 4]]}),
+                                range(8)))
+    assert health(port)["loads"] == before + 1
+    expected = eager_records(minilm, folder, "cold", TEXTS)
+    for i, (status, body) in enumerate(answers):
+        assert status == 200 and body["predictions"][0]["label"] == expected[i % 4]["label"]
+
+
+def test_damaged_tensors_fail_on_first_use_and_others_serve(scale_server):
+    port, _ = scale_server
+    status, body = request(port, "/predict", {"task": "bad_data", "texts": TEXTS[:1]})
+    assert status == 404 and "checksum" in body["error"], body
+    for path in ("/tasks", "/health"):
+        assert "bad_data" in request(port, path)[1]["failed"]
+    status, body = request(port, "/predict", {"items": [{"task": "d3", "text": TEXTS[0]}, {"task": "soft", "text": TEXTS[1]}]})
+    assert status == 200 and len(body["predictions"]) == 2
+    status, body = request(port, "/predict", {"task": "bad_data", "texts": TEXTS[:1]})
+    assert status == 404 and "checksum" in body["error"]
+    assert json.dumps(body)  # a JSON error, the server still up
