@@ -8,8 +8,6 @@ task when one does (``@serve.multiplexed``), so each task is loaded on few repli
 prompt files must be readable at the same path on every node (a shared file system).
 """
 
-from __future__ import annotations
-
 import asyncio
 import os
 from concurrent.futures import ThreadPoolExecutor
