@@ -31,6 +31,8 @@ SETTINGS = {
     "prompt": {"method": "prompt", "template": "[P]*10 {text} It was {label}", "init": "labels", "lr": 3e-2},
     "ptuning": {"method": "ptuning", "template": "[P]*3 {text} [P] It was [P]*2 {label}", "encoder": "lstm", "lr": 1e-2},
     "deep": {"method": "deep", "template": "{text} It was {label}", "length": 16, "lr": 3e-2},
+    # The encoders' prefix init (the default there, and on every backbone before 2026-12-02) set against it.
+    "deep-std1": {"method": "deep", "template": "{text} It was {label}", "length": 16, "lr": 3e-2, "prefix_std": 1.0},
 }
 
 
@@ -47,6 +49,8 @@ def run(name: str, backbone, task, train_limit: int, eval_limit: int, batch_size
     test = task.test[:eval_limit]
     started = time.perf_counter()
     record = {"name": name, **SETTINGS[name], "trainable_params": 0 if name == "zero-shot" else model.num_trainable()}
+    if model.deep_prompt is not None:
+        record["prefix_std"] = config.prefix_init_std(encoder_only=False)  # smollm2 is a decoder
     if name == "zero-shot":
         model.initialise(seed=0)
         record["dev"] = evaluate(model, task.dev[:eval_limit], "accuracy")["accuracy"]
@@ -66,13 +70,24 @@ SECTION = "lm_verbalizer"
 FIRST_COMMAND = "python benchmarks/lm.py --train-limit 400 --eval-limit 200"
 
 
+def commands(v: dict) -> str:
+    """The commands that made the runs shown (a rerun of some methods replaces only theirs)."""
+    found = dict.fromkeys(r.get("command", v.get("command", FIRST_COMMAND)) for r in v["runs"])
+    return ", then ".join(f"`{command}`" for command in found)
+
+
+def dates(v: dict) -> str:
+    found = sorted({r.get("date", v["date"]) for r in v["runs"]})
+    return found[0] if len(found) == 1 else f"{found[0]} to {found[-1]}"
+
+
 def render(data: dict) -> str:
     v = data["verbalizer"]
     machine = v.get("machine", "not recorded with these runs; 2 CPU threads shared with other work")
     lines = [
         "## Verbalizer on a causal LM (issue: language-model side)",
         "",
-        f"Command: `{v.get('command', FIRST_COMMAND)}` · machine: {machine} · date: {v['date']} · "
+        f"Command: {commands(v)} · machine: {machine} · date: {dates(v)} · "
         "backbone: smollm2 (SmolLM2-135M-Instruct, frozen, LM head tied).",
         f"rotten_tomatoes, first {v['train_limit']} training examples, {v['epochs']} epoch, batch {v['batch_size']}; "
         f"dev and test = the first {v['eval_limit']} examples of each split. Verbalizer `{VERBALIZER}` (a label's "
@@ -86,7 +101,8 @@ def render(data: dict) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in v["runs"]:
-        lines.append(f"| {r['name']} | `{r['template']}` | {r.get('lr', '–')} | {r['trainable_params']:,} | "
+        std = f" (prefix std {r['prefix_std']:g})" if "prefix_std" in r else ""
+        lines.append(f"| {r['name']}{std} | `{r['template']}` | {r.get('lr', '–')} | {r['trainable_params']:,} | "
                      f"{100 * r['dev']:.1f} | {100 * r['test']:.1f} | {r['seconds'] / 60:.1f} min |")
     return "\n".join(lines)
 
@@ -114,19 +130,28 @@ def main() -> None:
 
     torch.set_num_threads(2)
     backbone, task = load_backbone("smollm2"), get_task("rotten_tomatoes")
-    runs = []
-    for name in args.methods:
-        runs.append(run(name, backbone, task, args.train_limit, args.eval_limit, args.batch_size))
-        print(json.dumps(runs[-1]), flush=True)
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data["verbalizer"] = {"date": date.today().isoformat(), "backbone": "smollm2", "task": "rotten_tomatoes",
-                          "train_limit": args.train_limit, "eval_limit": args.eval_limit, "epochs": 1,
-                          "batch_size": args.batch_size, "verbalizer": VERBALIZER, "runs": runs,
-                          "command": " ".join(["python benchmarks/lm.py", *map(shlex.quote, sys.argv[1:])]),
-                          "machine": machine(2), "versions": versions("torch", "transformers")}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2) + "\n")
-    write_section(SECTION, render(data))
+    budget = {"train_limit": args.train_limit, "eval_limit": args.eval_limit, "batch_size": args.batch_size}
+    kept = data.get("verbalizer", {})
+    if any(kept.get(key) != value for key, value in budget.items()):
+        kept = {}  # another budget: the earlier runs are not comparable
+    for r in kept.get("runs", []):  # runs from before commands were recorded per run
+        r.setdefault("command", kept.get("command", FIRST_COMMAND))
+        r.setdefault("date", kept["date"])
+    command = " ".join(["python benchmarks/lm.py", *map(shlex.quote, sys.argv[1:])])
+    for name in args.methods:
+        record = {**run(name, backbone, task, args.train_limit, args.eval_limit, args.batch_size),
+                  "command": command, "date": date.today().isoformat()}
+        print(json.dumps(record), flush=True)
+        runs = [r for r in kept.get("runs", []) if r["name"] != name] + [record]  # a rerun replaces its method
+        runs.sort(key=lambda r: list(SETTINGS).index(r["name"]) if r["name"] in SETTINGS else len(SETTINGS))
+        kept = data["verbalizer"] = {
+            **budget, "date": date.today().isoformat(), "backbone": "smollm2", "task": "rotten_tomatoes", "epochs": 1,
+            "verbalizer": VERBALIZER, "runs": runs, "command": command, "machine": machine(2),
+            "versions": versions("torch", "transformers")}
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(data, indent=2) + "\n")  # after every run: a stopped benchmark keeps them
+        write_section(SECTION, render(data))
 
 
 if __name__ == "__main__":

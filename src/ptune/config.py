@@ -180,11 +180,13 @@ class MethodConfig:
                 "shifted by the prefix length), so `ptune export --peft` gives identical predictions"})
     # Choices where ptune's defaults differ from the papers' reference code; each default was decided by a
     # measured comparison (docs/RESULTS.md, "Deviations from the reference code").
-    # N(0, 1) as in P-tuning v2's and PEFT's code (nn.Embedding's default): +2.1 dev F1 on conll2003 over
-    # ptune's earlier N(0, 0.02), a tie on rotten_tomatoes (3 seeds each).
-    prefix_std: float = field(default=1.0, metadata={"bound": POSITIVE,
-        "help": "deep: standard deviation of the prefixes' normal init (1.0: nn.Embedding's default, as P-tuning "
-                "v2's and PEFT's code)"})
+    # Encoders: N(0, 1) as in P-tuning v2's and PEFT's code (nn.Embedding's default): +2.1 dev F1 on conll2003
+    # over ptune's earlier N(0, 0.02), a tie on rotten_tomatoes (3 seeds each, minilm). Decoders and
+    # encoder-decoders: N(0, 0.02); N(0, 1) left smollm2's deep verbalizer at chance (benchmarks/lm.py).
+    prefix_std: float | None = field(default=None, metadata={"bound": POSITIVE,
+        "help": "deep: standard deviation of the prefixes' normal init (default: 1.0 on encoder-only backbones, "
+                "nn.Embedding's default as in P-tuning v2's and PEFT's code; 0.02 on decoders and encoder-decoders, "
+                "where 1.0 drowns the model's own keys)"})
     prefix_dropout: Literal["batch", "example"] = field(default="batch", metadata={
         "help": "deep: one dropout mask on the prefix per batch, or one per example as P-tuning v2's code draws it",
         "choices": PREFIX_DROPOUTS})
@@ -253,6 +255,13 @@ class MethodConfig:
         """The encoder-decoder attention sites that get prefixes, in ``PREFIX_SITES`` order."""
         chosen = {site.strip() for site in self.prefix_sites.split(",")}
         return tuple(site for site in PREFIX_SITES if site in chosen)
+
+    def prefix_init_std(self, encoder_only: bool) -> float:
+        """The deep prefixes' init standard deviation: ``prefix_std``, or the measured default for the backbone
+        (1.0 on encoder-only models, 0.02 on decoders and encoder-decoders)."""
+        if self.prefix_std is not None:
+            return self.prefix_std
+        return 1.0 if encoder_only else 0.02
 
     @property
     def has_input_prompt(self) -> bool:

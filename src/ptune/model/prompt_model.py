@@ -74,9 +74,11 @@ class PromptModel(nn.Module):
         self.input_prompt = (InputPrompt(self.template.num_prompts, backbone.embedding_size,
                                          encoder=config.encoder if config.method == "ptuning" else "none")
                              if config.has_input_prompt and self.template.num_prompts else None)
+        encoder_only = not (backbone.is_decoder or backbone.is_encoder_decoder)
         self.deep_prompt = (DeepPrompt(config.length, parse_layers(config.layers, backbone.num_layers), backbone.kv_heads,
                                        backbone.head_dim, hidden, reparam=config.reparam, reparam_hidden=config.reparam_hidden,
-                                       std=config.prefix_std, per_example_dropout=config.prefix_dropout == "example",
+                                       std=config.prefix_init_std(encoder_only),
+                                       per_example_dropout=config.prefix_dropout == "example",
                                        sites=config.sites if backbone.is_encoder_decoder else ())
                             if config.method == "deep" else None)
         self.kind.check(self)
