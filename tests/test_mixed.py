@@ -38,7 +38,7 @@ def alone(m, examples):
     return list(logits.split([len(e.tokens) for e in examples]))
 
 
-@pytest.mark.parametrize("method", ["prompt", "ptuning", "deep"])
+@pytest.mark.parametrize("method", ["prompt", pytest.param("ptuning", marks=pytest.mark.slow), "deep"])
 def test_mixed_batch_equals_each_task_alone(minilm, method):
     tasks = {
         "a": model(minilm, method, seed=1, length=5),

@@ -44,6 +44,7 @@ def test_shared_prompt_separate_heads_saved_apart(minilm, tmp_path):
     assert "dev_mean" in records[0] and "dev_conll2003_f1" in records[0]
 
 
+@pytest.mark.slow
 def test_cli_multitask_then_continue_one_task(tmp_path, capsys, minilm):
     out = tmp_path / "mt"
     assert main(["-q", "train", "--task", "conll2003", "rotten_tomatoes", "--method", "prompt", "--length", "4",

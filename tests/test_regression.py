@@ -202,6 +202,7 @@ def request(port: int, path: str, body: dict | None = None) -> tuple[int, dict]:
         return response.status, json.loads(response.read())
 
 
+@pytest.mark.slow
 def test_server_answers_a_score_and_a_label_in_one_request(cli_run, minilm, tmp_path):
     folder = tmp_path / "prompts"
     folder.mkdir()

@@ -16,6 +16,8 @@ from ptune.cli import main
 from ptune.data import get_task
 from ptune.training.resume import CHECKPOINT
 
+pytestmark = pytest.mark.slow  # real training subprocesses, killed and resumed: minutes on 2 cores
+
 # 48 examples, batch 8: 6 steps per epoch, 18 in all; a checkpoint every 4 steps and at epoch ends.
 OPTIONS = ["--method", "deep", "--length", "4", "--epochs", "3", "--batch-size", "8", "--checkpoint-every", "4",
            "--patience", "0"]

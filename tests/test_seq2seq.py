@@ -139,6 +139,7 @@ def test_rank_classification_is_the_lms_own_log_likelihood(zoo, name):
                 assert abs(float(scores[row, column]) - float(expected)) < 1e-4, (example.text, label)
 
 
+@pytest.mark.slow  # twelve short training runs
 @pytest.mark.parametrize("name", ("t5", "bart", "gpt2"))
 @pytest.mark.parametrize("method", ("prompt", "ptuning", "deep", "finetune"))
 def test_text_to_text_trains_and_is_batch_invariant(zoo, name, method):

@@ -1,0 +1,943 @@
+"""End to end against Hugging Face PEFT under one protocol (issue 16): each side at the learning rate its
+own dev sweep picks, the same data, prompt length, encoder size, warmup and decay, 3 seeds, and the time
+each needs to reach a dev target fixed from the seeds' final means. Writes benchmarks/results/e2e.json,
+the "e2e" section of docs/RESULTS.md and docs/e2e_time_to_target.png.
+
+Sides, all on the frozen minilm with the same head (dropout 0.1 + linear on [CLS], or on each word's
+first sub-token) and the same AdamW (weight decay 0.01), linear warmup (6%) and decay, clipping at 1.0:
+  ptune         ptune's own pieces (encode, length-bucketed batches, PromptModel.loss, make_optimiser,
+                optimiser_step) composed step for step as ptune.training.loop.train composes them, with dev
+                evaluated every few steps (train() evaluates per epoch); the `checks` stage verifies that
+                this loop ends on the same prompt as train().
+  peft_trainer  PEFT (PromptTuning / PromptEncoder / PrefixTuning) on the bare model (FEATURE_EXTRACTION),
+                trained by the Hugging Face Trainer as its users run it: train_sampling_strategy=
+                "group_by_length" (the Trainer's option for length grouping), the backbone's dropout on.
+  peft_loop     the same PEFT model in a plain PyTorch loop fed ptune's batch plan (same grouping, same
+                seed), the backbone's dropout off as in ptune: only the method's implementation differs.
+
+Stages (each run is one record keyed by stage, task, method, side, lr, seed and variant, written to the
+JSON as soon as it finishes; a rerun skips the records it finds, so the protocol builds up over runs):
+  checks     PEFT prefix tuning on Bert*For{Sequence,Token}Classification (the exception, with versions),
+             and ptune's benchmark loop against train() on the same data and seed.
+  sweep      seed 0 at each learning rate of LRS, dev scored once at the end; the best is chosen on dev.
+  seeds      seeds 0, 1, 2 at each side's chosen rate, sides alternated (A B C A B C), dev every
+             1/EVALS of the run, wall-clock without evaluation; test scored once at the end.
+  factorial  FACTORIAL's task and method on ptune and peft_loop: bucketing on/off x backbone dropout
+             on/off, 3 seeds, the cells and sides alternated.
+  profile    where a training step's time goes on each side (torch.profiler, operators by self CPU time).
+Time to target is computed, not run: target = 0.95 x the lowest final 3-seed dev mean of the sides of
+a (task, method), each run's time = its first evaluation at or above it; ratios are paired by seed.
+
+Budget. On this machine (2 CPUs, x86_64) the old e2e_peft runs measured, per epoch over the full
+training sets, ptune deep 66.5 s on conll2003 (439 steps: 0.15 s/step) and 72.0 s on rotten_tomatoes
+(319 steps: 0.23 s/step), PEFT + Trainer ~0.5 s/step. BUDGET trains on 2,000 examples for 3 epochs
+(189 steps); a dev evaluation of 500 examples costs about as much as 5 steps (~1.5 s). Taking 0.25 s/step
+for ptune and peft_loop (prompt tokens lengthen the inputs) and 0.5 s/step for the Trainer, a run is
+~50 s (ptune, peft_loop) or ~95 s (Trainer) of training, ~65 s on average with setup:
+  sweep      2 tasks x 3 methods x 3 sides x 3 rates = 54 runs x ~67 s (1 evaluation)        = ~60 min
+  seeds      2 x 3 x 3 sides x 3 seeds               = 54 runs x ~83 s (11 evaluations, test) = ~75 min
+  factorial  4 cells x 2 sides x 3 seeds             = 24 runs x ~55 s                        = ~22 min
+  checks, profile                                                                             = ~3 min
+about 2.7 hours on 2 otherwise idle cores. The smoke runs could not time it: the machine was shared at a
+load of 10-14, where 2 torch threads slow ~10x from oversubscription (use --threads 1 there). Each stage
+runs on its own (--stages) and resumes where it stopped.
+
+    python benchmarks/e2e.py                                   # every stage, resuming
+    python benchmarks/e2e.py --stages sweep --tasks conll2003 --methods deep
+    python benchmarks/e2e.py --report-only                     # section and figure from e2e.json
+    python benchmarks/e2e.py --train-limit 64 --dev-limit 64 --epochs 1 --methods deep \\
+        --tasks rotten_tomatoes --seeds 0 --results /tmp/e2e_smoke.json   # a smoke run, docs untouched
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from datetime import date
+from pathlib import Path
+from types import SimpleNamespace
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from report import ROOT, machine, versions, write_section
+
+RESULTS = ROOT / "benchmarks" / "results" / "e2e.json"
+SECTION = "e2e"
+FIGURE = ROOT / "docs" / "e2e_time_to_target.png"
+
+TASKS = ("rotten_tomatoes", "conll2003")
+METHODS = ("prompt", "ptuning", "deep")
+SIDES = ("ptune", "peft_trainer", "peft_loop")
+STAGES = ("checks", "sweep", "seeds", "factorial", "profile")
+BACKBONE, BATCH, THREADS, HEAD_DROPOUT = "minilm", 32, 2, 0.1
+# ptune's default prompt lengths (config.DEFAULT_LENGTH), given to PEFT too; P-tuning's encoder is ptune's:
+# a 2-layer bidirectional LSTM of hidden/2 per direction and a hidden -> hidden -> hidden MLP, which is
+# PEFT's PromptEncoder (LSTM) with encoder_hidden_size = hidden/2.
+LENGTH = {"prompt": 20, "ptuning": 8, "deep": 16}
+# Dev sweeps spanning each side's documented range. ptune: its defaults (config.DEFAULT_LR: prompt 3e-2,
+# ptuning 1e-2, deep 3e-2) with one step of ~3x either side. PEFT: its sequence-classification examples use
+# 1e-3 for prompt tuning and P-tuning (examples/sequence_classification/Prompt_Tuning.ipynb, P_Tuning.ipynb,
+# the P-tuning task guide), its prompt-tuning guides up to 3e-2, prefix tuning 1e-2 (prefix_tuning.ipynb).
+LRS = {
+    ("ptune", "prompt"): (1e-2, 3e-2, 1e-1), ("ptune", "ptuning"): (3e-3, 1e-2, 3e-2),
+    ("ptune", "deep"): (1e-2, 3e-2, 1e-1),
+    ("peft", "prompt"): (1e-3, 1e-2, 3e-2), ("peft", "ptuning"): (1e-3, 3e-3, 1e-2),
+    ("peft", "deep"): (3e-3, 1e-2, 3e-2),
+}
+# The subset every run trains on, sized so that the whole protocol fits about 2-3 CPU-hours (docstring).
+BUDGET = {"train_limit": 2000, "dev_limit": 500, "test_limit": 1000, "epochs": 3}
+SEEDS = (0, 1, 2)
+EVALS = 10  # dev evaluations of a seeds run after step 0: the points of its curve
+TARGET_SHARE = 0.95
+FACTORIAL = ("conll2003", "deep")
+CELLS = {"bucket+nodrop": (True, False), "bucket+drop": (True, True), "random+nodrop": (False, False),
+         "random+drop": (False, True)}  # variant -> (length bucketing, backbone dropout)
+PROFILE_STEPS = 20
+
+
+# -- records ----------------------------------------------------------------------------------------------------
+def key(r: dict) -> tuple:
+    return r["stage"], r["task"], r["method"], r["side"], r["lr"], r["seed"], r["variant"]
+
+
+def load(path: Path) -> dict:
+    if not path.exists():
+        return {"runs": [], "checks": {}, "summary": [], "ratios": [], "profile": {}}
+    return json.loads(path.read_text())
+
+
+def store(path: Path, data: dict) -> None:
+    """Write atomically: a run killed mid-write leaves the previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data["summary"], data["ratios"] = summarise(data)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(data, indent=1) + "\n")
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def provenance(command: str) -> dict:
+    import torch
+
+    return {"command": command, "machine": machine(torch.get_num_threads()), "date": date.today().isoformat(),
+            "versions": versions("ptune", "torch", "transformers", "peft")}
+
+
+# -- data -------------------------------------------------------------------------------------------------------
+_TASKS: dict = {}
+
+
+def task_of(name: str, budget: dict):
+    """The task cut to the budget: the first train_limit / dev_limit / test_limit examples of each split."""
+    from dataclasses import replace
+
+    from ptune.data import get_task
+
+    if name not in _TASKS:
+        task = get_task(name)
+        _TASKS[name] = replace(task, train=task.train[: budget["train_limit"]], dev=task.dev[: budget["dev_limit"]],
+                               test=task.test[: budget["test_limit"]])
+    return _TASKS[name]
+
+
+def plan(lengths: list[int], epoch: int, seed: int, bucketing: bool) -> list[list[int]]:
+    """One epoch's batches of indices: ptune's length-bucketed plan (``batch.encoding.batches``, as train()
+    draws it) or plain random batches, both from ``seed + epoch``."""
+    from ptune.batch.encoding import batches
+
+    if bucketing:
+        proxies = [SimpleNamespace(input_ids=range(n)) for n in lengths]
+        return list(batches(proxies, BATCH, shuffle=True, seed=seed + epoch))
+    order = list(range(len(lengths)))
+    random.Random(seed + epoch).shuffle(order)
+    return [order[i: i + BATCH] for i in range(0, len(order), BATCH)]
+
+
+def eval_steps(total: int, evals: int) -> set[int]:
+    return {math.ceil(total * k / evals) for k in range(1, evals + 1)}
+
+
+class Clock:
+    """Training wall-clock: seconds since start less the time spent evaluating."""
+
+    def __init__(self):
+        self.start, self.paused, self.since = time.perf_counter(), 0.0, None
+
+    def pause(self) -> None:
+        self.since = time.perf_counter()
+
+    def resume(self) -> None:
+        self.paused += time.perf_counter() - self.since
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.start - self.paused
+
+
+def main_score(task, gold, predicted) -> float:
+    from ptune.tasks.metrics import MAIN_KEY, score
+
+    return score(task.metric, gold, predicted)[MAIN_KEY[task.metric]]
+
+
+# -- ptune ------------------------------------------------------------------------------------------------------
+_BACKBONE: list = []
+
+
+def backbone():
+    from ptune.model.backbones import load_backbone
+
+    if not _BACKBONE:
+        _BACKBONE.append(load_backbone(BACKBONE, device="cpu"))
+    return _BACKBONE[0]
+
+
+def ptune_model(task, method: str, dropout: bool):
+    from ptune.config import MethodConfig
+    from ptune.model.prompt_model import PromptModel
+
+    return PromptModel.for_task(backbone(), task, MethodConfig(method=method, length=LENGTH[method],
+                                                                backbone_dropout=dropout))
+
+
+def run_ptune(spec: dict, budget: dict, evals: int, *, profile: int = 0, keep: list | None = None) -> dict:
+    """ptune's training step, composed as train() composes it; dev scored at ``eval_steps``. ``keep``
+    receives the model; ``profile``: profile that many steps instead of training (``_loop``)."""
+    from ptune.config import TrainConfig
+    from ptune.infer.predict import predict
+    from ptune.model.prompt_model import frequent_ids
+    from ptune.training.loop import make_optimiser, optimiser_step, seed_everything
+
+    task = task_of(spec["task"], budget)
+    started = time.perf_counter()
+    backbone().model.eval()  # the shared backbone: a backbone_dropout run before this one left it in train mode
+    model = ptune_model(task, spec["method"], spec["dropout"])
+    if keep is not None:
+        keep.append(model)
+    config = TrainConfig(epochs=budget["epochs"], batch_size=BATCH, lr=spec["lr"], seed=spec["seed"],
+                         progress=False).resolved(model.config)
+    seed_everything(config.seed)
+    features, dev_features = model.encode(task.train), model.encode(task.dev)
+    model.initialise(frequent_ids=frequent_ids(features, model.backbone.tokenizer), seed=config.seed)
+    total = math.ceil(len(features) / BATCH) * config.epochs
+    params = list(model.trainable_parameters())
+    optimizer, scheduler = make_optimiser(params, config, total)
+    lengths = [len(f.input_ids) for f in features]
+
+    def dev() -> float:
+        return main_score(task, model.kind.gold(task.dev), predict(model, task.dev, features=dev_features))
+
+    def test() -> float:
+        return main_score(task, model.kind.gold(task.test), predict(model, task.test))
+
+    def step(indices: list[int]) -> float:
+        loss = model.loss(model.collate([features[i] for i in indices]))
+        return optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm)
+
+    return _loop(spec, budget, evals, total, lengths, model.train, step, dev, test, started, profile)
+
+
+def _loop(spec, budget, evals, total, lengths, train_mode, step, dev, test, started, profile: int = 0) -> dict:
+    """The shared epoch loop of ptune and peft_loop: the batch plan, the clock and the curve. With
+    ``profile``, instead: that many steps of warm-up, then that many under torch.profiler (its table)."""
+    if profile:
+        return {"table": _profiled(plan(lengths, 1, spec["seed"], spec["bucketing"]), train_mode, step, profile)}
+    points, cpu = eval_steps(total, evals), time.process_time()
+    curve = [[0, 0.0, dev()]] if evals > 1 else []
+    setup = time.perf_counter() - started
+    clock, done, losses = Clock(), 0, []
+    for epoch in range(1, budget["epochs"] + 1):
+        train_mode()
+        for indices in plan(lengths, epoch, spec["seed"], spec["bucketing"]):
+            losses.append(step(indices))
+            done += 1
+            if done in points:
+                clock.pause()
+                curve.append([done, round(clock.seconds(), 3), dev()])
+                train_mode()
+                clock.resume()
+    train_s = clock.seconds()
+    return {"curve": curve, "dev": curve[-1][2], "train_s": round(train_s, 3), "setup_s": round(setup, 3),
+            "steps": done, "final_loss": float(statistics.mean(losses[-10:])),
+            "cpu_s": round(time.process_time() - cpu, 1),  # training and evaluation: sizes the budget on a busy machine
+            "test": test() if spec["stage"] == "seeds" else None}
+
+
+# -- PEFT -------------------------------------------------------------------------------------------------------
+def peft_config(method: str, path: str, hidden: int):
+    import peft
+
+    common = {"task_type": "FEATURE_EXTRACTION", "num_virtual_tokens": LENGTH[method]}
+    if method == "prompt":  # sampled vocabulary embeddings, as ptune's default "vocab" init
+        return peft.PromptTuningConfig(**common, prompt_tuning_init=peft.PromptTuningInit.SAMPLE_VOCAB,
+                                       tokenizer_name_or_path=path)
+    if method == "ptuning":
+        return peft.PromptEncoderConfig(**common, encoder_reparameterization_type="LSTM",
+                                        encoder_hidden_size=hidden // 2)
+    return peft.PrefixTuningConfig(**common, prefix_projection=False)  # ptune's deep prompt: no reparametrisation
+
+
+def peft_model(task, method: str, seed: int):
+    """PEFT's model on the bare backbone with ptune's head; returns (model, tokenizer)."""
+    import peft
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    path = backbone().path
+    torch.manual_seed(seed)
+    base = AutoModel.from_pretrained(path)
+    hidden = base.config.hidden_size
+    wrapped = peft.get_peft_model(base, peft_config(method, path, hidden))
+    shift = LENGTH[method] if method in ("prompt", "ptuning") else 0  # virtual tokens lead the hidden states
+    head = peft_head_class()(wrapped, hidden, len(task.labels), tagging=task.kind == "tagging", shift=shift)
+    return head, AutoTokenizer.from_pretrained(path)
+
+
+_HEAD: list = []
+
+
+def peft_head_class():
+    """The PEFT side's head module class (built on first use: render.py imports this file without torch)."""
+    if _HEAD:
+        return _HEAD[0]
+    import torch
+    from torch import nn
+
+    class PeftHead(nn.Module):
+        """ptune's linear head (heads/linear.py: dropout 0.1 + linear) over a PEFT model's last hidden
+        states: on [CLS] for classification, on every position for tagging (labels -100 except each word's
+        first sub-token, as transformers' token classification does; the loss is ptune's mean over words)."""
+
+        def __init__(self, peft_model, hidden: int, num_labels: int, *, tagging: bool, shift: int):
+            super().__init__()
+            self.peft, self.tagging, self.shift = peft_model, tagging, shift
+            self.dropout = nn.Dropout(HEAD_DROPOUT)
+            self.linear = nn.Linear(hidden, num_labels)
+
+        def forward(self, input_ids, attention_mask, labels=None):
+            """input_ids, attention_mask: [B, T] -> logits [B, C] or [B, T, C] (and the loss with labels)."""
+            hidden = self.peft(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, self.shift:]
+            logits = self.linear(self.dropout(hidden if self.tagging else hidden[:, 0]))
+            out = {"logits": logits}
+            if labels is not None:
+                out["loss"] = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]),
+                                                                labels.reshape(-1), ignore_index=-100)
+            return out
+
+    _HEAD.append(PeftHead)
+    return PeftHead
+
+
+def peft_rows(tokenizer, task, examples, method: str) -> tuple[list[dict], list[int]]:
+    """Tokenised rows for PEFT (input prompts count toward ptune's max_length of 128, so here too) and each
+    example's word count (tagging: words past truncation are predicted "O", as ptune does)."""
+    label_ids = {label: i for i, label in enumerate(task.labels)}
+    limit = 128 - (LENGTH[method] if method in ("prompt", "ptuning") else 0)
+    rows, words = [], []
+    for example in examples:
+        if task.kind != "tagging":
+            enc = tokenizer(example.text, truncation=True, max_length=limit)
+            rows.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"],
+                         "labels": label_ids[example.label]})
+            words.append(0)
+            continue
+        enc = tokenizer(list(example.tokens), is_split_into_words=True, truncation=True, max_length=limit)
+        labels, previous = [], None
+        for word in enc.word_ids():
+            labels.append(-100 if word is None or word == previous else label_ids[example.tags[word]])
+            previous = word
+        rows.append({"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "labels": labels})
+        words.append(len(example.tokens))
+    return rows, words
+
+
+def collator(task, tokenizer):
+    from transformers import DataCollatorForTokenClassification, DataCollatorWithPadding
+
+    return (DataCollatorForTokenClassification if task.kind == "tagging" else DataCollatorWithPadding)(tokenizer)
+
+
+def peft_predict(model, task, rows, words, collate) -> list:
+    """Predictions in the rows' order (batches of 64 sorted by length, as ptune's predict)."""
+    import torch
+
+    was = model.training
+    model.eval()
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    out: list = [None] * len(rows)
+    with torch.inference_mode():
+        for start in range(0, len(order), 64):
+            chunk = order[start: start + 64]
+            batch = collate([rows[i] for i in chunk])
+            logits = model(batch["input_ids"], batch["attention_mask"])["logits"]
+            for j, i in enumerate(chunk):
+                if task.kind != "tagging":
+                    out[i] = task.labels[int(logits[j].argmax())]
+                    continue
+                firsts = [t for t, label in enumerate(rows[i]["labels"]) if label != -100]
+                tags = [task.labels[int(logits[j, t].argmax())] for t in firsts]
+                out[i] = tags + ["O"] * (words[i] - len(tags))
+    model.train(was)
+    return out
+
+
+def gold(task, examples) -> list:
+    return [list(e.tags) for e in examples] if task.kind == "tagging" else [e.label for e in examples]
+
+
+def run_peft(spec: dict, budget: dict, evals: int, *, profile: int = 0) -> dict:
+    """PEFT in the plain loop (peft_loop) or under the Trainer (peft_trainer); ``profile`` as ``_loop``."""
+    from ptune.config import TrainConfig
+    from ptune.training.loop import make_optimiser, optimiser_step, seed_everything
+
+    task = task_of(spec["task"], budget)
+    started = time.perf_counter()
+    seed_everything(spec["seed"])
+    model, tokenizer = peft_model(task, spec["method"], spec["seed"])
+    train_rows, _ = peft_rows(tokenizer, task, task.train, spec["method"])
+    dev_rows, dev_words = peft_rows(tokenizer, task, task.dev, spec["method"])
+    collate = collator(task, tokenizer)
+
+    def dev() -> float:
+        return main_score(task, gold(task, task.dev), peft_predict(model, task, dev_rows, dev_words, collate))
+
+    def test() -> float:
+        rows, words = peft_rows(tokenizer, task, task.test, spec["method"])
+        return main_score(task, gold(task, task.test), peft_predict(model, task, rows, words, collate))
+
+    total = math.ceil(len(train_rows) / BATCH) * budget["epochs"]
+    if spec["side"] == "peft_trainer":
+        return _trainer(spec, budget, evals, total, model, train_rows, dev_rows, collate, dev, test, started, task)
+    config = TrainConfig(epochs=budget["epochs"], batch_size=BATCH, lr=spec["lr"], seed=spec["seed"], progress=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer, scheduler = make_optimiser(params, config, total)
+
+    def train_mode() -> None:
+        model.train()
+        if not spec["dropout"]:
+            model.peft.eval()  # the backbone (and PEFT's prompt modules, which have no dropout) as at inference
+
+    def step(indices: list[int]) -> float:
+        batch = collate([train_rows[i] for i in indices])
+        loss = model(batch["input_ids"], batch["attention_mask"], batch["labels"])["loss"]
+        return optimiser_step(loss, params, optimizer, scheduler, config.max_grad_norm)
+
+    lengths = [len(r["input_ids"]) for r in train_rows]
+    return _loop(spec, budget, evals, total, lengths, train_mode, step, dev, test, started, profile)
+
+
+def _trainer(spec, budget, evals, total, model, train_rows, dev_rows, collate, dev, test, started, task) -> dict:
+    from transformers import Trainer, TrainerCallback, TrainingArguments
+
+    points, curve = eval_steps(total, evals), []
+
+    class Curve(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.clock = Clock()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in points:
+                self.clock.pause()
+                curve.append([state.global_step, round(self.clock.seconds(), 3), dev()])
+                self.clock.resume()
+
+    cpu = time.process_time()
+    if evals > 1:
+        curve.append([0, 0.0, dev()])
+    callback = Curve()
+    with tempfile.TemporaryDirectory() as out:
+        args = TrainingArguments(
+            output_dir=out, per_device_train_batch_size=BATCH, per_device_eval_batch_size=64,
+            num_train_epochs=budget["epochs"], learning_rate=spec["lr"], weight_decay=0.01, warmup_steps=0.06,
+            lr_scheduler_type="linear", max_grad_norm=1.0, seed=spec["seed"], data_seed=spec["seed"],
+            train_sampling_strategy="group_by_length" if spec["bucketing"] else "random",
+            remove_unused_columns=False, label_names=["labels"], report_to=[], save_strategy="no",
+            logging_strategy="no", eval_strategy="no", disable_tqdm=True, use_cpu=True)
+        trainer = Trainer(model=model, args=args, train_dataset=train_rows, data_collator=collate, callbacks=[callback])
+        setup = time.perf_counter() - started
+        trainer.train()
+        train_s = callback.clock.seconds()
+        record = {"curve": curve, "dev": curve[-1][2], "train_s": round(train_s, 3), "setup_s": round(setup, 3),
+                  "steps": trainer.state.global_step, "final_loss": None,
+                  "cpu_s": round(time.process_time() - cpu, 1),
+                  "test": test() if spec["stage"] == "seeds" else None}
+        if spec["stage"] == "seeds":  # the trap: with group_by_length, predict() reorders its rows
+            record["trainer_predict"] = {**trainer_predict_check(trainer, task, dev_rows), "dev": record["dev"]}
+    return record
+
+
+def trainer_predict_check(trainer, task, rows) -> dict:
+    """Dev scored from Trainer.predict against its own label_ids, and (wrongly) against the dataset's order."""
+    import numpy as np
+
+    out = trainer.predict(rows)
+    predicted, labels = np.asarray(out.predictions), np.asarray(out.label_ids)
+
+    def scored(gold_rows) -> float:
+        if task.kind != "tagging":
+            return main_score(task, [task.labels[int(g)] for g in gold_rows],
+                              [task.labels[int(p.argmax())] for p in predicted])
+        gold_tags, tags = [], []
+        for g_row, p_row in zip(gold_rows, predicted):
+            keep = [t for t, g in enumerate(g_row) if g != -100]
+            gold_tags.append([task.labels[int(g_row[t])] for t in keep])
+            tags.append([task.labels[int(p_row[t].argmax())] for t in keep[: len(p_row)]])
+            tags[-1] += ["O"] * (len(keep) - len(tags[-1]))
+        return main_score(task, gold_tags, tags)
+
+    dataset_order = [r["labels"] for r in rows]
+    if task.kind == "tagging":
+        width = labels.shape[1]
+        dataset_order = [(list(g) + [-100] * width)[:width] for g in dataset_order]
+    return {"with_label_ids": scored(labels), "with_dataset_order": scored(dataset_order)}
+
+
+# -- stages -----------------------------------------------------------------------------------------------------
+def run(spec: dict, budget: dict, evals: int) -> dict:
+    measured = (run_ptune if spec["side"] == "ptune" else run_peft)(spec, budget, evals)
+    return {**spec, **measured}
+
+
+def best_lr(data: dict, task: str, method: str, side: str) -> float | None:
+    swept = [r for r in data["runs"] if r["stage"] == "sweep" and (r["task"], r["method"], r["side"]) == (task, method, side)]
+    return max(swept, key=lambda r: (r["dev"], -r["lr"]))["lr"] if swept else None
+
+
+def specs(stage: str, data: dict, args) -> list[dict]:
+    """The runs a stage makes, in order (sides alternated)."""
+    base = {"stage": stage, "variant": "default"}
+    pipeline = {"ptune": (True, False), "peft_trainer": (True, True), "peft_loop": (True, False)}
+    out = []
+    if stage == "sweep":
+        for task in args.tasks:
+            for method in args.methods:
+                for i in range(3):
+                    for side in args.sides:
+                        lrs = LRS["ptune" if side == "ptune" else "peft", method]
+                        bucketing, dropout = pipeline[side]
+                        out.append({**base, "task": task, "method": method, "side": side, "lr": lrs[i], "seed": 0,
+                                    "bucketing": bucketing, "dropout": dropout})
+    elif stage == "seeds":
+        for task in args.tasks:
+            for method in args.methods:
+                for seed in args.seeds:
+                    for side in args.sides:
+                        lr = best_lr(data, task, method, side)
+                        if lr is None:
+                            print(f"seeds: {task}/{method}/{side} has no sweep yet: skipped", flush=True)
+                            continue
+                        bucketing, dropout = pipeline[side]
+                        out.append({**base, "task": task, "method": method, "side": side, "lr": lr, "seed": seed,
+                                    "bucketing": bucketing, "dropout": dropout})
+    elif stage == "factorial":
+        task, method = args.factorial
+        for seed in args.seeds:
+            for variant, (bucketing, dropout) in CELLS.items():
+                for side in ("ptune", "peft_loop"):
+                    lr = best_lr(data, task, method, side) or LRS["ptune" if side == "ptune" else "peft", method][1]
+                    out.append({**base, "variant": variant, "task": task, "method": method, "side": side, "lr": lr,
+                                "seed": seed, "bucketing": bucketing, "dropout": dropout})
+    return out
+
+
+def check_prefix_on_task_models() -> dict:
+    """PEFT prefix tuning on BertFor{Sequence,Token}Classification: does a forward pass run?"""
+    import peft
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification, AutoTokenizer
+
+    path = backbone().path
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    batch = tokenizer(["a small check"], return_tensors="pt")
+    found = {}
+    for auto, task_type in ((AutoModelForSequenceClassification, "SEQ_CLS"), (AutoModelForTokenClassification, "TOKEN_CLS")):
+        model = auto.from_pretrained(path, num_labels=2)
+        name = type(model).__name__
+        try:
+            wrapped = peft.get_peft_model(model, peft.PrefixTuningConfig(task_type=task_type, num_virtual_tokens=4))
+            with torch.no_grad():
+                wrapped(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+            found[name] = {"task_type": task_type, "works": True, "error": None}
+        except (ValueError, TypeError, AttributeError, RuntimeError) as error:  # the message is the measurement
+            found[name] = {"task_type": task_type, "works": False, "error": f"{type(error).__name__}: {error}"}
+    return found
+
+
+def check_loop_matches_train(budget: dict) -> dict:
+    """ptune's benchmark loop and ptune.training.loop.train on the same 64 examples, 1 epoch, seed 0: the
+    largest difference between their final trainable tensors."""
+    from dataclasses import replace
+
+    from ptune.config import TrainConfig
+    from ptune.training.loop import train
+
+    small = {**budget, "train_limit": 64, "dev_limit": 32, "epochs": 1}
+    task = task_of("rotten_tomatoes", budget)
+    task = replace(task, train=task.train[:64], dev=task.dev[:32])
+    found = {}
+    for method in METHODS:
+        lr = LRS["ptune", method][1]
+        reference = ptune_model(task, method, False)
+        train(reference, task, TrainConfig(epochs=1, batch_size=BATCH, lr=lr, seed=0, patience=0, progress=False,
+                                           checkpoint_every=0))
+        _TASKS["_check"] = task
+        spec = {"stage": "check", "task": "_check", "method": method, "side": "ptune", "lr": lr, "seed": 0,
+                "variant": "default", "bucketing": True, "dropout": False}
+        kept: list = []
+        run_ptune(spec, small, 1, keep=kept)
+        ours = kept[0].trainable_state()
+        theirs = reference.trainable_state()
+        found[method] = max(float((ours[k] - theirs[k]).abs().max()) for k in theirs)
+    _TASKS.pop("_check", None)
+    return found
+
+
+def _profiled(groups: list[list[int]], train_mode, step, steps: int) -> str:
+    """``steps`` training steps of warm-up, then ``steps`` under torch.profiler: operators by self CPU time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cycled = [groups[i % len(groups)] for i in range(2 * steps)]  # a small smoke set goes round again
+    train_mode()
+    for indices in cycled[:steps]:
+        step(indices)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for indices in cycled[steps:]:
+            step(indices)
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=40)
+
+
+def profile_steps(task_name: str, method: str, budget: dict) -> dict:
+    """torch.profiler tables of PROFILE_STEPS training steps of ptune and of peft_loop (same batch plan)."""
+    tables = {}
+    for side in ("ptune", "peft_loop"):
+        spec = {"stage": "profile", "task": task_name, "method": method, "side": side, "seed": 0, "variant": "default",
+                "lr": LRS["ptune" if side == "ptune" else "peft", method][1], "bucketing": True, "dropout": False}
+        tables[side] = (run_ptune if side == "ptune" else run_peft)(spec, budget, 1, profile=PROFILE_STEPS)["table"]
+    return {"task": task_name, "method": method, "steps": PROFILE_STEPS, "tables": tables}
+
+
+# -- summary ----------------------------------------------------------------------------------------------------
+def time_to(curve: list, target: float) -> float | None:
+    """Training seconds at the first evaluation after training began at or above ``target`` (None: never
+    reached; the untrained model's score at step 0 does not count)."""
+    return next((seconds for step, seconds, score in curve if step > 0 and score >= target), None)
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _ratio(peft_s: float | None, ptune_s: float | None) -> float | None:
+    """PEFT's time over ptune's for one seed: inf when only ptune reached the target, 0 when only PEFT did,
+    None when neither did or ptune's untrained start already met it."""
+    if ptune_s is None:
+        return 0.0 if peft_s is not None else None
+    if peft_s is None:
+        return math.inf
+    return peft_s / ptune_s if ptune_s > 0 else None
+
+
+def summarise(data: dict) -> tuple[list[dict], list[dict]]:
+    """Per (task, method, side) of the seeds stage: lr, seeds, dev mean/std, test, the target and the time
+    to reach it; and per (task, method, PEFT side) the time ratio PEFT / ptune, paired by seed."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in data["runs"]:
+        if r["stage"] == "seeds":
+            groups.setdefault((r["task"], r["method"], r["side"]), []).append(r)
+    rows, ratios = [], []
+    pairs = dict.fromkeys((t, m) for t, m, _ in groups)
+    for task, method in pairs:
+        sides = {s: sorted(groups[task, method, s], key=lambda r: r["seed"]) for s in SIDES if (task, method, s) in groups}
+        target = TARGET_SHARE * min(statistics.mean(r["dev"] for r in runs) for runs in sides.values())
+        times = {}
+        for side, runs in sides.items():
+            devs = [r["dev"] for r in runs]
+            times[side] = {r["seed"]: time_to(r["curve"], target) for r in runs}
+            reached = sorted(t for t in times[side].values() if t is not None)
+            rows.append({
+                "method": method, "task": task, "side": side, "lr": runs[0]["lr"], "seeds": [r["seed"] for r in runs],
+                "dev_mean": statistics.mean(devs), "dev_std": _std(devs),
+                "test_mean": statistics.mean(r["test"] for r in runs), "test_std": _std([r["test"] for r in runs]),
+                "time_to_target_s": [times[side][r["seed"]] for r in runs],
+                "time_to_target_s_median": statistics.median(reached) if len(reached) == len(runs) else None,
+                "train_s_median": statistics.median(r["train_s"] for r in runs),
+                "target": target, "command": runs[0]["command"], "machine": runs[0]["machine"],
+                "date": runs[-1]["date"], "versions": runs[0]["versions"]})
+        for side in ("peft_trainer", "peft_loop"):
+            if side not in times or "ptune" not in times:
+                continue
+            per_seed = {seed: _ratio(times[side][seed], times["ptune"][seed]) for seed in times["ptune"]
+                        if seed in times[side]}
+            values = sorted(v for v in per_seed.values() if v is not None)
+            finite = lambda v: v if v is None or math.isfinite(v) else None  # JSON has no infinity
+            ratios.append({"task": task, "method": method, "baseline": side, "seeds": len(values),
+                           "per_seed": {str(seed): finite(v) for seed, v in per_seed.items()},
+                           "peft_never_reached": sum(v == math.inf for v in values),
+                           "median": finite(statistics.median(values)) if values else None,
+                           "min": finite(values[0]) if values else None, "max": finite(values[-1]) if values else None})
+    return rows, ratios
+
+
+# -- rendering --------------------------------------------------------------------------------------------------
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def seconds(t: float) -> str:
+    return f"{t:.1f} s" if t < 10 else f"{t:.0f} s"
+
+
+def spread(values: list[float]) -> str:
+    values = [100 * v for v in values]
+    return f"{values[0]:.1f}" if len(values) == 1 else f"{statistics.mean(values):.1f} ± {_std(values):.1f} (n={len(values)})"
+
+
+def render(data: dict) -> str:
+    runs, budget = data["runs"], data.get("budget", BUDGET)
+    first = next(iter(runs), None) or {"command": "python benchmarks/e2e.py", "machine": "?", "date": "?",
+                                       "versions": {}}
+    v = first["versions"]
+    days = sorted({r["date"] for r in runs}) or ["?"]
+    lines = [
+        "## End to end: ptune vs PEFT (prompt, P-tuning, deep/prefix) under one protocol (issue 16)", "",
+        (f"Command: `{first['command']}` (resumable; each record in e2e.json has its own) · machine: {first['machine']} · "
+        f"date: {days[0] if len(days) == 1 else days[0] + ' to ' + days[-1]} · ptune {v.get('ptune')}, torch {v.get('torch')}, "
+        f"transformers {v.get('transformers')}, peft {v.get('peft')} · backbone minilm (frozen), batch {BATCH}, "
+        f"{budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''} over the first {budget['train_limit']:,} training examples; dev: the first "
+        f"{budget['dev_limit']:,}, test: the first {budget['test_limit']:,}."), "",
+        ("Sides: **ptune** (its training step: length-bucketed batches, the frozen backbone without dropout); "
+        "**PEFT + Trainer** (PEFT on the bare model, Hugging Face Trainer with `train_sampling_strategy="
+        "\"group_by_length\"`, backbone dropout on as the Trainer runs it); **PEFT loop** (the same PEFT model in a "
+        "plain PyTorch loop fed ptune's batch plan, backbone dropout off). All three: the same head (dropout "
+        f"{HEAD_DROPOUT} + linear on [CLS] or each word's first sub-token), AdamW with weight decay 0.01, 6% linear "
+        f"warmup then linear decay, gradient clipping 1.0, prompt lengths {LENGTH['prompt']} (prompt), "
+        f"{LENGTH['ptuning']} (P-tuning, LSTM encoder of hidden/2 per direction) and {LENGTH['deep']} (deep / prefix, "
+        "no reparametrisation). Learning rates: each side's best on dev (seed 0) of a sweep over its documented range."),
+    ]
+    checks = data.get("checks", {})
+    if "prefix_on_task_models" in checks:
+        c = checks["prefix_on_task_models"]
+        v = c["versions"]
+        lines += ["", f"Measured (transformers {v['transformers']}, PEFT {v['peft']}, torch {v['torch']}): PEFT prefix "
+                  "tuning on the task models "
+                  + "; ".join(f"`{name}` ({x['task_type']}): " + ("works" if x["works"] else f"fails with `{x['error']}`")
+                              for name, x in c["result"].items())
+                  + ". On the bare model (`FEATURE_EXTRACTION`) it runs, so every PEFT side here is the bare model "
+                    "with ptune's head."]
+    if "loop_matches_train" in checks:
+        c = checks["loop_matches_train"]
+        lines += ["", "ptune's side is its training step composed as `ptune.training.loop.train` composes it, with "
+                  "dev scored every few steps; against `train()` on the same 64 examples and seed the largest "
+                  "difference of the final trainable tensors is "
+                  + ", ".join(f"{m} {d:.1e}" for m, d in c["result"].items()) + "."]
+    swept = [r for r in runs if r["stage"] == "sweep"]
+    if swept:
+        lines += ["", "### Learning-rate sweep (seed 0, dev at the end of training; **bold**: chosen)", "",
+                  "| task | method | side | dev at each learning rate |", "| --- | --- | --- | --- |"]
+        groups: dict[tuple, list[dict]] = {}
+        for r in swept:
+            groups.setdefault((r["task"], r["method"], r["side"]), []).append(r)
+        for (task, method, side), rs in groups.items():
+            best = best_lr(data, task, method, side)
+            cells = [(f"**{r['lr']:g}: {pct(r['dev'])}**" if r["lr"] == best else f"{r['lr']:g}: {pct(r['dev'])}")
+                     for r in sorted(rs, key=lambda r: r["lr"])]
+            lines.append(f"| {task} | {method} | {side} | {' · '.join(cells)} |")
+    if data["summary"]:
+        lines += ["", "### Three seeds at the chosen rate, and time to target", "",
+                  (f"Target: {int(TARGET_SHARE * 100)}% of the lowest final 3-seed dev mean among the sides of a task "
+                  "and method, fixed by that rule before any time is read off; a run's time is its training "
+                  f"wall-clock (dev evaluation excluded) at the first of its {EVALS} evenly spaced dev evaluations "
+                  "at or above the target. Sides ran alternated (A B C A B C) in one process."), "",
+                  "| task | method | side | lr | dev | test | target | time to target, median (per seed) | training time |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        by_key = {(r["task"], r["method"], r["side"], r["seed"]): r for r in runs if r["stage"] == "seeds"}
+        for row in data["summary"]:
+            devs = [by_key[row["task"], row["method"], row["side"], s]["dev"] for s in row["seeds"]]
+            tests = [by_key[row["task"], row["method"], row["side"], s]["test"] for s in row["seeds"]]
+            each = ", ".join("not reached" if t is None else seconds(t) for t in row["time_to_target_s"])
+            median = "not reached" if row["time_to_target_s_median"] is None else seconds(row["time_to_target_s_median"])
+            lines.append(f"| {row['task']} | {row['method']} | {row['side']} | {row['lr']:g} | {spread(devs)} | "
+                         f"{spread(tests)} | {pct(row['target'])} | {median} ({each}) | {seconds(row['train_s_median'])} |")
+    if data["ratios"]:
+        lines += ["", ("Time to target, PEFT over ptune (paired by seed; above 1: ptune reaches it sooner). Goal: 1.5x "
+                  "sooner than the best PEFT baseline with dev no worse (a dev gap within the larger std is a tie):"), "",
+                  "| task | method | baseline | ratio, median [min–max] (n) | dev, ptune vs baseline | goal (best baseline) |",
+                  "| --- | --- | --- | --- | --- | --- |"]
+        summary = {(r["task"], r["method"], r["side"]): r for r in data["summary"]}
+        best = {}  # (task, method) -> the PEFT side that reached the target soonest (lowest ratio; never: last)
+        for r in data["ratios"]:
+            rank = r["median"] if r["median"] is not None else math.inf
+            if rank <= best.get((r["task"], r["method"]), (math.inf, None))[0]:
+                best[r["task"], r["method"]] = (rank, r["baseline"])
+        for r in data["ratios"]:
+            ours, theirs = summary[r["task"], r["method"], "ptune"], summary[r["task"], r["method"], r["baseline"]]
+            gap, band = ours["dev_mean"] - theirs["dev_mean"], max(ours["dev_std"], theirs["dev_std"])
+            dev = "win" if gap > band else "loss" if gap < -band else "tie"
+            bound = lambda v: "never" if v is None else f"{v:.2f}"  # None: PEFT never reached it
+            ratio = ("PEFT never reached it" if r["median"] is None else
+                     f"{r['median']:.2f}x [{bound(r['min'])}–{bound(r['max'])}] (n={r['seeds']})")
+            met = r["median"] is None or r["median"] >= 1.5
+            goal = ("met" if met and dev != "loss" else "missed") if best[r["task"], r["method"]][1] == r["baseline"] else "–"
+            lines.append(f"| {r['task']} | {r['method']} | {r['baseline']} | {ratio} | {dev} | {goal} |")
+        trap = [r["trainer_predict"] for r in runs if r.get("trainer_predict")]
+        if trap:
+            lines += ["", ("PEFT + Trainer is scored by ptune's metric code on its predictions in dataset order. "
+                      "`Trainer.predict` with group_by_length reorders its rows: scored against its own `label_ids` "
+                      f"it agrees with that within {max(abs(t['with_label_ids'] - t['dev']) for t in trap) * 100:.2f} points "
+                      f"over {len(trap)} runs; scored against the dataset's order it would read "
+                      f"{statistics.mean(t['with_dataset_order'] for t in trap) * 100:.1f} on average.")]
+        lines += ["", "![dev score against training wall-clock](e2e_time_to_target.png)"]
+    factorial = [r for r in runs if r["stage"] == "factorial"]
+    if factorial:
+        task, method = factorial[0]["task"], factorial[0]["method"]
+        lines += ["", (f"### Pipeline factorial: {task}, {method}, {budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''}, "
+                  "each side at its chosen rate"),
+                  "", ("Bucketing: ptune's length-grouped batch plan, or random batches (ptune has no switch to turn it "
+                  "off: the benchmark feeds its own random plan); PEFT + Trainer users get grouping with "
+                  "`train_sampling_strategy=\"group_by_length\"`. Dropout: the frozen backbone's own (ptune: "
+                  "`--backbone-dropout`; Trainer users turn it off with `hidden_dropout_prob=0, "
+                  "attention_probs_dropout_prob=0` in `from_pretrained`). Training time is the median over seeds, "
+                  "cells and sides alternated; speed-up is against the same side's random batches with dropout on."), "",
+                  "| side | batches | backbone dropout | dev | training time | speed-up |", "| --- | --- | --- | --- | --- | --- |"]
+        for side in ("ptune", "peft_loop"):
+            cells = {v: [r for r in factorial if r["side"] == side and r["variant"] == v] for v in CELLS}
+            base = cells["random+drop"]
+            base_s = statistics.median(r["train_s"] for r in base) if base else None
+            for variant, (bucketing, dropout) in CELLS.items():
+                rs = cells[variant]
+                if not rs:
+                    continue
+                median_s = statistics.median(r["train_s"] for r in rs)
+                speedup = f"{base_s / median_s:.2f}x" if base_s else "–"
+                lines.append(f"| {side} | {'bucketed' if bucketing else 'random'} | {'on' if dropout else 'off'} | "
+                             f"{spread([r['dev'] for r in rs])} | {seconds(median_s)} | {speedup} |")
+    if data.get("profile"):
+        p = data["profile"]
+        lines += ["", (f"### Where a step's time goes ({p['task']}, {p['method']}, {p['steps']} steps after "
+                  f"{p['steps']} of warm-up, torch.profiler, operators by self CPU time)"), ""]
+        for side, table in p["tables"].items():
+            lines += [f"{side}:", "", "```", table.rstrip(), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def section() -> str:
+    """The docs/RESULTS.md section, rendered from e2e.json."""
+    return render(load(RESULTS))
+
+
+def figure(data: dict, path: Path) -> None:
+    """Dev score against training wall-clock, one panel per (task, method), each seed a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    seeds = [r for r in data["runs"] if r["stage"] == "seeds"]
+    tasks = list(dict.fromkeys(r["task"] for r in seeds))
+    methods = [m for m in METHODS if any(r["method"] == m for r in seeds)]
+    if not seeds:
+        return
+    targets = {(r["task"], r["method"]): r["target"] for r in data["summary"]}
+    colours = {"ptune": "tab:blue", "peft_trainer": "tab:red", "peft_loop": "tab:orange"}
+    fig, axes = plt.subplots(len(tasks), len(methods), figsize=(4.2 * len(methods), 3.4 * len(tasks)), squeeze=False)
+    for ax, (task, method) in zip(axes.flat, [(t, m) for t in tasks for m in methods]):
+        for side in SIDES:
+            for i, r in enumerate(x for x in seeds if (x["task"], x["method"], x["side"]) == (task, method, side)):
+                xs, ys = [p[1] for p in r["curve"]], [100 * p[2] for p in r["curve"]]
+                ax.plot(xs, ys, color=colours[side], alpha=0.8, lw=1.2, label=side if i == 0 else None)
+        if (task, method) in targets:
+            ax.axhline(100 * targets[task, method], color="grey", ls="--", lw=1, label="target")
+        ax.set_title(f"{task} · {method}", fontsize=10)
+        ax.set_xlabel("training wall-clock (s, evaluation excluded)")
+        ax.set_ylabel("dev score (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def publish(data: dict, path: Path) -> None:
+    """Docs section and figure for the real results file; a scratch file (--results) gets its figure beside it."""
+    if path.resolve() == RESULTS.resolve():
+        write_section(SECTION, render(data))
+        figure(data, FIGURE)
+    else:
+        figure(data, path.with_suffix(".png"))
+
+
+# -- main -------------------------------------------------------------------------------------------------------
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), choices=STAGES)
+    parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--sides", nargs="+", default=list(SIDES), choices=SIDES)
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
+    parser.add_argument("--train-limit", type=int, default=BUDGET["train_limit"])
+    parser.add_argument("--dev-limit", type=int, default=BUDGET["dev_limit"])
+    parser.add_argument("--test-limit", type=int, default=BUDGET["test_limit"])
+    parser.add_argument("--epochs", type=int, default=BUDGET["epochs"])
+    parser.add_argument("--evals", type=int, default=EVALS, help="dev evaluations per seeds run (curve points)")
+    parser.add_argument("--factorial", nargs=2, default=list(FACTORIAL), metavar=("TASK", "METHOD"))
+    parser.add_argument("--threads", type=int, default=THREADS, help="torch threads (the protocol: 2)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="results file (another path: docs untouched)")
+    parser.add_argument("--report-only", action="store_true", help="rewrite the section and figure from the JSON")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    data = load(args.results)
+    if args.report_only:
+        data["summary"], data["ratios"] = summarise(data)
+        publish(data, args.results)
+        return
+    warnings.filterwarnings("ignore", message=".*[Tt]oken type ids.*")
+    import torch
+
+    torch.set_num_threads(args.threads)
+    budget = {"train_limit": args.train_limit, "dev_limit": args.dev_limit, "test_limit": args.test_limit,
+              "epochs": args.epochs}
+    if data["runs"] and data.get("budget") != budget:
+        raise SystemExit(f"{args.results} holds runs made with {data.get('budget')}; give the same limits and epochs, "
+                         "or another --results")
+    data["budget"] = budget
+    command = "python benchmarks/e2e.py " + " ".join(sys.argv[1:])
+    done = {key(r) for r in data["runs"]}
+    for stage in args.stages:
+        if stage == "checks":
+            if "prefix_on_task_models" not in data["checks"]:
+                data["checks"]["prefix_on_task_models"] = {"result": check_prefix_on_task_models(), **provenance(command)}
+            if "loop_matches_train" not in data["checks"]:
+                data["checks"]["loop_matches_train"] = {"result": check_loop_matches_train(budget), **provenance(command)}
+            store(args.results, data)
+            print(json.dumps(data["checks"], indent=1), flush=True)
+            continue
+        if stage == "profile":
+            if not data.get("profile"):
+                data["profile"] = {**profile_steps(*args.factorial, budget), **provenance(command)}
+                store(args.results, data)
+            continue
+        for spec in specs(stage, data, args):
+            if key(spec) in done:
+                continue
+            record = {**run(spec, budget, args.evals if stage == "seeds" else 1), **provenance(command)}
+            data["runs"].append(record)
+            done.add(key(record))
+            store(args.results, data)
+            print(json.dumps({k: record[k] for k in ("stage", "task", "method", "side", "lr", "seed", "variant", "dev",
+                                                     "train_s", "setup_s", "cpu_s", "steps", "test")}), flush=True)
+    store(args.results, data)
+    publish(data, args.results)
+
+
+
+if __name__ == "__main__":
+    main()
