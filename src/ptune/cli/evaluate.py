@@ -13,9 +13,10 @@ from ptune.errors import PtuneError
 
 def add_parser(sub) -> None:
     evaluate = sub.add_parser("evaluate", help="score a prompt file on a task split or a data file")
-    evaluate.add_argument("prompt", nargs="*", help="prompt file (.safetensors) or run folder; several, or a folder of "
-                                                    "`ptune train --seeds`: each one's scores and their mean, standard "
-                                                    "deviation and per-prompt values")
+    evaluate.add_argument("prompt", nargs="*", help="prompt file (.safetensors), run folder, a folder written by "
+                                                    "`ptune save-pretrained` or a hub repo id user/name; several, or a "
+                                                    "folder of `ptune train --seeds`: each one's scores and their mean, "
+                                                    "standard deviation and per-prompt values")
     evaluate.add_argument("--ensemble", nargs="+", metavar="PROMPT",
                           help="prompt files for one task, evaluated together in one batched pass")
     evaluate.add_argument("--combine", choices=("mean", "vote"), default="mean",

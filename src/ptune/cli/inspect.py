@@ -14,11 +14,13 @@ from ptune.config import COUNT
 
 def add_parser(sub) -> None:
     inspect = sub.add_parser("inspect", help="describe a prompt file: method, parameters, size")
-    inspect.add_argument("prompt", help="prompt file (.safetensors)")
+    inspect.add_argument("prompt", help="prompt file (.safetensors), a folder holding prompt.safetensors or a hub "
+                                        "repo id user/name")
     inspect.add_argument("--json", action="store_true", help="print the full header as JSON")
     inspect.add_argument("--neighbours", type=COUNT, metavar="K",
                          help="list the K nearest vocabulary tokens of each prompt vector")
-    inspect.add_argument("--png", help="where to draw the neighbours (default: next to the prompt file)")
+    inspect.add_argument("--png", help="where to draw the neighbours (default: next to the prompt file; a hub repo's: "
+                                       "USER--NAME.neighbours.png here)")
     add_backbone_override(inspect)
     inspect.set_defaults(func=run)
 
@@ -27,10 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
+    from ptune.storage.locations import locate_prompt
     from ptune.storage.prompt_files import read_header
 
-    header = read_header(args.prompt)
-    size = Path(args.prompt).stat().st_size
+    prompt = locate_prompt(args.prompt)
+    header = read_header(prompt)
+    size = prompt.stat().st_size
     trainable, total = header.get("trainable_params", 0), header.get("backbone_params", 0)
     if args.json:
         print_json({**header, "file_bytes": size})
@@ -38,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     table = Table(show_header=False, box=None)
     method = header["method"]
     rows = [
-        ("file", f"{args.prompt} ({size:,} bytes)"),
+        ("file", f"{prompt} ({size:,} bytes)"),
         ("method", method["method"] + method_detail(method)),
         ("task", f"{header['task']['name']} ({header['task']['kind']}"
                  + (f", {len(header['task']['labels'])} labels)" if header["task"]["labels"] else ")")),
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         table.add_row(f"[bold]{key}", escape(value))  # names and paths as they are: "[x]" is no markup
     out().print(table)
     if args.neighbours:
-        _print_neighbours(args)
+        _print_neighbours(args, prompt)
     return 0
 
 
@@ -71,7 +75,7 @@ def method_detail(method: dict) -> str:
     return ""
 
 
-def _print_neighbours(args: argparse.Namespace) -> None:
+def _print_neighbours(args: argparse.Namespace, prompt: Path) -> None:
     from rich.markup import escape
     from rich.table import Table
 
@@ -86,6 +90,8 @@ def _print_neighbours(args: argparse.Namespace) -> None:
     for index, (tokens, sims) in enumerate(zip(found.tokens, found.similarities)):
         table.add_row(str(index), *(escape(f"{t} ({s:.2f})") for t, s in zip(tokens, sims)))
     out().print(table)
-    png = Path(args.png) if args.png else Path(args.prompt).with_suffix(".neighbours.png")
+    here = Path(args.prompt).exists()  # else a hub repo: not into the hub's cache
+    png = Path(args.png) if args.png else (prompt.with_suffix(".neighbours.png") if here
+                                           else Path(args.prompt.replace("/", "--") + ".neighbours.png"))
     plot_neighbours(found, png, title=f"{args.prompt}")
     out().print(f"plot: {png}", markup=False, highlight=False)

@@ -229,11 +229,14 @@ def config_of(args: argparse.Namespace, config_file: dict, *, drop: Sequence[str
 
 # -- the prompt file a command names ---------------------------------------------------------------
 def load_prompt_and_backbone(args: argparse.Namespace):
-    """The model saved in ``args.prompt``, on its recorded backbone or ``--backbone``."""
+    """The model saved in ``args.prompt`` (a file, a folder or a hub repo id), on its recorded backbone or
+    ``--backbone``."""
+    from ptune.storage.locations import locate_prompt
     from ptune.storage.prompt_files import load_prompt, read_header
 
-    header = read_header(args.prompt)
-    return load_prompt(args.prompt, backbone_for(args.prompt, header, args))
+    prompt = locate_prompt(args.prompt)
+    header = read_header(prompt)
+    return load_prompt(prompt, backbone_for(prompt, header, args))
 
 
 def backbone_for(prompt, header: dict, args: argparse.Namespace):

@@ -16,7 +16,8 @@ from ptune.errors import PtuneError
 
 def add_parser(sub) -> None:
     predict = sub.add_parser("predict", help="label texts (or tag sentences) with a prompt file; JSON lines out")
-    predict.add_argument("prompt", help="prompt file (.safetensors)")
+    predict.add_argument("prompt", help="prompt file (.safetensors), a folder holding prompt.safetensors (a run "
+                                        "folder, `ptune save-pretrained`'s) or a hub repo id user/name")
     predict.add_argument("--text", nargs="+", help="texts to label (tagging: words split on spaces)")
     predict.add_argument("--input", help="JSONL ({'text': ...}; QA: {'question': ..., 'context': ...}), CSV/TSV with a "
                                          "header row, or plain-text lines; '-' reads stdin (default: stdin)")
@@ -41,14 +42,16 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ptune.infer.predict import predict
+    from ptune.storage.locations import locate_prompt
     from ptune.storage.prompt_files import load_prompt, read_header
     from ptune.tasks import get_kind
 
     if args.output is not None:
         output_format(args.output)  # a wrong suffix or a folder fails before the model loads
-    header = read_header(args.prompt)
+    prompt = locate_prompt(args.prompt)  # a hub repo is fetched once
+    header = read_header(prompt)
     examples = read_inputs(args, get_kind(header["task"]["kind"]), header["task"].get("source"))
-    model = load_prompt(args.prompt, backbone_for(args.prompt, header, args))
+    model = load_prompt(prompt, backbone_for(prompt, header, args))
     records = predict(model, examples, batch_size=args.batch_size, scores=True, top_k=args.top_k)
     if args.output is not None:
         write_records(args.output, records, labels=model.labels)

@@ -131,7 +131,8 @@ def _trial(trial, args: argparse.Namespace, space: dict, out_dir: Path, optuna) 
     run_dir = out_dir / "trials" / f"trial-{trial.number:04d}"
     trial.set_user_attr("run", str(run_dir))
     trial_args = argparse.Namespace(**{**vars(args), **values, "out": str(run_dir), "overwrite": True, "resume": None,
-                                       "seeds": None, "quiet": args.quiet or not args.verbose})
+                                       "seeds": None, "quiet": args.quiet or not args.verbose,
+                                       "argv": None})  # no trial ran as `ptune sweep`'s command line
     pruning = EpochPruning(trial)
     try:
         with out().capture(), _trial_logs(args.verbose):  # the run's results.json holds what `train` prints

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 from ptune.cli import fewshot
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace, *, on_epoch=None) -> int:
     if args.overwrite:  # only now, when the new run is about to start
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
     result = train(model, task, train_config, out_dir=out_dir, run=run_spec, on_epoch=on_epoch)
-    return _finish(args, model, task, result, out_dir, fewshot=selection)
+    return _finish(args, model, task, result, out_dir, fewshot=selection, seed=train_config.seed)
 
 
 # -- data --------------------------------------------------------------------------------------------
@@ -289,8 +290,9 @@ def _continue_from(model, path: Path) -> None:
     model.initialised = True
 
 
-def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = None) -> int:
-    """Score the test split, write results.json (with ``fewshot``, the few-shot selection record) and print it."""
+def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = None, seed: int | None = None) -> int:
+    """Score the test split, write results.json (with ``fewshot``, the few-shot selection record; the run's
+    ``seed`` and command line) and print it."""
     from ptune.batch.encoding import truncation_counts
     from ptune.infer.predict import evaluate
 
@@ -310,9 +312,21 @@ def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = Non
     summary["truncated"] = truncated  # per split: examples cut to max_length, tokens lost
     if fewshot:
         summary["fewshot"] = fewshot
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if seed is not None:
+        summary["seed"] = seed
+    if getattr(args, "argv", None) is not None:  # the command line that ran (a model card quotes it)
+        summary["command"] = shlex.join(["ptune", *args.argv])
+    _write_results(out_dir, summary)
     print_json(summary)
     return 0
+
+
+def _write_results(out_dir: Path, summary: dict) -> None:
+    """``out_dir/results.json``, written atomically."""
+    from ptune.storage.atomic import atomic_write
+
+    text = json.dumps(summary, indent=2) + "\n"
+    atomic_write(out_dir / "results.json", lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # -- resume and multi-task ---------------------------------------------------------------------------
@@ -350,7 +364,7 @@ def _resume(args: argparse.Namespace) -> int:
     model = PromptModel.for_task(backbone, task, method)
     result = train(model, task, train_config, out_dir=out_dir, resume=True,
                    run={k: run_spec[k] for k in ("backbone", "trust_remote_code", "data", "fewshot") if k in run_spec})
-    return _finish(args, model, task, result, out_dir, fewshot=run_spec.get("fewshot"))
+    return _finish(args, model, task, result, out_dir, fewshot=run_spec.get("fewshot"), seed=train_config.seed)
 
 
 def _multitask(args, names, method, train_config, config_file) -> int:
@@ -365,6 +379,9 @@ def _multitask(args, names, method, train_config, config_file) -> int:
             or columns_from(args, config_file).given()):
         raise PtuneError("multi-task training takes built-in tasks (--task A B ...), each scored by its own metric; "
                          "--train/--dataset/--*-column/--init-from/--metric apply to one task")
+    if train_config.trackers:
+        raise PtuneError(f"--report-to {train_config.report_to}: experiment trackers follow one-task runs; multi-task "
+                         "training logs to metrics.jsonl only (drop --report-to)")
     tasks = [get_task(name) for name in names]
     out_dir = Path(args.out or config_file.get("out") or f"runs/{'+'.join(names)}-{method.method}")
     backbone = load_backbone(args.backbone or config_file.get("backbone", "minilm"),
@@ -383,6 +400,6 @@ def _multitask(args, names, method, train_config, config_file) -> int:
             "dev": result.dev, "prompt": str(result.prompt_path), "best_epoch": result.best_epoch, "test": test,
             "truncated": truncated,  # per split: examples cut to max_length, tokens lost
         }
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write_results(out_dir, summary)
     print_json(summary)
     return 0

@@ -244,11 +244,12 @@ def add_generation_routes(app: FastAPI, registry, limits) -> GenerationBatcher:
 
     @app.get("/v1/models")
     async def models() -> dict:
-        """The tasks that can generate (all but per-word kinds, on a causal LM backbone), as OpenAI lists models."""
+        """The tasks that can generate (all but per-word and question/context kinds, on a causal LM backbone), as
+        OpenAI lists models."""
         backbone = registry.backbone
         causal = backbone.is_decoder and not getattr(backbone.config, "is_encoder_decoder", False)
         names = sorted(name for name, entry in list(registry.entries.items())
-                       if causal and not KINDS[entry.shape.kind].word_level)
+                       if causal and not KINDS[entry.shape.kind].word_level and _takes_text(KINDS[entry.shape.kind]))
         return {"object": "list", "data": [{"id": name, "object": "model", "created": 0, "owned_by": "ptune",
                                             "root": backbone.name} for name in names]}
 
@@ -291,7 +292,19 @@ def _cannot_generate(model) -> str | None:
         return f"its {model.config.method} prompt tunes its own backbone copy; use `ptune generate` with its file"
     if model.kind.word_level:
         return f"it is a {model.kind.name} task (labels per word); use POST /predict for it"
+    if not _takes_text(model.kind):
+        return (f"a {model.kind.name} task reads {model.kind.input_help}, not a text to continue; use POST /predict "
+                "for it")
     return None
+
+
+def _takes_text(kind) -> bool:
+    """Whether ``kind``'s examples are a text alone (a QA example is a question and a context)."""
+    try:
+        kind.example({"text": "a text"})
+    except ValueError:
+        return False
+    return True
 
 
 def _validated(schema: type[BaseModel], body: bytes):

@@ -18,8 +18,10 @@ from fastapi import FastAPI, Request
 from ray import serve
 
 from ptune.errors import PtuneError
-from ptune.serve.app import Batcher, ClientError, Limits, _error, _example, _items, _parse, _record, _unknown
+from ptune.serve.app import Limits
+from ptune.serve.batcher import Batcher
 from ptune.serve.registry import MB, TaskRegistry
+from ptune.serve.requests import ClientError, example, items, json_error, parse, unknown
 
 
 def rss_mb() -> float | None:
@@ -69,8 +71,8 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
         async def task_model(self, task: str):
             return await asyncio.get_running_loop().run_in_executor(self.loaders, self.registry.model, task)
 
-        async def predict(self, texts: list[str], top_k: int | None) -> dict[str, Any]:
-            """Records for ``texts`` of the task named by the call's multiplexed model id."""
+        async def predict(self, rows: list[tuple[int, dict]], top_k: int | None) -> dict[str, Any]:
+            """Records for the (item index, row) pairs of the task named by the call's multiplexed model id."""
             if self.runner is None:
                 self.runner = asyncio.get_running_loop().create_task(self.batcher.run())
             task = serve.get_multiplexed_model_id()
@@ -78,20 +80,19 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
                 await asyncio.get_running_loop().run_in_executor(None, self.registry.refresh)
             try:
                 if task not in self.registry:
-                    raise _unknown(self.registry, [task])
+                    raise unknown(self.registry, [task])
                 try:
                     model = await self.task_model(task)
                 except PtuneError as error:
                     raise ClientError(404, f"task cannot be served: {error}") from None
-                items = [(task, _example(model, text), model) for text in texts]
+                batch = [(task, example(model, task, row, i), model) for i, row in rows]
                 try:
-                    results = await self.batcher.submit(items)
+                    records = await self.batcher.submit(batch, top_k)
                 except PtuneError as error:
                     raise ClientError(422, str(error)) from None
             except ClientError as error:
                 return {"status": error.status, "error": error.message, "replica": self.stats()}
-            return {"predictions": [_record(model, example, found, top_k) for (_, example, _), found in zip(items, results)],
-                    "replica": self.stats()}
+            return {"predictions": records, "replica": self.stats()}
 
         def stats(self) -> dict[str, Any]:
             return {"replica": self.id, "rss_mb": rss_mb(), "tasks": len(self.registry), "failed": self.registry.failed,
@@ -115,21 +116,21 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
         @http.post("/predict")
         async def predict(self, raw: Request):
             try:
-                request = _parse(await raw.body())
-                pairs = _items(request, limits)
+                request = parse(await raw.body())
+                pairs = items(request, max_texts=limits.max_texts, max_text_chars=limits.max_text_chars)
             except ClientError as error:
-                return _error(error.status, error.message)
+                return json_error(error.status, error.message)
             rows: dict[str, list[int]] = {}
             for i, (task, _) in enumerate(pairs):
                 rows.setdefault(task, []).append(i)
             calls = {task: self.replicas.options(multiplexed_model_id=task).predict.remote(
-                [pairs[i][1] for i in found], request.top_k) for task, found in rows.items()}
+                [(i, pairs[i][1]) for i in found], request.top_k) for task, found in rows.items()}
             answers = {task: await call for task, call in calls.items()}
             out: list = [None] * len(pairs)
             for task, answer in answers.items():
                 self.seen[answer["replica"]["replica"]] = answer["replica"]
                 if "error" in answer:
-                    return _error(answer["status"], answer["error"])
+                    return json_error(answer["status"], answer["error"])
                 for i, record in zip(rows[task], answer["predictions"]):
                     out[i] = record
             return {"predictions": out}

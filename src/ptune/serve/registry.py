@@ -2,7 +2,7 @@
 bounded least-recently-used set.
 
 Startup reads headers only; a file that cannot be served (corrupt, another backbone, a kind the
-server cannot batch) is listed in ``failed`` and never stops the others. ``model(name)`` returns a
+server cannot serve) is listed in ``failed`` and never stops the others. ``model(name)`` returns a
 resident task at once; a cold one is loaded under that task's own lock, so concurrent first requests
 load it once and requests for other tasks never wait for it. Loading past the budget evicts the
 least recently used tasks (a request already holding one keeps it until it is answered).

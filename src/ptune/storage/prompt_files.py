@@ -20,6 +20,7 @@ from ptune.model.backbones import Backbone, load_backbone
 from ptune.config import MethodConfig
 from ptune.errors import PtuneError
 from ptune.storage.atomic import atomic_write
+from ptune.storage.locations import locate_prompt
 from ptune.tasks import KINDS
 from ptune.model.prompt_model import PromptModel
 
@@ -58,11 +59,9 @@ def save_prompt(path: str | Path, model: PromptModel, *, task_name: str, metric:
 
 
 def read_header(path: str | Path) -> dict:
-    """The JSON description of a prompt file, validated."""
-    path = Path(path)
-    if path.is_dir():
-        raise PtuneError(f"{path}: is a folder, not a prompt file; give the .safetensors file in it, e.g. "
-                         f"{path / 'prompt.safetensors'}")
+    """The JSON description of a prompt file, validated; ``path`` may also name a folder holding
+    ``prompt.safetensors`` or a hub repo ``user/name`` (``storage.locations``)."""
+    path = locate_prompt(path)
     if not path.is_file():
         raise PtuneError(f"{path}: no such prompt file; check the path")
     try:
@@ -151,8 +150,10 @@ def recorded_backbone(path: str | Path, header: dict, *, trust_remote_code: bool
 
 
 def load_prompt(path: str | Path, backbone: Backbone | None = None) -> PromptModel:
-    """Rebuild the PromptModel saved at ``path`` on ``backbone`` (loaded from the header if None)."""
-    path = Path(path)
+    """Rebuild the PromptModel saved at ``path`` on ``backbone`` (loaded from the header if None). ``path``: a
+    prompt file, a folder holding ``prompt.safetensors`` (a run folder, a ``ptune save-pretrained`` folder) or a
+    hub repo id ``user/name`` (downloaded once into the hub cache)."""
+    path = locate_prompt(path)
     header = read_header(path)
     if backbone is None:
         backbone = recorded_backbone(path, header)

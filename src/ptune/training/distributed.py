@@ -21,22 +21,31 @@ from ptune.errors import PtuneError
 class Processes:
     """This process's place among those `accelerate launch` started (or the only one)."""
 
-    def __init__(self, device: torch.device | None = None) -> None:
+    def __init__(self, device: torch.device | None = None, *, log_with: Sequence[str] = (),
+                 project_dir: str | os.PathLike | None = None) -> None:
         """``device``: where this process's model lives (its backbone's input device); a CPU model
-        trains over gloo, a CUDA one over NCCL (each process on its LOCAL_RANK's GPU)."""
+        trains over gloo, a CUDA one over NCCL (each process on its LOCAL_RANK's GPU). ``log_with``:
+        Accelerate's trackers (``training.tracking`` starts them), their files under ``project_dir``;
+        one process with trackers gets an Accelerator too, and trains as without."""
         self.accelerator = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or log_with:
             from accelerate import Accelerator
 
-            self.accelerator = Accelerator(cpu=device is None or device.type == "cpu")
+            self.accelerator = Accelerator(cpu=device is None or device.type == "cpu", log_with=list(log_with) or None,
+                                           project_dir=project_dir)
+
+    @property
+    def distributed(self) -> bool:
+        """Several processes (`accelerate launch`), not one process that has an Accelerator for its trackers."""
+        return self.accelerator is not None and self.accelerator.num_processes > 1
 
     @property
     def count(self) -> int:
-        return self.accelerator.num_processes if self.accelerator else 1
+        return self.accelerator.num_processes if self.distributed else 1
 
     @property
     def rank(self) -> int:
-        return self.accelerator.process_index if self.accelerator else 0
+        return self.accelerator.process_index if self.distributed else 0
 
     @property
     def is_main(self) -> bool:
@@ -44,7 +53,7 @@ class Processes:
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the training step calls: DDP around ``model`` when there are several processes."""
-        return self.accelerator.prepare_model(model) if self.accelerator else model
+        return self.accelerator.prepare_model(model) if self.distributed else model
 
     def share(self, indices: Sequence[int]) -> tuple[list[int], float]:
         """This process's examples of one global batch and the weight of its mean loss.
@@ -55,7 +64,7 @@ class Processes:
         in the gradient exchange: it runs the batch's first example with weight 0, which adds
         nothing and repeats no example in the loss.
         """
-        if not self.accelerator:
+        if not self.distributed:
             return list(indices), 1.0
         mine = list(indices[self.rank :: self.count])
         if not mine:
@@ -65,7 +74,7 @@ class Processes:
     def map_shards(self, items: Sequence, predict: Callable[[Sequence], list]) -> list:
         """``predict(items)``, with the items split across the processes and the results gathered
         back into input order (each item predicted once)."""
-        if not self.accelerator:
+        if not self.distributed:
             return predict(items)
         from accelerate.utils import gather_object
 
@@ -73,16 +82,20 @@ class Processes:
         return interleave(gather_object([predict(mine) if mine else []]))
 
     def close(self) -> None:
-        """Leave the process group once every process is done (an undestroyed gloo group can abort
-        the process at exit: "terminate called without an active exception")."""
-        if self.accelerator and torch.distributed.is_initialized():
+        """End the trackers and leave the process group once every process is done (an undestroyed gloo
+        group can abort the process at exit: "terminate called without an active exception")."""
+        if self.accelerator is None:
+            return
+        if self.distributed and torch.distributed.is_initialized():
             self.accelerator.wait_for_everyone()
+        self.accelerator.end_training()  # finishes the trackers, destroys the process group
+        if self.distributed and torch.distributed.is_initialized():  # end_training keeps a forked launch's group
             torch.distributed.destroy_process_group()
 
     def prompt_digests(self, state: dict[str, torch.Tensor]) -> list[str]:
         """Each process's hash of its trained tensors; they must all be equal."""
         digest = tensors_digest(state)
-        if not self.accelerator:
+        if not self.distributed:
             return [digest]
         from accelerate.utils import gather_object
 

@@ -34,6 +34,7 @@ from ptune.model.checkpointing import checkpointed
 from ptune.model.prompt_model import PromptModel, frequent_ids
 from ptune.training.curves import plot_curve
 from ptune.training.resume import CHECKPOINT, Progress, fault, read_checkpoint, remove_stale_temporaries, save_checkpoint
+from ptune.training.tracking import Tracking, tracking_dir
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
           out_dir: str | Path | None = None, resume: bool = False, run: dict | None = None,
           on_epoch: Callable[[dict], bool] | None = None) -> TrainResult:
     """Train ``model`` on ``task.train``, select on ``task.dev``; writes metrics.jsonl, curve.png
-    and prompt.safetensors (the best epoch) into ``out_dir`` when given.
+    and prompt.safetensors (the best epoch) into ``out_dir`` when given, and with ``config.report_to``
+    the trackers' files into ``out_dir/tracking`` (``training.tracking``).
 
     With ``out_dir``, a checkpoint is written every ``checkpoint_every`` steps and at each epoch's
     end; ``resume=True`` continues from it and ends exactly as the uninterrupted run would.
@@ -89,11 +91,12 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     device = model.device
     compute = placement.compute_dtype(config.precision, placement.floating_dtype(model.transformer))
     scaler = placement.grad_scaler(device, compute)
-    processes = Processes(device)
+    out = Path(out_dir) if out_dir else None
+    trackers = config.trackers
+    processes = Processes(device, log_with=trackers, project_dir=tracking_dir(out, trackers))
     runner = processes.wrap(model)
     if config.compile:
         runner = torch.compile(runner)
-    out = Path(out_dir) if out_dir else None
     writes = out if processes.is_main else None  # only the main process writes files
     main_key = MAIN_KEY[task.metric]
     selection = Selection(config.patience)
@@ -106,6 +109,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     elif writes:
         writes.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter() - progress.elapsed
+    tracking = Tracking.start(processes, trackers, tracking_dir(out, trackers), run, every=config.log_every,
+                              name=out.name if out else task.name)
     log.info("training %s on %s: %d examples, %d steps, lr %g, %d trainable parameters, on %s, %s",
              model.config.method, task.name, len(train_features), total_steps, config.lr, model.num_trainable(),
              device, f"autocast {compute}" if compute else "fp32")
@@ -127,8 +132,10 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
             groups = list(batches(train_features, config.batch_size, shuffle=True, seed=config.seed + epoch))
             bar = tqdm(groups, desc=f"epoch {epoch}/{config.epochs}", disable=not config.progress, leave=False,
                        initial=progress.batch, total=len(groups))
-            epoch_started = time.perf_counter()
+            epoch_started, epoch_examples = time.perf_counter(), 0
+            tracking.restart()
             for indices in groups[progress.batch:]:
+                examples = len(indices)  # the whole batch's, across processes
                 indices, weight = processes.share(indices)
                 batch = model.collate([train_features[i] for i in indices])
                 if cache is not None:
@@ -140,10 +147,12 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                 progress.losses.append(loss.item())
                 progress.step += 1
                 progress.batch += 1
+                epoch_examples += examples
+                tracking.step(progress.step, progress.losses[-1], examples, scheduler.get_last_lr()[0])
+                rate = epoch_examples / max(time.perf_counter() - epoch_started, 1e-9)
+                bar.set_postfix({"loss": f"{progress.losses[-1]:.4f}", "examples/s": f"{rate:.1f}"}, refresh=False)
                 bar.update()
                 fault("kill-after-step", progress.step)
-                if progress.step % 10 == 0:
-                    bar.set_postfix(loss=f"{np.mean(progress.losses[-50:]):.4f}")
                 if config.max_steps and progress.step >= config.max_steps:
                     break
                 if (config.checkpoint_every and progress.step % config.checkpoint_every == 0
@@ -163,6 +172,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                 dev, current = {}, -float(np.mean(progress.losses))
             progress.history.append(record)
             log_epoch(writes, progress.history)
+            tracking.evaluation(progress.step, record)
             stop = selection.update(epoch, current, dev, model.trainable_state)
             if on_epoch is not None and on_epoch({**record, "score": current}):
                 log.info("stopped after epoch %d by the caller's on_epoch", epoch)
@@ -207,7 +217,7 @@ def _resume(out: Path | None, run: dict, model: PromptModel, optimizer, schedule
         raise PtuneError("resume needs the run folder (out_dir)")
     saved = read_checkpoint(out)
     for key, what in (("data_sha256", "training/dev data"), ("method", "method options"), ("train", "training options")):
-        if saved.run.get(key) != run[key]:
+        if _outcome(saved.run.get(key), key) != _outcome(run[key], key):
             raise PtuneError(f"{saved.path}: the {what} differ from the interrupted run's; resume with the same "
                              "data and options, or start a new run with another --out")
     remove_stale_temporaries(out)
@@ -215,6 +225,14 @@ def _resume(out: Path | None, run: dict, model: PromptModel, optimizer, schedule
     model.initialised = True
     log.info("resuming %s at epoch %d, batch %d (step %d)", out, progress.epoch, progress.batch, progress.step)
     return progress
+
+
+def _outcome(options, key: str):
+    """A checkpoint's recorded options less those that only observe the run (trackers and how often they log,
+    unknown to checkpoints of earlier versions): a run resumes whatever they were."""
+    if key != "train" or not isinstance(options, dict):
+        return options
+    return {k: v for k, v in options.items() if k not in ("report_to", "log_every")}
 
 
 def data_digest(*splits) -> str:

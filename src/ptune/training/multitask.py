@@ -58,6 +58,9 @@ def train_multitask(bank: PromptBank, tasks: Sequence[Task], config: TrainConfig
     tasks' dev scores; write ``<task>.safetensors`` per task, metrics.jsonl and curve.png."""
     first = bank.models[bank.names[0]]
     config = (config or TrainConfig()).resolved(first.config)
+    if config.trackers:
+        raise PtuneError(f"report_to {config.report_to}: experiment trackers follow one-task runs; multi-task "
+                         "training logs to metrics.jsonl only (drop --report-to)")
     seed_everything(config.seed)
     limit = slice(config.train_limit) if config.train_limit else slice(None)
     dev_limit = slice(config.eval_limit) if config.eval_limit else slice(None)

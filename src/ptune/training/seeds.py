@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from ptune.errors import PtuneError
+from ptune.storage.locations import locate_prompt
 from ptune.training.resume import CHECKPOINT
 
 SEEDS_FILE = "seeds.json"  # in a multi-seed folder: the seeds and the options that start a missing one
@@ -64,8 +65,8 @@ def seed_runs(folder: str | Path) -> list[tuple[str, Path]]:
 
 def prompt_runs(paths: list[str]) -> list[tuple[str, Path]]:
     """The prompt files the given paths name, each with a name for the summary: a multi-seed folder gives its
-    ``seed-N`` runs, a run folder its prompt file, a file itself. Names are ``seed-N`` when that is unambiguous,
-    else the prompt files' paths."""
+    ``seed-N`` runs, a run folder its prompt file, a file itself, a hub repo id its prompt file. Names are
+    ``seed-N`` when that is unambiguous, else the prompt files' paths."""
     runs: list[tuple[str, Path]] = []
     for given in paths:
         path = Path(given)
@@ -77,7 +78,7 @@ def prompt_runs(paths: list[str]) -> list[tuple[str, Path]]:
                                  "folder or a multi-seed folder (ptune train --seeds)")
             runs.append((str(path / PROMPT), path / PROMPT))
         else:
-            runs.append((given, path))
+            runs.append((given, locate_prompt(given)))
     names = [name for name, _ in runs]
     if len(set(names)) != len(names):
         runs = [(str(prompt), prompt) for _, prompt in runs]

@@ -1,0 +1,122 @@
+"""Requests that arrive together, run together: a collector waits a short window (or until a maximum
+batch) and answers everything it gathered in one pass on one worker thread.
+
+Tasks whose kind can share a batch (``TaskKind.mixable``) go through one ``PromptBank`` forward pass
+whatever their tasks; the others (QA: an example is several strided windows) through the ordinary
+scored prediction of their own task, on the same worker. Answers keep each request's order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ptune.errors import PtuneError
+from ptune.infer.bank import PromptBank
+from ptune.infer.predict import predict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Pending:
+    items: list[tuple[str, Any, Any]]  # (task, example, its model)
+    top_k: int | None
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.perf_counter)
+
+
+class Batcher:
+    """Collects requests for ``limits.window_ms`` (up to ``limits.max_batch`` items) and answers them as
+    one mixed-task pass; ``run`` is the collector, started with the server."""
+
+    def __init__(self, registry, limits):
+        self.registry, self.limits = registry, limits
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1)  # one forward pass at a time
+        self.batches = 0  # passes run
+        self.requests = 0  # requests answered through them
+        self.mixed_batches = 0  # passes that held more than one task
+
+    async def submit(self, items: list[tuple[str, Any, Any]], top_k: int | None = None) -> list[dict]:
+        """The JSON record of each (task, example, model) item, as ``ptune predict`` prints it."""
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Pending(items, top_k, future))
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            group = [await self.queue.get()]
+            size = len(group[0].items)
+            deadline = loop.time() + self.limits.window_ms / 1000
+            while size < self.limits.max_batch:
+                timeout = deadline - loop.time()
+                if timeout <= 0:
+                    break
+                try:
+                    pending = await asyncio.wait_for(self.queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                group.append(pending)
+                size += len(pending.items)
+            self.requests += len(group)
+            try:
+                await self._answer(loop, group)
+            except PtuneError:  # one request's input failed the pass: answer each alone, so only it fails
+                for pending in group:
+                    await self._answer(loop, [pending])
+
+    async def _answer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
+        """Run ``group`` as one pass and settle its futures; a PtuneError of a group of several is raised
+        for the caller to retry each alone, any other error is every request's answer."""
+        rows = [(task, example, model, pending.top_k) for pending in group for task, example, model in pending.items]
+        try:
+            records = await loop.run_in_executor(self.executor, self.records, rows)
+        except Exception as error:  # noqa: BLE001 - report to every waiting client, keep serving
+            if isinstance(error, PtuneError) and len(group) > 1:
+                raise
+            if not isinstance(error, PtuneError):
+                log.exception("batch failed")
+            for pending in group:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+            return
+        cursor = 0
+        for pending in group:
+            if not pending.future.done():
+                pending.future.set_result(records[cursor : cursor + len(pending.items)])
+            cursor += len(pending.items)
+
+    def records(self, rows: list[tuple[str, Any, Any, int | None]]) -> list[dict]:
+        """One pass over (task, example, model, top_k) rows: the mixable ones through a bank of the models
+        they hold, the others per task through ``infer.predict``; a record per row, in order."""
+        self.batches += 1
+        self.mixed_batches += len({task for task, *_ in rows}) > 1
+        out: list[dict | None] = [None] * len(rows)
+        models: dict[str, Any] = {}
+        banked, alone = [], {}
+        for i, (task, _, model, top_k) in enumerate(rows):
+            if not model.kind.mixable:
+                alone.setdefault((id(model), top_k), []).append(i)
+                continue
+            key = task if models.setdefault(task, model) is model else f"{task}@{id(model)}"  # reloaded meanwhile
+            models.setdefault(key, model)
+            banked.append((i, key))
+        size = max(self.limits.max_batch, len(rows))
+        if banked:
+            found = PromptBank(models).predict_scored([(key, rows[i][1]) for i, key in banked], batch_size=size)
+            for (i, _), (prediction, scores, feature) in zip(banked, found):
+                _, example, model, top_k = rows[i]
+                out[i] = {**model.kind.record(example, prediction, scores, top_k=top_k),
+                          **model.kind.marks([example], [feature])[0]}
+        for indices in alone.values():
+            _, _, model, top_k = rows[indices[0]]
+            records = predict(model, [rows[i][1] for i in indices], batch_size=size, scores=True, top_k=top_k)
+            for i, record in zip(indices, records):
+                out[i] = record
+        return out  # type: ignore[return-value]
