@@ -14,4 +14,4 @@ esac
 bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-python -m pytest -q "${SELECT[@]}" "$@"
+python -m pytest -q --durations=15 "${SELECT[@]}" "$@"  # the 15 slowest, to keep CI in budget

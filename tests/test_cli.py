@@ -135,6 +135,7 @@ def test_inspect_neighbours_of_a_soft_prompt(tmp_path, capsys):
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow  # three prompt files evaluated on real data: over a minute on 2 cores
 def test_evaluate_an_ensemble(trained, tmp_path, capsys):
     other = tmp_path / "other"
     assert main(["-q", "train", "--task", "rotten_tomatoes", "--method", "deep", "--length", "4", "--layers", "top:2",

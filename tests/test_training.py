@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from ptune.storage.prompt_files import load_prompt, read_header, save_prompt
@@ -66,6 +67,7 @@ def test_save_load_identical_predictions(minilm, tmp_path):
             assert read_header(path)["method"]["method"] == method
 
 
+@pytest.mark.slow  # a real rotten_tomatoes run: over a minute on 2 cores
 def test_a_short_real_training_run_improves_the_metric(minilm, tmp_path):
     """Deep prompts on 640 real rotten_tomatoes snippets beat the untrained model on held-out data."""
     task = small_task("rotten_tomatoes", 640, 200)
