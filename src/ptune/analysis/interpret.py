@@ -24,9 +24,10 @@ class Neighbours:
     similarities: list[list[float]]  # [P][K]
 
 
-def _top_k(vectors: torch.Tensor, table: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """vectors [P, E], table [V, E] -> (cosine [P, K], ids [P, K])."""
+def _top_k(vectors: torch.Tensor, table: torch.Tensor, k: int, excluded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """vectors [P, E], table [V, E] -> (cosine [P, K], ids [P, K]), never one of the ``excluded`` ids."""
     sims = torch.nn.functional.normalize(vectors, dim=-1) @ torch.nn.functional.normalize(table, dim=-1).T
+    sims[:, excluded] = float("-inf")
     return sims.topk(k, dim=-1)
 
 
@@ -63,8 +64,9 @@ def nearest_tokens(model: PromptModel, k: int = 5) -> Neighbours:
         table = _vocabulary_keys(model)
     else:
         raise PtuneError(f"method {model.config.method} has no prompt vectors to inspect")
-    table[special] = 0.0  # never report [PAD]/[CLS]...
-    sims, ids = _top_k(vectors.float(), table.float(), k)
+    if k > table.shape[0] - len(special):
+        raise PtuneError(f"--neighbours {k} is more than the {table.shape[0] - len(special)} ordinary tokens of the vocabulary")
+    sims, ids = _top_k(vectors.float(), table.float(), k, special)  # never report [PAD]/[CLS]...
     tokens = [[tokenizer.convert_ids_to_tokens(int(i)) for i in row] for row in ids]
     return Neighbours(space, tokens, sims.tolist())
 
