@@ -86,6 +86,8 @@ def test_the_run_options_are_the_hyperparameters(tracked):
 
 @pytest.mark.parametrize("tracker", ["wandb", "mlflow"])
 def test_a_tracker_whose_package_is_missing_is_refused_before_anything_loads(tracker, tmp_path, capsys, monkeypatch):
+    import accelerate.tracking  # noqa: F401  (it lists the trackers it finds when first imported: not now)
+
     monkeypatch.setitem(sys.modules, tracker, None)  # as if not installed, whether or not it is here
     out = tmp_path / "run"
     assert main(["train", "--task", "rotten_tomatoes", "--report-to", f"tensorboard,{tracker}", "--out", str(out)]) == 2
@@ -95,6 +97,19 @@ def test_a_tracker_whose_package_is_missing_is_refused_before_anything_loads(tra
     assert not out.exists()
     with pytest.raises(PtuneError, match=f"pip install {tracker}"):
         TrainConfig(report_to=tracker)
+
+
+def test_a_tracker_accelerate_drops_is_refused_not_skipped(tmp_path, capsys, monkeypatch, data):
+    """Accelerate leaves out a tracker it finds unavailable with only a debug line; ptune refuses the run."""
+    pytest.importorskip("wandb", reason="W&B is not installed (pip install wandb)")
+    import accelerate.tracking
+
+    monkeypatch.setattr(accelerate.tracking, "_available_trackers", [accelerate.tracking.LoggerType.TENSORBOARD])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["train", *data, "--method", "prompt", "--length", "2", "--max-steps", "1", "--train-limit", "8",
+                 "--report-to", "tensorboard,wandb", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "could not start wandb" in err and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("value", ["comet", "tensorboard,tensorboard", "none,tensorboard", ""])
@@ -129,3 +144,76 @@ def test_report_to_none_writes_no_tracker_files(tmp_path, monkeypatch, data):
     assert not (out / "tracking").exists()
     trackers = [name for name in written if "tfevents" in name or name.split("/")[0] in ("runs", "wandb", "mlruns")]
     assert not trackers, written
+
+
+@pytest.fixture(scope="module")
+def tracked_elsewhere(tmp_path_factory, data):
+    """The same kind of run logged to W&B (offline: the hub is unreachable here, as on many clusters) and
+    MLflow (its default here: a folder store in the run folder), 8 steps logged every 4."""
+    pytest.importorskip("wandb", reason="W&B is not installed (pip install wandb)")
+    pytest.importorskip("mlflow", reason="MLflow is not installed (pip install mlflow-skinny)")
+    out = tmp_path_factory.mktemp("elsewhere") / "run"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("WANDB_MODE", "offline")
+        patch.setenv("WANDB_SILENT", "true")
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.chdir(out.parent)
+        code = main(["-q", "train", *data, "--method", "prompt", "--length", "2", "--epochs", "1",
+                     "--max-steps", "4", "--train-limit", "32", "--batch-size", "8", "--lr", str(LR),
+                     "--warmup-ratio", "0", "--report-to", "wandb,mlflow", "--log-every", "2", "--out", str(out)])
+    assert code == 0
+    return out
+
+
+def wandb_records(folder):
+    """The records of W&B's offline run file (``run-ID.wandb``): a 7-byte header, then 32 KiB blocks of
+    chunks (crc32 4, length 2, type 1: full, first, middle, last), each record a protobuf ``Record``."""
+    from wandb.proto import wandb_internal_pb2
+
+    (path,) = folder.glob("tracking/wandb/offline-run-*/run-*.wandb")
+    data, block, records, parts = path.read_bytes(), 32768, [], b""
+    assert data[:4] == b":W&B"
+    position = 7
+    while position + 7 <= len(data):
+        if block - position % block < 7:  # a block's tail too short for a chunk header is padding
+            position += block - position % block
+            continue
+        length, kind = int.from_bytes(data[position + 4:position + 6], "little"), data[position + 6]
+        parts += data[position + 7:position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # full or last: a record is complete
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(parts)
+            records.append(record)
+            parts = b""
+    return records
+
+
+def test_wandb_offline_run_holds_the_metrics_and_the_options(tracked_elsewhere):
+    records = wandb_records(tracked_elsewhere)
+    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+                for r in records if r.WhichOneof("record_type") == "history"]
+    logged = [row for row in history if "train/loss" in row]
+    assert [row["_step"] for row in logged] == [2, 4]
+    assert all(math.isfinite(row["train/loss"]) and row["train/examples_per_s"] > 0 for row in logged)
+    assert [row["train/lr"] for row in logged] == pytest.approx([LR * 2 / 4, 0.0], abs=1e-9)
+    config = {item.key: json.loads(item.value_json) for r in records if r.WhichOneof("record_type") == "config"
+              for item in r.config.update}
+    assert config["method/method"] == "prompt" and config["method/length"] == 2
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.project == "ptune"
+
+
+def test_mlflow_run_in_the_run_folder_holds_the_metrics_and_the_options(tracked_elsewhere):
+    from mlflow.tracking import MlflowClient
+
+    store = tracked_elsewhere / "tracking" / "mlruns"
+    assert store.is_dir() and not (tracked_elsewhere.parent / "mlruns").exists()
+    client = MlflowClient(tracking_uri=store.resolve().as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("ptune").experiment_id])
+    assert run.data.params["method/method"] == "prompt" and run.data.params["train/lr"] == str(LR)
+    losses = client.get_metric_history(run.info.run_id, "train/loss")
+    assert [metric.step for metric in losses] == [2, 4] and all(math.isfinite(m.value) for m in losses)
+    records = [json.loads(line) for line in (tracked_elsewhere / "metrics.jsonl").read_text().splitlines()]
+    (dev,) = client.get_metric_history(run.info.run_id, "dev/accuracy")
+    assert dev.value == pytest.approx(records[-1]["dev_accuracy"], abs=1e-6)

@@ -80,3 +80,23 @@ def test_a_short_real_training_run_improves_the_metric(minilm, tmp_path):
     assert after > 0.65
     assert result.dev["accuracy"] == after  # the best epoch is what was kept
     assert (tmp_path / "prompt.safetensors").exists()
+
+
+def test_the_console_bar_shows_each_steps_loss_and_examples_per_second(minilm, capsys, monkeypatch):
+    """The progress bar's postfix is the latest step's loss and the epoch's examples/s, live (tqdm set by its
+    own environment variable to redraw on every step, as a slow real step does)."""
+    import re
+
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    monkeypatch.setenv("TQDM_MINITERS", "1")
+    task = small_task("rotten_tomatoes", 24, 8)
+    model = PromptModel.for_task(minilm, task, MethodConfig(method="prompt", length=2))
+    losses = []
+    original = model.loss
+    monkeypatch.setattr(model, "loss", lambda *a, **k: losses.append(loss := original(*a, **k)) or loss)
+    train(model, task, TrainConfig(epochs=1, batch_size=8, seed=0, progress=True))
+    shown = re.findall(r"(\d)/3 \[[^\]]*?loss=([0-9.]+), examples/s=([0-9.]+)\]", capsys.readouterr().err)
+    steps = {int(step): (float(loss), float(rate)) for step, loss, rate in shown}
+    assert sorted(steps) == [1, 2, 3], shown
+    for step, (loss, rate) in steps.items():
+        assert loss == pytest.approx(losses[step - 1].item(), abs=1e-4) and rate > 0

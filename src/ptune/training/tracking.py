@@ -74,10 +74,19 @@ class Tracking:
         if "mlflow" in trackers and not os.environ.get("MLFLOW_TRACKING_URI"):  # else ./mlruns of the working folder
             import mlflow
 
+            # A folder store beside the run's other files (view: `mlflow ui --backend-store-uri URI`). MLflow 3.17
+            # refuses folder stores unless allowed: its database store needs the full mlflow package, and a
+            # run folder that holds its own tracking files is what the other trackers give too.
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             mlflow.set_tracking_uri((folder / "mlruns").resolve().as_uri())
         processes.accelerator.init_trackers(PROJECT, config=hyperparameters(run),
                                             init_kwargs={"wandb": {"name": name, "dir": str(folder)},
                                                          "mlflow": {"run_name": name}})
+        started = {tracker.name for tracker in processes.accelerator.trackers}
+        if processes.is_main and (dropped := [name for name in trackers if name not in started]):
+            # Accelerate drops a tracker it judges unavailable with only a debug line: never train unlogged
+            raise PtuneError(f"report_to: Accelerate could not start {', '.join(dropped)} (it finds the package "
+                             f"unavailable: check `pip show {dropped[0]}` in this environment)")
         if processes.is_main:
             where = (f"; view with `tensorboard --logdir {folder}`" if "tensorboard" in trackers else "")
             log.info("tracking with %s into %s every %d steps%s", ", ".join(trackers), folder, every, where)
