@@ -62,30 +62,35 @@ def base(minilm, tmp_path_factory, ptune_server):
 @pytest.mark.parametrize("page", ["/", "/docs", "/redoc"])
 def test_pages_load_every_asset_from_the_server(base, page):
     with httpx.Client(base_url=base, timeout=60) as client:
-        response = client.get(page)
-        assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
-        html = response.text
-        assert URL.findall(html) == [], f"{page} names another origin"
-        found = Assets()
-        found.feed(html)
-        scripts = [u for u in found.urls if u.endswith(".js")]
-        local = [u for u in found.urls if not u.startswith("data:")]
-        assert scripts and all(u.startswith("/") and not u.startswith("//") for u in local), found.urls
-        if page == "/docs":  # Swagger UI's init script: the spec from this server, no online validator
-            init = "".join(found.inline)
-            assert "url: '/openapi.json'" in init and '"validatorUrl": null' in init
-        for url in found.urls:
-            if url.startswith("data:"):
-                continue
-            asset = client.get(url)
-            assert asset.status_code == 200, url
-            if url.endswith(".css"):
-                external = [u for u in CSS_URL.findall(asset.text) if u.startswith(("http:", "https:", "//"))]
-                assert external == [], url
-            elif url.endswith(".js") and url.startswith("/playground/"):
-                assert URL.findall(asset.text) == [], url
-            elif url.endswith(".js"):  # vendor bundles carry URLs in licences and schemas: none as a source
-                assert SOURCE_URL.findall(asset.text) == [], url
+        assert_offline(client, page)
+
+
+def assert_offline(client: httpx.Client, page: str) -> None:
+    """``page`` and every asset it references come from ``client``'s server (also used for the Ray router)."""
+    response = client.get(page)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    html = response.text
+    assert URL.findall(html) == [], f"{page} names another origin"
+    found = Assets()
+    found.feed(html)
+    scripts = [u for u in found.urls if u.endswith(".js")]
+    local = [u for u in found.urls if not u.startswith("data:")]
+    assert scripts and all(u.startswith("/") and not u.startswith("//") for u in local), found.urls
+    if page == "/docs":  # Swagger UI's init script: the spec from this server, no online validator
+        init = "".join(found.inline)
+        assert "url: '/openapi.json'" in init and '"validatorUrl": null' in init
+    for url in found.urls:
+        if url.startswith("data:"):
+            continue
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        if url.endswith(".css"):
+            external = [u for u in CSS_URL.findall(asset.text) if u.startswith(("http:", "https:", "//"))]
+            assert external == [], url
+        elif url.endswith(".js") and url.startswith("/playground/"):
+            assert URL.findall(asset.text) == [], url
+        elif url.endswith(".js"):  # vendor bundles carry URLs in licences and schemas: none as a source
+            assert SOURCE_URL.findall(asset.text) == [], url
 
 
 def test_pages_are_not_in_the_api_schema(base):

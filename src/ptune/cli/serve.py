@@ -85,10 +85,12 @@ def run_ray(args: argparse.Namespace, folder: Path) -> int:
     ray.init(address=args.ray_address, include_dashboard=False)
     try:
         serve.start(http_options={"host": args.host, "port": args.port})
+        load = device_from(args)
         serve.run(build_app(folder, backbone, replicas=args.replicas, limits=_limits(args),
-                            trust_remote_code=args.trust_remote_code), name="ptune")
+                            trust_remote_code=args.trust_remote_code, load=load), name="ptune")
         err().log(f"serving the prompt files in {folder} on {backbone} with {args.replicas} Ray Serve replica(s) at "
-                  f"http://{args.host}:{args.port}", markup=False)
+                  f"http://{args.host}:{args.port} (device {load['device']}, dtype {load['dtype']}; /health lists "
+                  "each replica's)", markup=False)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:

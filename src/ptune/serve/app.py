@@ -141,7 +141,7 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
         if key not in neighbours_seen:
             loop = asyncio.get_running_loop()
             try:  # a loader thread: a deep prompt runs the backbone over the vocabulary; predictions go on meanwhile
-                found = await loop.run_in_executor(loaders, _neighbours, model, k)
+                found = await loop.run_in_executor(loaders, prompt_neighbours, model, k)
             except PtuneError as error:
                 raise ClientError(422, f"task {task!r}: {error}") from error
             if len(neighbours_seen) >= 64:
@@ -163,7 +163,7 @@ def _load(registry: TaskRegistry, names: list[str]) -> dict:
     return out
 
 
-def _neighbours(model, k: int) -> dict:
+def prompt_neighbours(model, k: int) -> dict:
     from ptune.analysis.interpret import nearest_tokens
 
     found = nearest_tokens(model, k=min(k, model.backbone.tokenizer.vocab_size))

@@ -5,7 +5,13 @@ batches the calls it gets across tasks, as the single-process server does. The `
 parses a request as that server does, splits it by task and calls the replicas once per task with the
 task as Ray Serve's multiplexed model id: Ray routes the call to a replica that already holds that
 task when one does (``@serve.multiplexed``), so each task is loaded on few replicas. The folder of
-prompt files must be readable at the same path on every node (a shared file system).
+prompt files must be readable at the same path on every node (a shared file system). The Router also
+serves the playground (``/``, as far as /predict and the neighbours go: generation is not deployed on
+Ray) and the offline ``/docs`` and ``/redoc``.
+
+Devices: each replica loads the backbone with the server's ``--device``/``--dtype``/``--quantize``; a
+replica on ``cuda`` asks Ray for one GPU (Ray shows an actor only the GPUs it asked for, so ``auto``
+resolves to the CPU in a replica that asked for none).
 """
 
 import asyncio
@@ -14,13 +20,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import Query, Request
 from ray import serve
 
 from ptune.errors import PtuneError
-from ptune.serve.app import Limits
+from ptune.model import placement
+from ptune.serve.app import MAX_NEIGHBOURS, Limits, prompt_neighbours
+from ptune.serve.pages import add_pages, offline_app
 from ptune.serve.batcher import Batcher
-from ptune.serve.registry import MB, TaskRegistry
+from ptune.serve.registry import MB, TASK_NAME, TaskRegistry
 from ptune.serve.requests import ClientError, example, items, json_error, parse, unknown
 
 
@@ -44,14 +52,27 @@ def routing_slots(folder: Path, max_resident_mb: float | None, floor: int = 16) 
     return max(floor, int(max_resident_mb * MB / (sum(sizes) / len(sizes))))
 
 
+def replica_resources(load: dict, replica_cpus: float) -> dict[str, float]:
+    """Ray's actor resources for a replica that loads the backbone with ``load`` (``load_backbone``'s device
+    options): one GPU for ``cuda``/``cuda:N`` (Ray numbers the GPUs it hands an actor from 0, so ``cuda:N``
+    becomes that GPU), none otherwise."""
+    gpu = str(load.get("device", "auto")).startswith("cuda") or load.get("device_map") is not None
+    return {"num_cpus": replica_cpus, **({"num_gpus": 1} if gpu else {})}
+
+
 def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: Limits | None = None,
-              replica_cpus: float = 1.0, trust_remote_code: bool = False):
+              replica_cpus: float = 1.0, trust_remote_code: bool = False, load: dict | None = None):
     """The Ray Serve application (``serve.run`` it): a Router in front of ``replicas`` PromptReplicas,
-    each loading ``backbone`` by name and serving the prompt files in ``folder``."""
+    each loading ``backbone`` by name with ``load`` (``load_backbone``'s device, dtype, quantize and
+    device_map) and serving the prompt files in ``folder``."""
     folder, limits = Path(folder).resolve(), limits or Limits()
     slots = routing_slots(folder, limits.max_resident_mb)
+    load = dict(load or {})
+    if str(load.get("device", "")).startswith("cuda:"):
+        load["device"] = "cuda"  # the replica's own GPU: Ray shows each actor its GPUs as cuda:0..
 
-    @serve.deployment(name="PromptReplica", num_replicas=replicas, ray_actor_options={"num_cpus": replica_cpus},
+    @serve.deployment(name="PromptReplica", num_replicas=replicas,
+                      ray_actor_options=replica_resources(load, replica_cpus),
                       max_ongoing_requests=max(64, limits.max_batch * 2))
     class PromptReplica:
         def __init__(self) -> None:
@@ -60,8 +81,8 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
             from ptune.model.backbones import load_backbone
 
             torch.set_num_threads(max(1, int(replica_cpus)))
-            self.registry = TaskRegistry(folder, load_backbone(backbone, trust_remote_code=trust_remote_code),
-                                         limits.max_resident_mb)
+            self.backbone = load_backbone(backbone, trust_remote_code=trust_remote_code, **load)
+            self.registry = TaskRegistry(folder, self.backbone, limits.max_resident_mb)
             self.batcher = Batcher(self.registry, limits)
             self.loaders = ThreadPoolExecutor(max_workers=limits.loaders, thread_name_prefix="ptune-load")
             self.runner: asyncio.Task | None = None
@@ -94,8 +115,28 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
                 return {"status": error.status, "error": error.message, "replica": self.stats()}
             return {"predictions": records, "replica": self.stats()}
 
+        async def neighbours(self, k: int) -> dict[str, Any]:
+            """The nearest tokens of the prompt of the call's multiplexed model id (the task)."""
+            task = serve.get_multiplexed_model_id()
+            try:
+                if task not in self.registry:
+                    raise unknown(self.registry, [task])
+                try:
+                    model = await self.task_model(task)
+                except PtuneError as error:
+                    raise ClientError(404, f"task cannot be served: {error}") from None
+                try:
+                    found = await asyncio.get_running_loop().run_in_executor(self.loaders, prompt_neighbours, model, k)
+                except PtuneError as error:
+                    raise ClientError(422, f"task {task!r}: {error}") from None
+            except ClientError as error:
+                return {"status": error.status, "error": error.message}
+            return {"task": task, **found}
+
         def stats(self) -> dict[str, Any]:
-            return {"replica": self.id, "rss_mb": rss_mb(), "tasks": len(self.registry), "failed": self.registry.failed,
+            parameter = next(self.backbone.model.parameters())
+            return {"replica": self.id, "device": str(placement.input_device(self.backbone.model)),
+                    "dtype": str(parameter.dtype).removeprefix("torch."), "rss_mb": rss_mb(), "tasks": len(self.registry), "failed": self.registry.failed,
                     "batches": self.batcher.batches, "mixed_batches": self.batcher.mixed_batches,
                     "requests": self.batcher.requests, **self.registry.stats()}
 
@@ -103,8 +144,9 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
             self.registry.refresh()
             return {"tasks": self.registry.describe(), "failed": self.registry.failed}
 
-    http = FastAPI(title="ptune (Ray Serve)", description="Prompt-tuned tasks on replicas of one frozen backbone, "
-                                                          "routed by task.")
+    http = offline_app(title="ptune (Ray Serve)", description="Prompt-tuned tasks on replicas of one frozen "
+                                                               "backbone, routed by task.")
+    add_pages(http)  # / (the playground) and its assets
 
     @serve.deployment(name="Router", ray_actor_options={"num_cpus": 0})
     @serve.ingress(http)
@@ -134,6 +176,14 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
                 for i, record in zip(rows[task], answer["predictions"]):
                     out[i] = record
             return {"predictions": out}
+
+        @http.get("/tasks/{task}/neighbours")
+        async def neighbours(self, task: str, k: int = Query(5, ge=1, le=MAX_NEIGHBOURS)):
+            """As the single-process server's: the k nearest vocabulary tokens of each prompt vector."""
+            if not TASK_NAME.match(task):
+                return json_error(404, f"unknown task {task[:64]!r}; GET /tasks lists the loaded ones")
+            answer = await self.replicas.options(multiplexed_model_id=task).neighbours.remote(k)
+            return json_error(answer["status"], answer["error"]) if "error" in answer else answer
 
         @http.get("/tasks")
         async def tasks(self) -> dict:
