@@ -107,15 +107,16 @@ def rss_of(pid: int) -> float:
         return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
 
 
-def load(port: int, pick, texts: list[str], clients: int, seconds: float) -> dict:
-    """``clients`` threads sending one text per request back to back for ``seconds``; ``pick(i)`` -> task."""
+def load(port: int, pick, texts: list[str], clients: int, seconds: float, seed: int = 0) -> dict:
+    """``clients`` threads sending one text per request back to back for ``seconds``; ``pick(rng)`` -> task,
+    each client's ``rng`` seeded by ``seed`` and its number (a new ``seed`` per round: new tasks each round)."""
     done, errors = [0], [0]
     lock = threading.Lock()
     stop = time.perf_counter() + seconds
 
     def client(worker: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        rng = random.Random(worker)
+        rng = random.Random(seed * 1000 + worker)
         while time.perf_counter() < stop:
             body = json.dumps({"task": pick(rng), "texts": [rng.choice(texts)]})
             try:
@@ -141,15 +142,17 @@ def load(port: int, pick, texts: list[str], clients: int, seconds: float) -> dic
 
 def measure(port: int, names: list[str], texts: list[str], args) -> dict:
     """Interleaved rounds of single-task and mixed-task load; the mixed rounds' share of mixed batches."""
-    single_rps, mixed_rps, ratios, errors, passes, mixed_passes = [], [], [], 0, 0, 0
+    single_rps, mixed_rps, ratios, errors, passes, mixed_passes, cold, answered = [], [], [], 0, 0, 0, 0, 0
     load(port, lambda rng: names[0], texts, args.clients, 2)  # warm-up
-    for _ in range(args.rounds):
-        single = load(port, lambda rng: names[0], texts, args.clients, args.seconds)
+    for round_ in range(1, args.rounds + 1):
+        single = load(port, lambda rng: names[0], texts, args.clients, args.seconds, seed=round_)
         before = get(port, "/health")
-        mixed = load(port, lambda rng: rng.choice(names), texts, args.clients, args.seconds)
+        mixed = load(port, lambda rng: rng.choice(names), texts, args.clients, args.seconds, seed=round_)
         after = get(port, "/health")
         passes += after["batches"] - before["batches"]
         mixed_passes += after["mixed_batches"] - before["mixed_batches"]
+        cold += after["loads"] - before["loads"]
+        answered += mixed["requests"]
         single_rps.append(single["rps"])
         mixed_rps.append(mixed["rps"])
         ratios.append(mixed["rps"] / single["rps"])
@@ -157,7 +160,8 @@ def measure(port: int, names: list[str], texts: list[str], args) -> dict:
     return {"single_rps": round(statistics.median(single_rps), 1), "mixed_rps": round(statistics.median(mixed_rps), 1),
             "mixed_over_single": round(statistics.median(ratios), 3),
             "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
-            "mixed_batch_fraction": round(mixed_passes / max(1, passes), 3), "errors": errors}
+            "mixed_batch_fraction": round(mixed_passes / max(1, passes), 3),
+            "mixed_cold_fraction": round(cold / max(1, answered), 3), "errors": errors}
 
 
 def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float, args) -> dict:
@@ -254,7 +258,8 @@ def render(records: list[dict]) -> str:
         f"| {r['backend']}{' x' + str(r['replicas']) if r.get('replicas') else ''} | {r['tasks']:,} | {r['budget_mb']:g} | "
         f"{r['startup_s']} | {r['index_s'] if r['index_s'] is not None else '-'} | {r['rss_mb']:g} | {r['single_rps']} | "
         f"{r['mixed_rps']} | **{r['mixed_over_single']}** ({r['ratio_range'][0]}-{r['ratio_range'][1]}) | "
-        f"{r['mixed_batch_fraction']} | {r['loads']} / {r['evictions']} | {r['errors']} |" for r in records)
+        f"{r['mixed_batch_fraction']} | {r.get('mixed_cold_fraction', '-')} | {r['loads']} / {r['evictions']} | {r['errors']} |"
+        for r in records)
     uvicorn = {r["tasks"]: r for r in records if r["backend"] == "uvicorn"}
     verdicts = []
     if 1 in uvicorn and 10000 in uvicorn:
@@ -277,10 +282,11 @@ every request to one task, "mixed" to a task drawn uniformly at random (cold loa
 {meta['rounds']} interleaved single/mixed rounds of {meta['seconds_per_phase']:g} s; requests/s are medians, the ratio is
 the median of the rounds' ratios (range in brackets). Startup is process start to the first `/health` answer
 (backbone load included); RSS is the server's after the last mixed round (Ray: the sum of the replicas').
-"mixed batches" is the share of forward passes that held more than one task.
+"mixed batches" is the share of forward passes that held more than one task; "cold" the share of mixed requests
+whose task had to be loaded first (each round draws new tasks).
 
-| backend | tasks | budget MiB | startup s | headers s | RSS MiB | single req/s | mixed req/s | mixed / single | mixed batches | loads / evictions | errors |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| backend | tasks | budget MiB | startup s | headers s | RSS MiB | single req/s | mixed req/s | mixed / single | mixed batches | cold | loads / evictions | errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
 {chr(10).join(verdicts)}
