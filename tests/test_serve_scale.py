@@ -147,3 +147,50 @@ def test_damaged_tensors_fail_on_first_use_and_others_serve(scale_server):
     status, body = request(port, "/predict", {"task": "bad_data", "texts": TEXTS[:1]})
     assert status == 404 and "checksum" in body["error"]
     assert json.dumps(body)  # a JSON error, the server still up
+
+
+@pytest.mark.parametrize("inline_bytes", [0, 4 * 1024 * 1024])
+def test_where_a_cold_task_loads_and_what_a_slow_load_holds_up(minilm, tmp_path, monkeypatch, inline_bytes):
+    """A small file loads on the event loop (no thread hop); a file over INLINE_LOAD_BYTES loads in a loader
+    thread, and while its load is slow, requests for other tasks are answered: only its request waits."""
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from ptune.serve import app as server
+    from ptune.serve.app import create_app
+    from ptune.serve.lazy_prompts import Loader
+
+    for name, seed in (("warm", 1), ("slow", 2)):
+        make_prompt(minilm, tmp_path, name, "deep", seed=seed)
+    monkeypatch.setattr(server, "INLINE_LOAD_BYTES", inline_bytes)
+    gate, threads_used, original = threading.Event(), {}, Loader.load
+
+    def load(self, entry):
+        threads_used[entry.name] = threading.current_thread().name
+        if entry.name == "slow" and inline_bytes == 0:
+            assert gate.wait(60)
+        return original(self, entry)
+
+    monkeypatch.setattr(Loader, "load", load)
+    body = {"task": "warm", "texts": TEXTS[:1]}
+    with TestClient(create_app(tmp_path, minilm)) as client:
+        assert client.post("/predict", json=body).status_code == 200
+        if inline_bytes:  # both files are small: loaded where the request is handled, the event loop's thread
+            assert client.post("/predict", json={"task": "slow", "texts": TEXTS[:1]}).status_code == 200
+            assert not any(name.startswith("ptune-load") for name in threads_used.values()), threads_used
+            return
+        answers = []
+        waiting = threading.Thread(target=lambda: answers.append(
+            client.post("/predict", json={"task": "slow", "texts": TEXTS[:1]})))
+        waiting.start()
+        while "slow" not in threads_used:
+            time.sleep(0.01)
+        for _ in range(3):
+            assert client.post("/predict", json=body).status_code == 200
+        assert waiting.is_alive() and not answers  # still loading
+        gate.set()
+        waiting.join(60)
+        assert answers[0].status_code == 200
+        assert all(name.startswith("ptune-load") for name in threads_used.values()), threads_used
