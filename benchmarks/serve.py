@@ -10,7 +10,7 @@ interleaved in the same process: the ratio is the median of the rounds' ratios. 
 after the last mixed round (the resident set at its steady state). Writes
 benchmarks/results/serve.json and the "serve" section of docs/RESULTS.md.
 
-    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 3] [--tasks 1 100 1000 10000] [--no-ray]
+    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 5] [--tasks 1 100 1000 10000] [--no-ray]
 """
 
 from __future__ import annotations
@@ -213,7 +213,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 100, 1000, 10000])
     parser.add_argument("--ray-tasks", type=int, default=1000)
     parser.add_argument("--budget-mb", type=float, help="resident budget (default: 10%% of the largest count's files)")

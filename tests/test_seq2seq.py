@@ -318,3 +318,54 @@ def test_mixed_batch_of_encoder_decoder_prompts(zoo, name):
             for (task, example), got in zip(subset, mixed):
                 alone = tasks[task](tasks[task].collate(tasks[task].encode([example])))[0]
                 torch.testing.assert_close(got, alone, atol=1e-4, rtol=1e-4)
+
+
+def recomputed_greedy(model, batch, max_new_tokens):
+    """The reference: the whole continuation recomputed per token (the text-to-text kind's loop before it
+    was cached), the likeliest token until end-of-sequence."""
+    tokenizer = model.backbone.tokenizer
+    eos, size = tokenizer.eos_token_id, batch["input_ids"].shape[0]
+    rows = torch.arange(size)
+    written = torch.zeros(size, 0, dtype=torch.long)
+    done = torch.zeros(size, dtype=torch.bool)
+    for _ in range(max_new_tokens):
+        targets = torch.cat([written, written.new_full((size, 1), model.encoder.pad_id)], dim=1)
+        logits = model.head(model.continuation_states(batch, targets, rows), batch)[:, -1]
+        token = logits.argmax(-1).masked_fill(done, eos)
+        written = torch.cat([written, token.unsqueeze(1)], dim=1)
+        done |= token == eos
+        if bool(done.all()):
+            break
+    return [ids[: ids.index(eos) + 1] if eos in ids else ids for ids in written.tolist()]  # up to the end, kept
+
+
+@pytest.mark.parametrize("name", (*SEQ2SEQ, "llama"))
+@pytest.mark.parametrize("method", ("prompt", "deep"))
+def test_free_generation_in_predict_is_cached_and_equal_to_recomputing(zoo, name, method, monkeypatch):
+    """`predict`/`evaluate` of a text-to-text prompt without labels write greedily with the key/value cache
+    (one step per token), the same ids as recomputing the continuation per token. The random models' LM
+    head is kept from choosing end-of-sequence (tiny BART chooses it first), so every step is compared."""
+    from ptune.tasks.text_to_text import generate_greedy, greedy_ids
+
+    backbone = zoo.backbone(name)
+    head, eos = backbone.lm_head(), backbone.tokenizer.eos_token_id
+
+    def no_end(states):
+        logits = head(states)
+        return logits.index_fill(-1, torch.tensor([eos]), -1e4)
+
+    monkeypatch.setattr(backbone, "lm_head", lambda: no_end)
+    model = PromptModel(backbone, MethodConfig(method=method, length=4), [], kind="text_to_text",
+                        metric="exact_match")
+    model.initialise(seed=0)
+    if model.deep_prompt is not None:  # large prefixes: a step that lost them would write another text
+        with torch.no_grad():
+            model.deep_prompt.prefix.normal_(0, 3, generator=torch.Generator().manual_seed(1))
+    model.eval()
+    batch = model.collate(model.encode([TextExample(text) for text, _, _ in TEXTS]))
+    with torch.no_grad():
+        reference = recomputed_greedy(model, batch, 12)
+        cached = greedy_ids(model, batch, 12)
+        texts = generate_greedy(model, batch, 12)
+    assert cached == reference and all(len(ids) == 12 for ids in cached), reference
+    assert len(texts) == len(cached) and all(isinstance(text, str) for text in texts)

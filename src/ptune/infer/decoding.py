@@ -67,10 +67,14 @@ class CachedSteps:
     (or ``no_grad``) with the model in eval mode.
     """
 
-    def __init__(self, model: PromptModel, features: Sequence[Feature]):
+    def __init__(self, model: PromptModel, features: Sequence[Feature] | None = None, *,
+                 batch: dict[str, torch.Tensor] | None = None):
+        """The texts as ``features``, or as a ``batch`` already collated with left padding."""
         self.model, self.transformer = model, model.transformer
         device = device_of(model)
-        self.batch = {k: v.to(device) for k, v in collate(features, pad_id=model.encoder.pad_id, left_pad=True).items()}
+        if batch is None:
+            batch = collate(features, pad_id=model.encoder.pad_id, left_pad=True)
+        self.batch = {k: v.to(device) for k, v in batch.items()}
         self.deep = model.deep_prompt(1) if model.deep_prompt is not None else None  # {layer: ([1, kvH, P, D], ...)}
         self.cache = DynamicCache(config=self.transformer.config)
         self.keyword = cache_keyword(self.transformer)

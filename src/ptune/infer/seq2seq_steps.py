@@ -35,10 +35,14 @@ class Seq2SeqSteps:
     the logits of the first target token; ``advance(keep, tokens)`` keeps rows ``keep`` and feeds each its
     new token. Under ``torch.inference_mode()`` with the model in eval mode."""
 
-    def __init__(self, model: PromptModel, features: Sequence[Feature]):
+    def __init__(self, model: PromptModel, features: Sequence[Feature] | None = None, *,
+                 batch: dict[str, torch.Tensor] | None = None):
+        """The texts as ``features``, or as a ``batch`` already collated (the encoder's mask covers its padding)."""
         self.model, self.transformer = model, model.transformer
         device = model.transformer.get_input_embeddings().weight.device
-        self.batch = {k: v.to(device) for k, v in collate(features, pad_id=model.encoder.pad_id, left_pad=False).items()}
+        if batch is None:
+            batch = collate(features, pad_id=model.encoder.pad_id, left_pad=False)
+        self.batch = {k: v.to(device) for k, v in batch.items()}
         self.deep = model.deep_prompt(1) if model.deep_prompt is not None else None
         config = self.transformer.config
         self.cache = EncoderDecoderCache(DynamicCache(config=config), DynamicCache(config=config))

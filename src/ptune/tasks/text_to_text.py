@@ -155,27 +155,35 @@ def sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor) -> torc
     return logprobs.masked_fill(targets == IGNORE, 0.0).sum(-1)
 
 
-@torch.no_grad()
 def generate_greedy(model, batch: dict[str, torch.Tensor], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
-    """Greedy text after each input of the batch, recomputed in full per step (answers are short): the
-    likeliest token until the end-of-sequence token or ``max_new_tokens``."""
+    """Greedy text after each input of the batch (``greedy_ids``, decoded up to the end-of-sequence token)."""
     tokenizer = model.backbone.tokenizer
     eos = tokenizer.eos_token_id
-    size = batch["input_ids"].shape[0]
-    rows = torch.arange(size, device=batch["input_ids"].device)
-    written = torch.zeros(size, 0, dtype=torch.long, device=rows.device)
-    done = torch.zeros(size, dtype=torch.bool, device=rows.device)
-    for _ in range(max_new_tokens):
-        # The last column's value is never read: position j's state depends on targets[:, :j] only.
-        targets = torch.cat([written, written.new_full((size, 1), model.encoder.pad_id)], dim=1)
-        logits = model.head(model.continuation_states(batch, targets, rows), batch)[:, -1]
-        token = logits.argmax(-1).masked_fill(done, eos if eos is not None else model.encoder.pad_id)
-        written = torch.cat([written, token.unsqueeze(1)], dim=1)
-        done |= token == eos
-        if bool(done.all()):
+    return [tokenizer.decode(ids[: ids.index(eos)] if eos in ids else ids, skip_special_tokens=True).strip()
+            for ids in greedy_ids(model, batch, max_new_tokens)]
+
+
+@torch.no_grad()
+def greedy_ids(model, batch: dict[str, torch.Tensor], max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[int]]:
+    """The likeliest token after each input of the batch, then after that, until the end-of-sequence token
+    (kept) or ``max_new_tokens``: one cached step per token (``infer.decoding.CachedSteps`` on decoders,
+    ``infer.seq2seq_steps.Seq2SeqSteps`` on encoder-decoders; a deep prompt pre-filled in the cache). The
+    same ids as recomputing the whole continuation per token (tests/test_seq2seq.py keeps that loop)."""
+    from ptune.infer.decoding import CachedSteps
+    from ptune.infer.seq2seq_steps import Seq2SeqSteps
+
+    eos = model.backbone.tokenizer.eos_token_id
+    steps = (Seq2SeqSteps if model.backbone.is_encoder_decoder else CachedSteps)(model, batch=batch)
+    written: list[list[int]] = [[] for _ in range(batch["input_ids"].shape[0])]
+    going = torch.arange(len(written))  # the rows still writing, in the order of the last logits
+    logits = steps.start()
+    for step in range(max_new_tokens):
+        tokens = logits.argmax(-1)
+        for row, token in zip(going.tolist(), tokens.tolist()):
+            written[row].append(token)
+        keep = (tokens != eos).nonzero(as_tuple=True)[0] if eos is not None else torch.arange(len(tokens))
+        if step + 1 == max_new_tokens or not len(keep):
             break
-    texts = []
-    for ids in written.tolist():
-        ids = ids[: ids.index(eos)] if eos in ids else ids
-        texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
-    return texts
+        going = going[keep.cpu()]
+        logits = steps.advance(keep, tokens[keep])
+    return written
