@@ -92,20 +92,25 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
         async def task_model(self, task: str):
             return await asyncio.get_running_loop().run_in_executor(self.loaders, self.registry.model, task)
 
+        async def served(self, task: str):
+            """The model of ``task`` (loaded if cold; the folder re-read for a task not seen yet), or a
+            ClientError 404 for an unknown task or a file that turns out damaged."""
+            if task not in self.registry:
+                await asyncio.get_running_loop().run_in_executor(None, self.registry.refresh)
+            if task not in self.registry:
+                raise unknown(self.registry, [task])
+            try:
+                return await self.task_model(task)
+            except PtuneError as error:
+                raise ClientError(404, f"task cannot be served: {error}") from None
+
         async def predict(self, rows: list[tuple[int, dict]], top_k: int | None) -> dict[str, Any]:
             """Records for the (item index, row) pairs of the task named by the call's multiplexed model id."""
             if self.runner is None:
                 self.runner = asyncio.get_running_loop().create_task(self.batcher.run())
             task = serve.get_multiplexed_model_id()
-            if task not in self.registry:
-                await asyncio.get_running_loop().run_in_executor(None, self.registry.refresh)
             try:
-                if task not in self.registry:
-                    raise unknown(self.registry, [task])
-                try:
-                    model = await self.task_model(task)
-                except PtuneError as error:
-                    raise ClientError(404, f"task cannot be served: {error}") from None
+                model = await self.served(task)
                 batch = [(task, example(model, task, row, i), model) for i, row in rows]
                 try:
                     records = await self.batcher.submit(batch, top_k)
@@ -119,12 +124,7 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
             """The nearest tokens of the prompt of the call's multiplexed model id (the task)."""
             task = serve.get_multiplexed_model_id()
             try:
-                if task not in self.registry:
-                    raise unknown(self.registry, [task])
-                try:
-                    model = await self.task_model(task)
-                except PtuneError as error:
-                    raise ClientError(404, f"task cannot be served: {error}") from None
+                model = await self.served(task)
                 try:
                     found = await asyncio.get_running_loop().run_in_executor(self.loaders, prompt_neighbours, model, k)
                 except PtuneError as error:
@@ -136,7 +136,8 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
         def stats(self) -> dict[str, Any]:
             parameter = next(self.backbone.model.parameters())
             return {"replica": self.id, "device": str(placement.input_device(self.backbone.model)),
-                    "dtype": str(parameter.dtype).removeprefix("torch."), "rss_mb": rss_mb(), "tasks": len(self.registry), "failed": self.registry.failed,
+                    "dtype": str(parameter.dtype).removeprefix("torch."), "rss_mb": rss_mb(),
+                    "tasks": len(self.registry), "failed": self.registry.failed,
                     "batches": self.batcher.batches, "mixed_batches": self.batcher.mixed_batches,
                     "requests": self.batcher.requests, **self.registry.stats()}
 
