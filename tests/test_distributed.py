@@ -7,36 +7,84 @@ import os
 import subprocess
 import sys
 
+import pytest
+import torch
 from safetensors.torch import load_file
 
 from ptune.storage.prompt_files import tensors_digest
 from ptune.data import get_task
 
 
-def test_two_processes_end_with_the_same_prompt(tmp_path):
-    task = get_task("rotten_tomatoes")
-    # 64 examples in batches of 3: the last batch has one example, so one process has none (weight 0);
-    # 17 dev examples split unevenly between the processes, each scored once.
-    for name, examples in (("train", task.train[:64]), ("dev", task.dev[:17])):
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    """64 training examples (batches of 3: the last batch has one example, so one process has none, weight 0),
+    17 dev examples (split unevenly between the processes, each scored once) and 9 test examples (scored by
+    the main process after training)."""
+    folder, task = tmp_path_factory.mktemp("data"), get_task("rotten_tomatoes")
+    for name, examples in (("train", task.train[:64]), ("dev", task.dev[:17]), ("test", task.test[:9])):
         rows = ["text\tlabel"] + [f"{e.text}\t{e.label}" for e in examples]
-        (tmp_path / f"{name}.tsv").write_text("\n".join(rows) + "\n")
-    out = tmp_path / "run"
+        (folder / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def launch(data, out, *options):
+    """`accelerate launch --multi_gpu --num_processes 2 -m ptune.cli train ...` (gloo on a machine without
+    GPUs), a deep prompt for 2 epochs."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
     env.pop("PTUNE_FAULT", None)
-    # On a machine without GPUs, --multi_gpu starts the processes and Accelerate runs DDP over gloo.
     done = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
          "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-         "-m", "ptune.cli", "-q", "train", "--train", str(tmp_path / "train.tsv"), "--dev", str(tmp_path / "dev.tsv"),
-         "--method", "deep", "--length", "4", "--epochs", "2", "--batch-size", "3", "--out", str(out)],
+         "-m", "ptune.cli", "-q", "train", "--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"),
+         "--test", str(data / "test.tsv"), "--method", "deep", "--length", "4", "--epochs", "2", "--batch-size", "3",
+         "--out", str(out), *options],
         env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    summary = json.loads((out / "results.json").read_text())
-    assert summary["processes"] == 2
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def ddp_run(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp") / "run"
+    return out, launch(data, out)
+
+
+def test_two_processes_end_with_the_same_prompt(ddp_run):
+    out, summary = ddp_run
+    assert summary["processes"] == 2 and "backbone_sharded" not in summary
     first, second = summary["prompt_sha256_per_process"]
     assert first == second, "each process trained on its own half of every batch; DDP must keep them equal"
     assert tensors_digest(load_file(str(out / "prompt.safetensors"))) == first
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2, "only the main process writes"
+
+
+def test_a_sharded_backbone_trains_the_same_prompt_holding_half_of_each_layer(data, ddp_run, tmp_path):
+    """--shard-backbone: FSDP2 over the frozen layers (gloo here), the prompt replicated under DDP. Each process
+    holds half of the layers' weights, and the run ends on the prompt and dev scores of the unsharded run."""
+    out = tmp_path / "sharded"
+    summary = launch(data, out, "--shard-backbone")
+    sharded = summary["backbone_sharded"]
+    assert sharded["layers"] == 6 and sharded["held_per_process"] == sharded["layer_parameters"] // 2
+    first, second = summary["prompt_sha256_per_process"]
+    assert first == second
+    plain, ours = load_file(str(ddp_run[0] / "prompt.safetensors")), load_file(str(out / "prompt.safetensors"))
+    assert plain.keys() == ours.keys()
+    for name in plain:
+        torch.testing.assert_close(ours[name], plain[name], atol=1e-5, rtol=1e-4)
+    assert summary["dev"] == pytest.approx(ddp_run[1]["dev"]) and summary["test"] == pytest.approx(ddp_run[1]["test"])
+
+
+def test_accelerates_own_fsdp_mode_is_refused(monkeypatch, tmp_path):
+    """Accelerate's FSDP mode would wrap only the PromptModel (the backbone is not its submodule)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedType
+
+    from ptune.errors import PtuneError
+    from ptune.training.distributed import Processes
+
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
+    with pytest.raises(PtuneError, match="add --shard-backbone"):
+        Processes(log_with=["tensorboard"], project_dir=tmp_path)  # one process with trackers has an Accelerator
 
 
 class _Ranks:

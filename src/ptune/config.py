@@ -336,6 +336,10 @@ class TrainConfig:
     gradient_checkpointing: bool = field(default=False, metadata={
         "help": "recompute the frozen backbone's layer activations in the backward pass instead of keeping them "
                 "(less memory, one more forward; the prompt's gradients are unchanged)"})
+    shard_backbone: bool = field(default=False, metadata={
+        "help": "with several processes (accelerate launch --multi_gpu): shard the frozen backbone's layers across "
+                "them with FSDP2, each process holding 1/N of every layer (gathered layer by layer in each pass); "
+                "prompts, encoders and heads stay whole under DDP. Not with finetune"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
     checkpoint_every: int = field(default=200, metadata={
         "bound": NON_NEGATIVE, "help": "write a resumable checkpoint every N steps (0: epoch ends only)"})

@@ -304,6 +304,8 @@ def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = Non
                "prompt": str(result.prompt_path), "trainable_params": model.num_trainable(),
                "trainable_percent": 100 * model.num_trainable() / backbone.num_parameters(),
                "processes": len(result.process_digests), "prompt_sha256_per_process": result.process_digests}
+    if result.sharded:
+        summary["backbone_sharded"] = result.sharded
     truncated = dict(result.truncated)
     if task.test:
         features = model.encode(task.test)

@@ -4,6 +4,15 @@ Each process takes its share of every batch, its loss weighted by that share so 
 of the gradients is the gradient of the whole batch; every process then holds the same prompt after
 each step. Dev evaluation is sharded the same way and gathered, each example counted once. Only
 the main process writes files. One process: nothing changes.
+
+``--shard-backbone``: the frozen backbone's layers are sharded with FSDP2 (``fully_shard`` per layer:
+each process keeps 1/N of each layer's weights and gathers a layer's whole weights only while it runs,
+in the forward pass and again for the backward), the small trainable parameters stay whole under DDP.
+Every pass through a sharded layer is a collective, so every process must run the same passes: dev
+evaluation then runs every example on every process, and the bottom-layer cache is off. At the end the
+layers are gathered for good, so that the main process can score the test split alone.
+Accelerate's own FSDP and DeepSpeed modes are refused: they would shard only what ptune hands them,
+the PromptModel, whose backbone is shared and not its submodule.
 """
 
 from __future__ import annotations
@@ -28,11 +37,18 @@ class Processes:
         Accelerate's trackers (``training.tracking`` starts them), their files under ``project_dir``;
         one process with trackers gets an Accelerator too, and trains as without."""
         self.accelerator = None
+        self.sharded: list[nn.Module] = []  # the backbone layers shard_backbone sharded
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 or log_with:
             from accelerate import Accelerator
+            from accelerate.utils import DistributedType
 
             self.accelerator = Accelerator(cpu=device is None or device.type == "cpu", log_with=list(log_with) or None,
                                            project_dir=project_dir)
+            kind = self.accelerator.distributed_type
+            if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+                raise PtuneError(f"accelerate's {kind.value} mode would shard only the prompt, not the shared frozen "
+                                 "backbone; launch with --multi_gpu (examples/accelerate/ddp.yaml) and add "
+                                 "--shard-backbone to shard the backbone's layers")
 
     @property
     def distributed(self) -> bool:
@@ -54,6 +70,27 @@ class Processes:
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the training step calls: DDP around ``model`` when there are several processes."""
         return self.accelerator.prepare_model(model) if self.distributed else model
+
+    def shard_backbone(self, backbone) -> dict[str, int]:
+        """Shard ``backbone``'s layers across the processes (FSDP2, one unit per layer, frozen weights);
+        returns the layers' parameter count and how many of them this process holds."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        from ptune.model.depth_cache import find_layers
+
+        layers = find_layers(backbone.model, backbone.num_layers)
+        if layers is None:
+            raise PtuneError(f"--shard-backbone shards a stack of {backbone.num_layers} layers; this backbone "
+                             f"({type(backbone.model).__name__}) shares one layer module: drop --shard-backbone")
+        total = sum(p.numel() for p in layers.parameters())
+        device = next(backbone.model.parameters()).device
+        mesh = init_device_mesh(device.type, (self.count,))
+        for layer in layers:
+            fully_shard(layer, mesh=mesh)
+        self.sharded = list(layers)
+        held = sum(p.to_local().numel() for p in layers.parameters())
+        return {"layers": len(layers), "layer_parameters": total, "held_per_process": held}
 
     def share(self, indices: Sequence[int]) -> tuple[list[int], float]:
         """This process's examples of one global batch and the weight of its mean loss.
@@ -86,6 +123,9 @@ class Processes:
         group can abort the process at exit: "terminate called without an active exception")."""
         if self.accelerator is None:
             return
+        for layer in self.sharded:  # whole again (a collective), for what runs after the group is gone
+            layer.set_reshard_after_forward(False)
+            layer.unshard()
         if self.distributed and torch.distributed.is_initialized():
             self.accelerator.wait_for_everyone()
         self.accelerator.end_training()  # finishes the trackers, destroys the process group

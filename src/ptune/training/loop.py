@@ -48,6 +48,7 @@ class TrainResult:
     is_main: bool = True  # False in the other processes of a distributed run (they write nothing)
     process_digests: list[str] = field(default_factory=list)  # each process's final prompt hash
     truncated: dict[str, dict[str, int]] = field(default_factory=dict)  # per split: examples cut, tokens lost
+    sharded: dict[str, int] = field(default_factory=dict)  # --shard-backbone: layers, their parameters, held here
 
 
 def seed_everything(seed: int) -> None:
@@ -94,6 +95,17 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     out = Path(out_dir) if out_dir else None
     trackers = config.trackers
     processes = Processes(device, log_with=trackers, project_dir=tracking_dir(out, trackers))
+    sharded = {}
+    if config.shard_backbone:
+        if getattr(model, "tuned_backbone", None) is not None:
+            raise PtuneError(f"--shard-backbone shards the frozen backbone; {model.config.method} trains its own copy "
+                             "of it: drop --shard-backbone")
+        if processes.distributed:
+            sharded = processes.shard_backbone(model.backbone)
+            log.info("backbone layers sharded over %d processes: %s of %s layer parameters held here",
+                     processes.count, f"{sharded['held_per_process']:,}", f"{sharded['layer_parameters']:,}")
+        else:
+            log.warning("--shard-backbone: one process, nothing to shard it across (start it with accelerate launch)")
     runner = processes.wrap(model)
     if config.compile:
         runner = torch.compile(runner)
@@ -124,7 +136,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                             selection=selection, progress=progress, run=run)
 
     with recompute:  # --gradient-checkpointing: the backbone layers recompute in the backward pass
-        cache = bottom_cache(model, config.cache_mb)
+        # Sharded layers run as collectives: a cache hit on one process and a miss on another would hang them.
+        cache = bottom_cache(model, 0 if processes.sharded else config.cache_mb)
         stop = False
         while progress.epoch <= config.epochs and not stop:
             epoch = progress.epoch
@@ -164,7 +177,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
                       "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
             if dev_features:
                 predicted = (processes.map_shards(dev_examples, lambda shard: predict(model, shard))
-                             if processes.count > 1 else predict(model, dev_examples, features=dev_features))
+                             if processes.count > 1 and not processes.sharded  # sharded: the same passes everywhere
+                             else predict(model, dev_examples, features=dev_features))
                 dev = score(task.metric, model.kind.gold(dev_examples), predicted)
                 record.update({f"dev_{k}": v for k, v in dev.items()})
                 current = dev[main_key]
@@ -195,7 +209,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         plot_curve(progress.history, out / "curve.png", metric=main_key, title=f"{task.name} · {model.config.method}")
         (out / CHECKPOINT).unlink(missing_ok=True)  # finished: the prompt file is the result
     return TrainResult(selection.epoch, selection.dev, progress.history, prompt_path, time.perf_counter() - started,
-                       is_main=processes.is_main, process_digests=digests,
+                       is_main=processes.is_main, process_digests=digests, sharded=sharded,
                        truncated={"train": truncation_counts(train_features), "dev": truncation_counts(dev_features)})
 
 
