@@ -1,10 +1,11 @@
 """Speed and memory against Hugging Face PEFT, side by side (issue: speed and memory).
 
 1. Step time: every configuration on the same conll2003 batches, round-robin in one process.
-2. Peak training memory: each configuration in its own process (resident memory its steps add).
-3. Depth trade-off: deep top:k with the bottom-layer cache, step time and dev F1 after equal training.
+2. Depth trade-off: deep top:k with the bottom-layer cache, step time and dev F1 after equal training.
 
     python benchmarks/perf.py [--report-only] [--skip-accuracy]
+
+Training memory is benchmarks/memory.py's (steady state, each configuration in its own process).
 """
 
 from __future__ import annotations
@@ -13,13 +14,14 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, write_section  # noqa: E402
+
+from ptune.analysis.benchmark import FLOOR  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
 SECTION = "perf"
@@ -42,15 +44,6 @@ def speed(setting) -> dict:
 
     backbone, task = setup()
     return run(backbone, task.train[:4000], task.labels, setting)
-
-
-def memory_of(name: str, setting) -> int:
-    from ptune.analysis.benchmark import build, peak_memory
-
-    backbone, task = setup()
-    setting.configs = [name]
-    step = build(backbone, task.train[:4000], task.labels, setting)[name]
-    return peak_memory(step, steps=3)
 
 
 def profile(setting) -> dict[str, str]:
@@ -143,8 +136,19 @@ def depth_curve(epochs: int, train_limit: int, eval_limit: int) -> list[dict]:
     return rows
 
 
+def _ratio(c: dict, reference: str) -> str:
+    """A configuration's ratio to ``reference`` with the range of its paired per-step ratios, where recorded."""
+    for key in ([f"vs {reference}"] if reference != "floor" else [f"vs {FLOOR}", "vs floor (2 forwards)"]):
+        if key in c:
+            interval = c.get(f"{key} interval")
+            return f"{c[key]:.2f}" + (f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
+    return "1.00"
+
+
 def render(r: dict) -> str:
     s = r["speed"]["configs"]
+    paired = any(key.endswith(" interval") for c in s.values() for key in c)
+    floor = next(name for name in s if name.startswith("floor"))
     lines = [
         "## Speed and memory against Hugging Face PEFT",
         "",
@@ -154,21 +158,23 @@ def render(r: dict) -> str:
         "",
         f"Step time: median over {r['setting']['rounds']} rounds x {r['setting']['batches']} real batches per "
         "configuration after warm-up, configurations interleaved batch by batch; same batches, same linear "
-        "head and loss, AdamW. Peak memory: resident memory that 3 training steps add (each configuration in "
-        "its own process; the frozen weights themselves are not counted, a fine-tuned copy's are).",
+        "head and loss, AdamW. "
+        + ("Ratios: the median of the paired per-step ratios (same batch, same round) and, in brackets, the "
+           "2.5-97.5% range of those ratios. " if paired else
+           "Ratios: of the medians (this record predates the paired ratios with their ranges). ")
+        + f"`{floor}`: "
+        + ("the frozen backbone's forward pass and its backward pass to the input embeddings, no prompt, head or "
+           "optimizer: what a method that trains anything at the input must at least run."
+           if floor == FLOOR else "two forward passes of the frozen backbone without autograd (not a floor of a "
+           "training step: it has no backward pass; the current script measures forward + backward to the inputs).")
+        + " Training memory is measured on its own, at steady state, in the memory section below.",
         "",
-        "| configuration | step (s) | examples/s | vs PEFT prefix | vs full fine-tuning | vs floor | peak memory (MB) | vs fine-tuning |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| configuration | step (s) | examples/s | vs PEFT prefix | vs full fine-tuning | vs floor |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
-    memory = r.get("memory", {})
-    ft_memory = memory.get("finetune")
     for name, c in s.items():
-        mem = memory.get(name)
-        lines.append(
-            f"| {name} | {c['median_step_s']:.3f} | {c['examples_per_s']:.1f} | {c.get('vs peft prefix', 1.0):.2f} | "
-            f"{c.get('vs finetune', 1.0):.2f} | {c.get('vs floor (2 forwards)', 1.0):.2f} | "
-            f"{'' if mem is None else f'{mem / 2**20:.0f}'} | "
-            f"{'' if mem is None or not ft_memory else f'{mem / ft_memory:.2f}'} |")
+        lines.append(f"| {name} | {c['median_step_s']:.3f} | {c['examples_per_s']:.1f} | {_ratio(c, 'peft prefix')} | "
+                     f"{_ratio(c, 'finetune')} | {_ratio(c, 'floor')} |")
     if r.get("depth"):
         lines += ["", "### Depth trade-off: deep prompts on the top k of 6 layers, bottom layers cached",
                   "",
@@ -219,7 +225,6 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--report-only", action="store_true")
-    parser.add_argument("--memory-of", help=argparse.SUPPRESS)
     parser.add_argument("--skip-accuracy", action="store_true")
     parser.add_argument("--profile-only", action="store_true", help="add the profiler tables to perf.json")
     parser.add_argument("--variants-only", action="store_true", help="add bf16 / torch.compile step times to perf.json")
@@ -230,9 +235,6 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=1000)
     args = parser.parse_args()
     setting = Setting(rounds=args.rounds)
-    if args.memory_of:
-        print(json.dumps({"bytes": memory_of(args.memory_of, setting)}))
-        return
     if args.report_only:
         write_section(SECTION, section())
         return
@@ -263,14 +265,6 @@ def main() -> None:
                           "rounds": setting.rounds, "batches": setting.batches}}
     record["speed"] = speed(setting)
     print(json.dumps(record["speed"], indent=1), flush=True)
-    record["memory"] = {}
-    for name in record["speed"]["configs"]:
-        if name.startswith("floor"):
-            continue
-        done = subprocess.run([sys.executable, __file__, "--memory-of", name], capture_output=True, text=True)
-        if done.returncode == 0:
-            record["memory"][name] = json.loads(done.stdout.strip().splitlines()[-1])["bytes"]
-        print(name, record["memory"].get(name), flush=True)
     if not args.skip_accuracy:
         record["depth_setting"] = {"epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit}
         record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit)

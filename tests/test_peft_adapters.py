@@ -173,9 +173,13 @@ def test_peft_layout_prompts_mix_with_others_in_one_batch(minilm):
 def test_benchmark_command_runs_side_by_side(capsys):
     from ptune.cli import main
 
+    from ptune.analysis.benchmark import FLOOR
+
     assert main(["-q", "benchmark", "--batches", "2", "--rounds", "1", "--examples", "200", "--json",
-                 "--configs", "ptune deep", "peft prefix", "ptune deep top:3 (cached)"]) == 0
+                 "--configs", "ptune deep", "peft prefix", "ptune deep top:3 (cached)", FLOOR]) == 0
     result = json.loads(capsys.readouterr().out)["configs"]
-    assert set(result) == {"ptune deep", "peft prefix", "ptune deep top:3 (cached)"}
+    assert set(result) == {"ptune deep", "peft prefix", "ptune deep top:3 (cached)", FLOOR}
     assert all(r["median_step_s"] > 0 and r["steps"] == 2 for r in result.values())
-    assert "vs peft prefix" in result["ptune deep"]
+    deep = result["ptune deep"]
+    low, high = deep["vs peft prefix interval"]  # paired per-step ratios: their median lies in their range
+    assert low <= deep["vs peft prefix"] <= high and f"vs {FLOOR}" in deep

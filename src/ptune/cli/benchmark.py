@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.markup import escape
     from rich.table import Table
 
-    from ptune.analysis.benchmark import Setting
+    from ptune.analysis.benchmark import FLOOR, Setting
     from ptune.analysis.benchmark import run as run_benchmark
     from ptune.data import get_task
     from ptune.model.backbones import load_backbone
@@ -51,7 +51,14 @@ def run(args: argparse.Namespace) -> int:
         table.add_column(column, justify="left" if column == "configuration" else "right")
     for name, r in result["configs"].items():
         table.add_row(name, f"{r['median_step_s']:.3f}", f"{r['examples_per_s']:.1f}",
-                      *(f"{r[key]:.2f}" if key in r else "" for key in ("vs peft prefix", "vs finetune",
-                                                                         "vs floor (2 forwards)")))
+                      *(_ratio(r, key) for key in ("vs peft prefix", "vs finetune", f"vs {FLOOR}")))
     out().print(table)
     return 0
+
+
+def _ratio(record: dict, key: str) -> str:
+    """A ratio with the 2.5-97.5% range of its paired per-step ratios: 0.97 (0.91-1.04)."""
+    if key not in record:
+        return ""
+    low, high = record[f"{key} interval"]
+    return f"{record[key]:.2f} ({low:.2f}-{high:.2f})"
