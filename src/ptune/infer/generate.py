@@ -98,7 +98,6 @@ class Generation:
         seq2seq = model.backbone.is_encoder_decoder  # the decoder starts a new text: no last word to follow
         rows = [RowText(tokenizer, limits.stop, None if seq2seq else _last_word(f, special)) for f in features]
         self.finish = [""] * len(rows)
-        active = list(range(len(rows)))
         was_training = model.training
         model.eval()
         try:
@@ -108,38 +107,51 @@ class Generation:
                 ends = [e for e in ends if e < logits.shape[-1]]
                 seen = _text_tokens(features, logits.shape[-1], logits.device) if sampling.repetition_penalty != 1 else None
                 generator = sampling.generator(logits.device)
-            for step in range(limits.max_new_tokens):
-                with torch.inference_mode():
-                    if step < limits.min_new_tokens and ends:
-                        logits[:, ends] = -torch.inf
-                    chosen = sampling.choose(logits, seen, generator).tolist()
-                going = []
-                for position, (row, token) in enumerate(zip(active, chosen)):
-                    text = rows[row]
-                    if token in ends:
-                        self.finish[row] = "eos"
-                    else:
-                        text.add(token)
-                        self.finish[row] = "stop" if text.stopped else "length" if step + 1 == limits.max_new_tokens else ""
-                    piece = text.piece(final=bool(self.finish[row]))
-                    if piece:
-                        yield row, piece
-                    if not self.finish[row]:
-                        going.append(position)
-                if not going:
-                    break
-                with torch.inference_mode():
-                    keep = torch.tensor(going, device=logits.device)
-                    tokens = torch.tensor([chosen[p] for p in going], device=logits.device)
-                    if seen is not None:
-                        seen = seen[keep]
-                        seen[torch.arange(len(going), device=seen.device), tokens] = True
-                    logits = steps.advance(keep, tokens)
-                active = [active[p] for p in going]
+            yield from write(steps, logits, rows, self.finish, [limits] * len(rows), ends, seen,
+                             lambda logits, active, seen: sampling.choose(logits, seen, generator).tolist())
         finally:
             model.train(was_training)
         self.texts = [row.result for row in rows]
         self.ids = [row.ids for row in rows]
+
+
+def write(steps, logits: torch.Tensor, rows: list[RowText], finish: list[str], limits: Sequence[Limits],
+          ends: list[int], seen: torch.Tensor | None, choose) -> Iterator[tuple[int, str]]:
+    """The token loop of a generation: from the first ``logits`` [B, V] of ``steps`` (``CachedSteps`` or
+    the like), each row's next token by ``choose(logits, active rows, seen) -> ids``, added to its
+    ``RowText`` until an end id, a stop string or its ``limits[row].max_new_tokens``; no end id before
+    its ``min_new_tokens``. Yields (row, piece) as pieces are decided; sets ``finish[row]``."""
+    active = list(range(len(rows)))
+    for step in range(max(limit.max_new_tokens for limit in limits)):
+        with torch.inference_mode():
+            early = [p for p, row in enumerate(active) if step < limits[row].min_new_tokens]
+            if early and ends:  # no end-of-sequence before min_new_tokens
+                where, banned = (torch.tensor(v, device=logits.device) for v in (early, ends))
+                logits[where[:, None], banned] = -torch.inf
+            chosen = choose(logits, active, seen)
+        going = []
+        for position, (row, token) in enumerate(zip(active, chosen)):
+            text, limit = rows[row], limits[row].max_new_tokens
+            if token in ends:
+                finish[row] = "eos"
+            else:
+                text.add(token)
+                finish[row] = "stop" if text.stopped else "length" if step + 1 == limit else ""
+            piece = text.piece(final=bool(finish[row]))
+            if piece:
+                yield row, piece
+            if not finish[row]:
+                going.append(position)
+        if not going:
+            break
+        with torch.inference_mode():
+            keep = torch.tensor(going, device=logits.device)
+            tokens = torch.tensor([chosen[p] for p in going], device=logits.device)
+            if seen is not None:
+                seen = seen[keep]
+                seen[torch.arange(len(going), device=seen.device), tokens] = True
+            logits = steps.advance(keep, tokens)
+        active = [active[p] for p in going]
 
 
 def _last_word(feature, special: set[int]) -> int | None:

@@ -20,7 +20,7 @@ from ptune.batch.encoding import Feature, collate
 from ptune.errors import PtuneError
 from ptune.infer.decoding import cache_keyword, check_decoder, device_of, end_ids, prompt_features
 from ptune.infer.detokenize import RowText
-from ptune.infer.generate import Limits, settings
+from ptune.infer.generate import Limits, settings, write
 from ptune.infer.sampling import Sampling
 from ptune.model import injection
 from ptune.model.prompt_model import PromptModel
@@ -105,7 +105,6 @@ class MixedGeneration:
         special = set(tokenizer.all_special_ids)
         rows = [RowText(tokenizer, r.limits.stop, _last_word(f, special)) for r, f in zip(requests, features)]
         self.finish = [""] * len(rows)
-        active = list(range(len(rows)))
         modes = [m.training for m in self.models]
         for model in self.models:
             model.eval()
@@ -117,36 +116,8 @@ class MixedGeneration:
                 penalised = any(r.sampling.repetition_penalty != 1 for r in requests)
                 seen = _text_tokens(features, logits.shape[-1], logits.device) if penalised else None
                 generators = [r.sampling.generator(logits.device) for r in requests]
-            for step in range(max(r.limits.max_new_tokens for r in requests)):
-                with torch.inference_mode():
-                    early = [p for p, row in enumerate(active) if step < requests[row].limits.min_new_tokens]
-                    if early and ends:  # no end-of-sequence before min_new_tokens
-                        where, banned = (torch.tensor(v, device=logits.device) for v in (early, ends))
-                        logits[where[:, None], banned] = -torch.inf
-                    chosen = self._choose(logits, active, seen, generators)
-                going = []
-                for position, (row, token) in enumerate(zip(active, chosen)):
-                    text, limit = rows[row], requests[row].limits.max_new_tokens
-                    if token in ends:
-                        self.finish[row] = "eos"
-                    else:
-                        text.add(token)
-                        self.finish[row] = "stop" if text.stopped else "length" if step + 1 == limit else ""
-                    piece = text.piece(final=bool(self.finish[row]))
-                    if piece:
-                        yield row, piece
-                    if not self.finish[row]:
-                        going.append(position)
-                if not going:
-                    break
-                with torch.inference_mode():
-                    keep = torch.tensor(going, device=logits.device)
-                    tokens = torch.tensor([chosen[p] for p in going], device=logits.device)
-                    if seen is not None:
-                        seen = seen[keep]
-                        seen[torch.arange(len(going), device=seen.device), tokens] = True
-                    logits = steps.advance(keep, tokens)
-                active = [active[p] for p in going]
+            yield from write(steps, logits, rows, self.finish, [r.limits for r in requests], ends, seen,
+                             lambda logits, active, seen: self._choose(logits, active, seen, generators))
         finally:
             for model, mode in zip(self.models, modes):
                 model.train(mode)
