@@ -738,6 +738,15 @@ def render(data: dict) -> str:
                   "difference of the final trainable tensors is "
                   + ", ".join(f"{m} {d:.1e}" for m, d in c["result"].items()) + "."]
     swept = [r for r in runs if r["stage"] == "sweep"]
+    planned = {"sweep": sum(len(LRS[("ptune" if side == "ptune" else "peft", method)])
+                            for _ in TASKS for method in METHODS for side in SIDES),
+               "seeds": len(TASKS) * len(METHODS) * len(SIDES) * len(SEEDS),
+               "factorial": len(CELLS) * 2 * len(SEEDS)}
+    done = {stage: sum(r["stage"] == stage for r in runs) for stage in planned}
+    if any(done[stage] < count for stage, count in planned.items()):
+        lines += ["", "**Incomplete:** " + ", ".join(f"{stage} {done[stage]} of {count} runs"
+                                                     for stage, count in planned.items())
+                  + ". The script resumes from the records here; figures below cover what has run."]
     if swept:
         lines += ["", "### Learning-rate sweep (seed 0, dev at the end of training; **bold**: chosen)", "",
                   "| task | method | side | dev at each learning rate |", "| --- | --- | --- | --- |"]
