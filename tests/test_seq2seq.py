@@ -345,7 +345,7 @@ def test_free_generation_in_predict_is_cached_and_equal_to_recomputing(zoo, name
     """`predict`/`evaluate` of a text-to-text prompt without labels write greedily with the key/value cache
     (one step per token), the same ids as recomputing the continuation per token. The random models' LM
     head is kept from choosing end-of-sequence (tiny BART chooses it first), so every step is compared."""
-    from ptune.tasks.text_to_text import generate_greedy, greedy_ids
+    from ptune.infer.generate import greedy_ids, greedy_texts
 
     backbone = zoo.backbone(name)
     head, eos = backbone.lm_head(), backbone.tokenizer.eos_token_id
@@ -366,6 +366,6 @@ def test_free_generation_in_predict_is_cached_and_equal_to_recomputing(zoo, name
     with torch.no_grad():
         reference = recomputed_greedy(model, batch, 12)
         cached = greedy_ids(model, batch, 12)
-        texts = generate_greedy(model, batch, 12)
+        texts = greedy_texts(model, batch, 12)
     assert cached == reference and all(len(ids) == 12 for ids in cached), reference
     assert len(texts) == len(cached) and all(isinstance(text, str) for text in texts)

@@ -19,6 +19,7 @@ from ptune.infer.decoding import CachedSteps, check_decoder, end_ids, prompt_fea
 from ptune.infer.detokenize import RowText
 from ptune.infer.sampling import Sampling
 from ptune.model.prompt_model import PromptModel
+from ptune.tasks.text_to_text import MAX_NEW_TOKENS as ANSWER_TOKENS
 
 FINISH = ("eos", "stop", "length")  # the end-of-sequence token, a stop string, max_new_tokens
 
@@ -203,3 +204,38 @@ def stream(model: PromptModel, text: str, **options) -> Iterator[str]:
                          "for several use stream_batch()")
     pieces = Generation(model, [text], **options).pieces()  # built now: bad options raise here, not at the first piece
     return (piece for _, piece in pieces)
+
+
+def greedy_texts(model: PromptModel, batch: dict[str, torch.Tensor], max_new_tokens: int = ANSWER_TOKENS) -> list[str]:
+    """What a text-to-text prompt without labels predicts for a collated batch of its inputs: the greedy text
+    after each (``greedy_ids``, decoded up to the end-of-sequence token)."""
+    tokenizer = model.backbone.tokenizer
+    eos = tokenizer.eos_token_id
+    return [tokenizer.decode(ids[: ids.index(eos)] if eos in ids else ids, skip_special_tokens=True).strip()
+            for ids in greedy_ids(model, batch, max_new_tokens)]
+
+
+@torch.no_grad()
+def greedy_ids(model: PromptModel, batch: dict[str, torch.Tensor], max_new_tokens: int = ANSWER_TOKENS) -> list[list[int]]:
+    """The likeliest token after each input of the batch, then after that, until the end-of-sequence token
+    (kept) or ``max_new_tokens``: one cached step per token (``infer.decoding.CachedSteps`` on decoders,
+    ``infer.seq2seq_steps.Seq2SeqSteps`` on encoder-decoders; a deep prompt pre-filled in the cache). The
+    same ids as recomputing the whole continuation per token (tests/test_seq2seq.py keeps that loop). Training
+    and rank classification score text targets with ``seq2seq.continuation_states`` instead."""
+    from ptune.infer.seq2seq_steps import Seq2SeqSteps
+
+    eos = model.backbone.tokenizer.eos_token_id
+    steps = (Seq2SeqSteps if model.backbone.is_encoder_decoder else CachedSteps)(model, batch=batch)
+    written: list[list[int]] = [[] for _ in range(batch["input_ids"].shape[0])]
+    going = torch.arange(len(written))  # the rows still writing, in the order of the last logits
+    logits = steps.start()
+    for step in range(max_new_tokens):
+        tokens = logits.argmax(-1)
+        for row, token in zip(going.tolist(), tokens.tolist()):
+            written[row].append(token)
+        keep = (tokens != eos).nonzero(as_tuple=True)[0] if eos is not None else torch.arange(len(tokens))
+        if step + 1 == max_new_tokens or not len(keep):
+            break
+        going = going[keep.cpu()]
+        logits = steps.advance(keep, tokens[keep])
+    return written

@@ -9,6 +9,7 @@ from tqdm.auto import tqdm
 
 from ptune.batch.encoding import Feature, batches
 from ptune.errors import PtuneError
+from ptune.infer.generate import greedy_texts
 from ptune.tasks.metrics import score
 from ptune.model.prompt_model import PromptModel
 
@@ -21,10 +22,16 @@ def predict_features(model: PromptModel, features: Sequence[Feature], *, batch_s
     model.eval()
     out: list = [None] * len(features)
     groups = list(batches(features, batch_size, shuffle=False))
+    writes = model.kind.writes_text(model)
     with torch.inference_mode():
         for indices in tqdm(groups, desc="predict", disable=not progress, leave=False):
             batch = model.collate([features[i] for i in indices])
-            for i, prediction in zip(indices, model.predict_batch(batch, scored=scored)):
+            if writes:  # text written token by token, with the key/value cache
+                texts = greedy_texts(model, batch)
+                predictions = [(text, {}) for text in texts] if scored else texts
+            else:
+                predictions = model.predict_batch(batch, scored=scored)
+            for i, prediction in zip(indices, predictions):
                 out[i] = prediction
     model.train(was_training)
     return out

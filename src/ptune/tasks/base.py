@@ -72,6 +72,11 @@ class TaskKind:
         fields ``record`` adds (class probabilities, per-word probabilities); {} for none."""
         return {}
 
+    def writes_text(self, model) -> bool:
+        """Whether ``model``'s predictions are text it writes token by token (``infer.predict`` then generates
+        them with the key/value cache instead of decoding one forward pass)."""
+        return False
+
     def decode(self, model, outputs, batch: dict[str, torch.Tensor], *, scored: bool = False) -> list:
         """One prediction per feature of the batch; with ``scored``, (prediction, scores) pairs."""
         words = batch["num_words"].tolist() if "num_words" in batch else [0] * len(batch["input_ids"])

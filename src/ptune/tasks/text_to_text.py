@@ -123,11 +123,15 @@ class TextToText(TaskKind):
         targets = batch["target_ids"]
         return nn.functional.cross_entropy(outputs.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE)
 
+    def writes_text(self, model) -> bool:
+        """Without a label set the prediction is written text (``infer.generate.greedy_texts``)."""
+        return not model.labels
+
     def decode(self, model, outputs, batch: dict[str, torch.Tensor], *, scored: bool = False) -> list:
-        if model.labels:
-            return super().decode(model, outputs, batch, scored=scored)
-        texts = generate_greedy(model, batch)
-        return [(text, {}) for text in texts] if scored else texts
+        if not model.labels:
+            raise PtuneError("a text-to-text prompt without labels writes its answers: predict it with "
+                             "ptune.infer.predict (ptune predict), which generates them")
+        return super().decode(model, outputs, batch, scored=scored)
 
     def decode_row(self, model, output: torch.Tensor, num_words: int) -> str:
         """output: [C] label log-likelihoods -> the likeliest label."""
@@ -153,37 +157,3 @@ def sequence_log_likelihood(logits: torch.Tensor, targets: torch.Tensor) -> torc
     """logits: [N, U, V] and targets: [N, U] (IGNORE after the end) -> each row's summed log-probability [N]."""
     logprobs = logits.float().log_softmax(-1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return logprobs.masked_fill(targets == IGNORE, 0.0).sum(-1)
-
-
-def generate_greedy(model, batch: dict[str, torch.Tensor], max_new_tokens: int = MAX_NEW_TOKENS) -> list[str]:
-    """Greedy text after each input of the batch (``greedy_ids``, decoded up to the end-of-sequence token)."""
-    tokenizer = model.backbone.tokenizer
-    eos = tokenizer.eos_token_id
-    return [tokenizer.decode(ids[: ids.index(eos)] if eos in ids else ids, skip_special_tokens=True).strip()
-            for ids in greedy_ids(model, batch, max_new_tokens)]
-
-
-@torch.no_grad()
-def greedy_ids(model, batch: dict[str, torch.Tensor], max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[int]]:
-    """The likeliest token after each input of the batch, then after that, until the end-of-sequence token
-    (kept) or ``max_new_tokens``: one cached step per token (``infer.decoding.CachedSteps`` on decoders,
-    ``infer.seq2seq_steps.Seq2SeqSteps`` on encoder-decoders; a deep prompt pre-filled in the cache). The
-    same ids as recomputing the whole continuation per token (tests/test_seq2seq.py keeps that loop)."""
-    from ptune.infer.decoding import CachedSteps
-    from ptune.infer.seq2seq_steps import Seq2SeqSteps
-
-    eos = model.backbone.tokenizer.eos_token_id
-    steps = (Seq2SeqSteps if model.backbone.is_encoder_decoder else CachedSteps)(model, batch=batch)
-    written: list[list[int]] = [[] for _ in range(batch["input_ids"].shape[0])]
-    going = torch.arange(len(written))  # the rows still writing, in the order of the last logits
-    logits = steps.start()
-    for step in range(max_new_tokens):
-        tokens = logits.argmax(-1)
-        for row, token in zip(going.tolist(), tokens.tolist()):
-            written[row].append(token)
-        keep = (tokens != eos).nonzero(as_tuple=True)[0] if eos is not None else torch.arange(len(tokens))
-        if step + 1 == max_new_tokens or not len(keep):
-            break
-        going = going[keep.cpu()]
-        logits = steps.advance(keep, tokens[keep])
-    return written
