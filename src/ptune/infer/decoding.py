@@ -70,12 +70,16 @@ class CachedSteps:
     def __init__(self, model: PromptModel, features: Sequence[Feature] | None = None, *,
                  batch: dict[str, torch.Tensor] | None = None):
         """The texts as ``features``, or as a ``batch`` already collated with left padding."""
-        self.model, self.transformer = model, model.transformer
-        device = device_of(model)
-        if batch is None:
-            batch = collate(features, pad_id=model.encoder.pad_id, left_pad=True)
-        self.batch = {k: v.to(device) for k, v in batch.items()}
+        self.model = model
+        self._setup(model, batch if batch is not None else collate(features, pad_id=model.encoder.pad_id,
+                                                                   left_pad=True))
         self.deep = model.deep_prompt(1) if model.deep_prompt is not None else None  # {layer: ([1, kvH, P, D], ...)}
+
+    def _setup(self, model: PromptModel, batch: dict[str, torch.Tensor]) -> None:
+        """What every cached run keeps: ``model``'s network and LM head, the batch on its device, the cache."""
+        self.backbone, self.transformer = model.backbone, model.transformer
+        device = device_of(model)
+        self.batch = {k: v.to(device) for k, v in batch.items()}
         self.cache = DynamicCache(config=self.transformer.config)
         self.keyword = cache_keyword(self.transformer)
         self.token_types = model.encoder.layout.uses_token_types
@@ -86,11 +90,8 @@ class CachedSteps:
 
     def start(self) -> torch.Tensor:
         """The logits after each text: [B, V] (float)."""
-        batch, model = self.batch, self.model
-        embeds = self.transformer.get_input_embeddings()(batch["input_ids"])
-        if model.input_prompt is not None:
-            vectors, index = model.input_prompt(), batch["prompt_index"]
-            embeds = torch.where((index >= 0).unsqueeze(-1), vectors[index.clamp(min=0)], embeds)
+        batch = self.batch
+        embeds = self._prompted(self.transformer.get_input_embeddings()(batch["input_ids"]))
         positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
         if "position_offset" in batch:  # PEFT's prefix-tuning layout: positions start after the prefix
             positions = positions + batch["position_offset"].unsqueeze(1)
@@ -101,7 +102,7 @@ class CachedSteps:
             self.last_type = batch["token_type_ids"][:, -1]
         logits = self._run(inputs_embeds=embeds, position_ids=positions, **extra)
         if self.cache.get_seq_length() == 0:
-            backbone = model.backbone
+            backbone = self.backbone
             raise PtuneError(f"backbone {backbone.name!r} ({backbone.config.model_type}) keeps no key/value cache in "
                              "its forward pass, which generation needs; use a causal LM that does (e.g. smollm2)")
         return logits
@@ -114,16 +115,31 @@ class CachedSteps:
             self.mask, self.positions = self.mask[keep], self.positions[keep]
             if self.last_type is not None:
                 self.last_type = self.last_type[keep]
+            self._keep(keep)
         self.mask = torch.cat([self.mask, self.mask.new_ones(len(keep), 1)], dim=1)
         self.positions = self.positions + 1
         extra = {"token_type_ids": self.last_type[:, None]} if self.last_type is not None else {}
         return self._run(input_ids=tokens[:, None], position_ids=self.positions[:, None], **extra)
 
-    def _run(self, **inputs) -> torch.Tensor:
+    # -- where the prompt goes: one model's here; per row in ``mixed_generation.MixedSteps`` ---------------------
+    def _prompted(self, embeds: torch.Tensor) -> torch.Tensor:
+        """The texts' embeddings [B, T, H] with the input prompt's vectors at its placeholders."""
+        if self.model.input_prompt is None:
+            return embeds
+        vectors, index = self.model.input_prompt(), self.batch["prompt_index"]
+        return torch.where((index >= 0).unsqueeze(-1), vectors[index.clamp(min=0)], embeds)
+
+    def _prefixes(self) -> injection.Prefixes | None:
+        """The deep prefixes of the rows still generating (one prompt's, broadcast to every row)."""
         rows = self.mask.shape[0]
-        prefixes = ({layer: tuple(t.expand(rows, -1, -1, -1) for t in pair) for layer, pair in self.deep.items()}
-                    if self.deep is not None else None)
-        with injection.prefixes_active(prefixes):
+        return ({layer: tuple(t.expand(rows, -1, -1, -1) for t in pair) for layer, pair in self.deep.items()}
+                if self.deep is not None else None)
+
+    def _keep(self, keep: torch.Tensor) -> None:
+        """Keep the per-row prompt state of rows ``keep`` (none here: one prompt serves every row)."""
+
+    def _run(self, **inputs) -> torch.Tensor:
+        with injection.prefixes_active(self._prefixes()):
             hidden = self.transformer(attention_mask=self.mask, use_cache=True, **{self.keyword: self.cache},
                                       **inputs).last_hidden_state
         return self.head(hidden[:, -1]).float()

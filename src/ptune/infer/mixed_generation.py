@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import torch
-from transformers import DynamicCache
 
 from ptune.batch.encoding import Feature, collate
 from ptune.errors import PtuneError
-from ptune.infer.decoding import cache_keyword, check_decoder, device_of, end_ids, prompt_features
+from ptune.infer.decoding import CachedSteps, check_decoder, end_ids, prompt_features
 from ptune.infer.detokenize import RowText
 from ptune.infer.generate import Limits, settings, write
 from ptune.infer.sampling import Sampling
@@ -153,63 +152,31 @@ def _text_tokens(features: Sequence[Feature], vocab: int, device) -> torch.Tenso
     return seen
 
 
-class MixedSteps:
-    """``decoding.CachedSteps`` for rows of different tasks: ``start()`` -> logits [B, V] after each text,
-    ``advance(keep, tokens)`` -> logits [b, V] after each kept row's new token. Run under
-    ``torch.inference_mode()`` with the models in eval mode."""
+class MixedSteps(CachedSteps):
+    """``decoding.CachedSteps`` for rows of different tasks: each row's own input prompt and deep prefixes
+    (padded per row, a row attending only its own prefix columns). Run under ``torch.inference_mode()``
+    with the models in eval mode."""
 
     def __init__(self, models: Sequence[PromptModel], tasks: Sequence[int], features: Sequence[Feature]):
         first = models[0]
-        self.transformer = first.transformer
-        device = device_of(first)
-        self.batch = {k: v.to(device) for k, v in collate(features, pad_id=first.encoder.pad_id, left_pad=True).items()}
-        task = torch.tensor(list(tasks), device=device)
+        self._setup(first, collate(features, pad_id=first.encoder.pad_id, left_pad=True))
+        task = torch.tensor(list(tasks), device=self.mask.device)
         self.vectors = _prompt_table(models, task)  # [B, P_max, H] or None
         self.deep = _prefix_table(models, task)  # {layer: (keys, values [B, kvH, P_max, D], attend [B, P_max])}
-        self.cache = DynamicCache(config=self.transformer.config)
-        self.keyword = cache_keyword(self.transformer)
-        self.token_types = first.encoder.layout.uses_token_types
-        self.head = first.backbone.lm_head()
-        self.mask = self.batch["attention_mask"]  # [b, S]: pads 0, every real (and generated) token 1
-        self.positions = None  # [b]: each row's last position
-        self.last_type = None  # [b]: each row's last token type (families with token types)
 
-    def start(self) -> torch.Tensor:
-        batch = self.batch
-        embeds = self.transformer.get_input_embeddings()(batch["input_ids"])  # [B, T, H]
-        if self.vectors is not None:
-            index = batch["prompt_index"]
-            rows = torch.arange(index.shape[0], device=index.device).unsqueeze(1)
-            embeds = torch.where((index >= 0).unsqueeze(-1), self.vectors[rows, index.clamp(min=0)].to(embeds.dtype),
-                                 embeds)
-        positions = (self.mask.cumsum(-1) - 1).clamp(min=0)
-        if "position_offset" in batch:  # PEFT's prefix-tuning layout: positions start after the prefix
-            positions = positions + batch["position_offset"].unsqueeze(1)
-        self.positions = positions[:, -1]
-        extra = {}
-        if self.token_types:
-            extra["token_type_ids"] = batch["token_type_ids"]
-            self.last_type = batch["token_type_ids"][:, -1]
-        return self._run(inputs_embeds=embeds, position_ids=positions, **extra)
+    def _prompted(self, embeds: torch.Tensor) -> torch.Tensor:
+        if self.vectors is None:
+            return embeds
+        index = self.batch["prompt_index"]
+        rows = torch.arange(index.shape[0], device=index.device).unsqueeze(1)
+        return torch.where((index >= 0).unsqueeze(-1), self.vectors[rows, index.clamp(min=0)].to(embeds.dtype), embeds)
 
-    def advance(self, keep: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if keep.numel() != self.mask.shape[0]:
-            self.cache.batch_select_indices(keep)
-            self.mask, self.positions = self.mask[keep], self.positions[keep]
-            if self.last_type is not None:
-                self.last_type = self.last_type[keep]
-            if self.deep is not None:
-                self.deep = {layer: tuple(t[keep] for t in entry) for layer, entry in self.deep.items()}
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(keep), 1)], dim=1)
-        self.positions = self.positions + 1
-        extra = {"token_type_ids": self.last_type[:, None]} if self.last_type is not None else {}
-        return self._run(input_ids=tokens[:, None], position_ids=self.positions[:, None], **extra)
+    def _prefixes(self) -> injection.Prefixes | None:
+        return self.deep
 
-    def _run(self, **inputs) -> torch.Tensor:
-        with injection.prefixes_active(self.deep):
-            hidden = self.transformer(attention_mask=self.mask, use_cache=True, **{self.keyword: self.cache},
-                                      **inputs).last_hidden_state
-        return self.head(hidden[:, -1]).float()
+    def _keep(self, keep: torch.Tensor) -> None:
+        if self.deep is not None:
+            self.deep = {layer: tuple(t[keep] for t in entry) for layer, entry in self.deep.items()}
 
 
 def _prompt_table(models: Sequence[PromptModel], task: torch.Tensor) -> torch.Tensor | None:
