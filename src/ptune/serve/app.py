@@ -111,7 +111,7 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
             if cold and sum(getattr(registry.entries.get(name), "data_bytes", 0) for name in cold) <= INLINE_LOAD_BYTES:
                 models |= _load(registry, cold)  # small: mapped and checked here, in well under a millisecond
             elif cold:
-                models = await loop.run_in_executor(loaders, _load, registry, names)
+                models |= await loop.run_in_executor(loaders, _load, registry, cold)
         except PtuneError as error:
             raise ClientError(404, f"task cannot be served: {error}") from error
         return models
@@ -163,7 +163,8 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
 
 
 def _load(registry: TaskRegistry, names: list[str]) -> dict:
-    """The models of ``names``, loading the cold ones (in a loader thread; only this request waits)."""
+    """The models of ``names``, loading the cold ones (on the event loop when small, else in a loader thread,
+    where only the request that needs them waits)."""
     out = {}
     for name in names:
         try:
