@@ -50,13 +50,13 @@ SETTINGS = {
 METRIC = {"rotten_tomatoes": "accuracy", "conll2003": "f1"}
 
 
-def run_one(task: str, method: str, seed: int, variant: str, extra: list[str]) -> dict:
+def run_one(task: str, method: str, seed: int, variant: str, extra: list[str], threads: int = 2) -> dict:
     """Child process: train through the CLI, report results and own peak memory as JSON."""
     import torch
 
     from ptune.cli import main
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(threads)
     out = Path(tempfile.mkdtemp(prefix=f"core-{task}-{method}-"))
     args = ["-q", "train", "--task", task, "--method", method, "--patience", "3", "--seed", str(seed), "--out", str(out), *extra]
     started = time.perf_counter()
@@ -83,6 +83,7 @@ def run_one(task: str, method: str, seed: int, variant: str, extra: list[str]) -
         "date": date.today().isoformat(),
         "versions": versions("torch", "transformers"),
         "cpu": cpu_name(),
+        "threads": threads,
     }
 
 
@@ -151,13 +152,19 @@ def machines(records: list[dict]) -> str:
     return "; ".join(seen)
 
 
+def threads(records: list[dict]) -> str:
+    """The torch threads the runs used (records before the field ran 2)."""
+    used = sorted({r.get("threads", 2) for r in records})
+    return " or ".join(map(str, used)) + " CPU thread" + ("s" if used != [1] else "") + " per run"
+
+
 def render(records: list[dict]) -> str:
     groups = group(records)
     lines = [
         "## Core comparison (issue: ptune core)",
         "",
         "Command: `python benchmarks/core.py` (each run's own command is listed below) · machine: "
-        f"{machines(records)}, 2 CPU threads · date: {dates(records)} · "
+        f"{machines(records)}, {threads(records)} · date: {dates(records)} · "
         "backbone: minilm (all-MiniLM-L6-v2, 22.7M parameters, frozen except finetune).",
         "Test-set scores of the epoch chosen on dev; nothing tuned on test. Where a row has several seeds it shows "
         "mean ± standard deviation and n; a row with one figure is a single run (seed 0). Train times include "
@@ -212,6 +219,8 @@ def main() -> None:
     parser.add_argument("--variant", default="default", help="name of the choice --extra makes, set against the default")
     parser.add_argument("--extra", default="", help="extra `ptune train` flags for every run, e.g. '--prefix-std 0.02'")
     parser.add_argument("--one", nargs=3, metavar=("TASK", "METHOD", "SEED"), help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=2,
+                        help="torch threads per run (1 lets two benchmarks share 2 cores; scores differ only by float rounding)")
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from core.json")
     args = parser.parse_args()
     if args.report_only:
@@ -222,19 +231,21 @@ def main() -> None:
     extra = shlex.split(args.extra)
     if args.one:
         task, method, seed = args.one
-        record = run_one(task, method, int(seed), args.variant, SETTINGS.get((task, method), []) + extra)
+        record = run_one(task, method, int(seed), args.variant, SETTINGS.get((task, method), []) + extra,
+                         args.threads)
         print(json.dumps({**record, "variant_flags": args.extra}))
         return
-    previous = {key(r): r for r in load()}
     for task in args.tasks:
         for method in args.methods:
             for seed in args.seeds:
-                child = [sys.executable, __file__, "--one", task, method, str(seed), "--variant", args.variant, "--extra", args.extra]
+                child = [sys.executable, __file__, "--one", task, method, str(seed), "--variant", args.variant, "--extra", args.extra,
+                         "--threads", str(args.threads)]
                 done = subprocess.run(child, capture_output=True, text=True)
                 if done.returncode != 0:
                     sys.stderr.write(done.stderr[-3000:])
                     raise SystemExit(f"{task}/{method}/seed {seed} failed")
                 record = json.loads(done.stdout.strip().splitlines()[-1])
+                previous = {key(r): r for r in load()}  # another core.py may have written meanwhile
                 previous[key(record)] = record
                 print(json.dumps(record), flush=True)
                 RESULTS.parent.mkdir(parents=True, exist_ok=True)
