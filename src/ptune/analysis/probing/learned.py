@@ -126,6 +126,7 @@ class ProbePrompt(nn.Module):
             last = self.vectors.mlp[-1]
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
+        self.vectors.to(embeddings.weight.device)  # the encoder is built on CPU; the backbone may be elsewhere
         self._words = {i: _words_ids(tokenizer, p.text, p.space) for i, p in enumerate(self.template.pieces)
                        if p.kind == "words"}
 
