@@ -3,13 +3,16 @@ only, then the winner confirmed with 3 seeds on test at the full budget of the s
 
     python benchmarks/sweeps.py sweep conll2003_deep            # the study (resumes: rerun to add missing trials)
     python benchmarks/sweeps.py confirm conll2003_deep          # 3 seeds of the winner, through benchmarks/core.py
+    python benchmarks/sweeps.py sweep capital_of_ptuning        # ptune probe-sweep; confirm: 3 seeds vs manual on test
     python benchmarks/sweeps.py --report-only
 
 A study's working folder (study.db and every trial's run) is under .cache/sweeps/NAME; what is kept is copied
 to benchmarks/results/sweeps/NAME/: best.json (the winner as a --config file), trials.md, trials.json and
 effects.png (each setting's effect on dev). benchmarks/results/sweeps.json records each study's command,
 subset, trial counts, winner and, once confirmed, where its seeds are recorded. The confirmation of a gap on
-a core row is core.json's variant ``sweep`` of that task and method, set against the default there.
+a core row is core.json's variant ``sweep`` of that task and method, set against the default there; that of a
+probing gap (``ptune probe-sweep``) is recorded here: the winner's test P@1 over 3 training seeds on one subject
+split, against every manual wording on the same test subjects.
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ SECTION = "sweeps"
 COPIED = ("best.json", "trials.md", "trials.json", "effects.png")
 CONFIRM_SEEDS = (0, 1, 2)
 
+# The manual wordings of benchmarks/probe.py's capital-of table, in LAMA's syntax.
+MANUAL_CAPITAL = ("The capital of [X] is [Y] .", "[X]'s capital city is [Y] .", "The capital city of [X] is [Y] .")
+
 # Each gap: what it must reach, the study (a subset of the full budget, at most 30 trials), and the settings
 # the winner carries into the confirmation (the searched ones; the subset's limits and epochs stay behind).
 GAPS = {
@@ -45,6 +51,17 @@ GAPS = {
         "trials": 30,
         "confirm": {"script": "core.py", "task": "conll2003", "method": "deep"},
     },
+    "capital_of_ptuning": {
+        "target": "capital-of (LAMA P36) P-tuning P@1 at least 10 points above the best manual wording (smollm2)",
+        "subset": "every fact of the P36 fixture (147 train / 49 dev / 50 test subjects, split seed 0), objects "
+                  "ranked by summed log-probability, 8 epochs, seed 0; three manual wordings to start from",
+        "command": "probe-sweep",
+        "sweep": ["--facts", "tests/fixtures/facts/P36.jsonl", "--multi-token", "--epochs", "8", "--seed", "0",
+                  "--manual", *MANUAL_CAPITAL, "--lr", "1e-3:3e-2:log", "--prompts", "1,2,3,4,6",
+                  "--init", "words,vocab", "--encoder", "lstm,mlp,none"],
+        "trials": 30,
+        "confirm": {"probe": True},
+    },
 }
 
 
@@ -55,9 +72,11 @@ def study_dir(name: str) -> Path:
 def sweep(name: str, threads: int) -> dict:
     """Run (or resume) the study, then keep its report under benchmarks/results/sweeps/NAME."""
     gap = GAPS[name]
-    command = ["ptune", "sweep", *gap["sweep"], "--trials", str(gap["trials"]), "--out", str(study_dir(name))]
+    command = ["ptune", gap.get("command", "sweep"), *gap["sweep"], "--trials", str(gap["trials"]),
+               "--out", str(study_dir(name))]
     env = {**_env(), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-m", "ptune.cli", *command[1:]], env=env, stdout=subprocess.PIPE, text=True)
+    done = subprocess.run([sys.executable, "-m", "ptune.cli", *command[1:]], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                          text=True)
     if done.returncode != 0:
         raise SystemExit(f"sweep {name} failed (exit {done.returncode})")
     summary = json.loads(done.stdout)
@@ -68,7 +87,10 @@ def sweep(name: str, threads: int) -> dict:
             shutil.copyfile(study_dir(name) / file, kept / file)
     record = {"name": name, "target": gap["target"], "subset": gap["subset"],
               "command": shlex.join(command).replace(str(study_dir(name)), "OUT"), "trials": summary["trials"],
-              "best": summary["best"] and {k: summary["best"][k] for k in ("trial", "dev", "settings")},
+              "best": summary["best"] and {"trial": summary["best"]["trial"], "settings": summary["best"]["settings"],
+                                           "dev": summary["best"].get("dev", summary["best"].get("dev_p_at_1")),
+                                           **({"command": summary["best"]["command"]}
+                                              if "command" in summary["best"] else {})},
               "threads": threads, "date": date.today().isoformat(), "cpu": cpu_name(),
               "versions": versions("torch", "transformers", "optuna")}
     _save(name, record)
@@ -80,6 +102,9 @@ def confirm(name: str, threads: int) -> None:
     gap, record = GAPS[name], _load().get(name)
     if not record or not record["best"]:
         raise SystemExit(f"{name}: no completed trial yet; run `python benchmarks/sweeps.py sweep {name}` first")
+    if gap["confirm"].get("probe"):
+        _save(name, {**record, "confirmed": confirm_probe(record["best"]["command"], threads)})
+        return
     flags = winner_flags(record["best"]["settings"])
     where = gap["confirm"]
     command = [sys.executable, str(ROOT / "benchmarks" / where["script"]), "--tasks", where["task"],
@@ -88,6 +113,42 @@ def confirm(name: str, threads: int) -> None:
     subprocess.run(command, env=_env(), check=True)
     _save(name, {**record, "confirmed": {"script": where["script"], "variant": "sweep", "flags": shlex.join(flags),
                                          "seeds": list(CONFIRM_SEEDS)}})
+
+
+def confirm_probe(command: str, threads: int) -> dict:
+    """The winning probe command on test with each seed (one subject split), and every manual wording on test: the
+    best manual wording is chosen on test, which can only favour the manual side."""
+    import statistics
+    import tempfile
+
+    def probe(words: list[str]) -> dict:
+        out = tempfile.mkdtemp(prefix="sweep-probe-")
+        env = {**_env(), "OMP_NUM_THREADS": str(threads)}
+        subprocess.run([sys.executable, "-m", "ptune.cli", "-q", *words, "--split", "test", "--out", out],
+                       env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        return json.loads((Path(out) / "results.json").read_text())["relations"][0]
+
+    words = shlex.split(command)[1:]  # without "ptune"
+    learned = {seed: probe(_with(words, "--seed", str(seed)) + ["--split-seed", "0"]) for seed in CONFIRM_SEEDS}
+    p1 = [relation["runs"][0]["p_at_1"] for relation in learned.values()]
+    facts, backbone = words[words.index("--facts") + 1], words[words.index("--backbone") + 1]
+    manual = probe(["probe", "--facts", facts, "--backbone", backbone, "--manual", *MANUAL_CAPITAL, "--method", "manual", "--multi-token",
+                    "--split-seed", "0"])
+    by_wording = {run["wording"]: run["p_at_1"] for run in manual["runs"]}
+    best_manual = max(by_wording.values())
+    return {"command": command, "seeds": list(CONFIRM_SEEDS), "split_seed": 0, "test_facts": manual["split_sizes"]["test"],
+            "ptuning_p1": p1, "ptuning_p1_mean": statistics.mean(p1), "ptuning_p1_std": statistics.stdev(p1),
+            "manual_p1": by_wording, "manual_best_p1": best_manual,
+            "gap_points": round(100 * (statistics.mean(p1) - best_manual), 2),
+            "target_met": statistics.mean(p1) - best_manual >= 0.10}
+
+
+def _with(words: list[str], flag: str, value: str) -> list[str]:
+    """``words`` with ``flag``'s value replaced (or the flag added)."""
+    if flag in words:
+        at = words.index(flag)
+        return [*words[:at + 1], value, *words[at + 2:]]
+    return [*words, flag, value]
 
 
 def winner_flags(settings: dict) -> list[str]:
@@ -135,7 +196,15 @@ def section() -> str:
                   if best else f"- Trials: {counts}. No trial completed.",
                   f"- Table and plot: [trials.md](../benchmarks/results/sweeps/{name}/trials.md), "
                   f"![effects of each setting](../benchmarks/results/sweeps/{name}/effects.png)"]
-        if "confirmed" in r:
+        if "confirmed" in r and "ptuning_p1" in r["confirmed"]:
+            c = r["confirmed"]
+            manual = ", ".join(f"`{w}` {100 * v:.1f}" for w, v in c["manual_p1"].items())
+            lines += [f"- Confirmed on test ({c['test_facts']} subjects, split seed {c['split_seed']}): `{c['command']}` "
+                      f"with seeds {', '.join(map(str, c['seeds']))}: P@1 {100 * c['ptuning_p1_mean']:.1f} ± "
+                      f"{100 * c['ptuning_p1_std']:.1f}; manual wordings {manual}.",
+                      f"- Gap to the best manual wording: {c['gap_points']:+.1f} points (target +10: "
+                      f"**{'met' if c['target_met'] else 'missed'}**)."]
+        elif "confirmed" in r:
             c = r["confirmed"]
             lines.append(f"- Confirmed with seeds {', '.join(map(str, c['seeds']))} by `{c['script']}` as variant "
                          f"`{c['variant']}` (`{c['flags']}`); its section sets it against the default and fine-tuning.")
