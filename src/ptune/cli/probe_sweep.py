@@ -15,8 +15,7 @@ from pathlib import Path
 from ptune.analysis.probing.command import add_probe_options
 from ptune.cli.options import add_device_options
 from ptune.cli.output import err, print_json
-from ptune.cli.sweep import storage_url
-from ptune.config import COUNT, NON_NEGATIVE, POSITIVE
+from ptune.cli.sweep import add_search_options
 from ptune.errors import PtuneError
 from ptune.training.search_space import Setting, lr_space, length_space
 
@@ -69,16 +68,7 @@ def add_parser(sub) -> None:
         defaults = ", ".join(f"{method} {ranges[name]}" for method, ranges in DEFAULTS.items() if name in ranges)
         space.add_argument(f"--{name}", dest=f"{name}_space", type=parse, metavar="SPACE",
                            help=f"{HELP[name]} (default: {defaults})")
-    search = parser.add_argument_group("search")
-    search.add_argument("--trials", type=COUNT, default=20,
-                        help="finished trials the study should hold; a rerun adds the missing")
-    search.add_argument("--timeout", type=POSITIVE, metavar="S",
-                        help="start no trial after S seconds (a running one finishes) (default: no limit)")
-    search.add_argument("--storage", type=storage_url, metavar="URL",
-                        help="Optuna storage URL (default: sqlite:///OUT/study.db)")
-    search.add_argument("--study-name", default="ptune-probe", help="the study's name in the storage")
-    search.add_argument("--startup-trials", type=NON_NEGATIVE, default=5,
-                        help="trials sampled at random before TPE sampling")
+    add_search_options(parser, study_name="ptune-probe")
     add_device_options(parser)
     parser.set_defaults(func=run)
 

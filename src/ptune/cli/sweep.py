@@ -49,7 +49,13 @@ def add_parser(sub) -> None:
         defaults = ", ".join(f"{method} {ranges[name]}" for method, ranges in DEFAULTS.items() if name in ranges)
         space.add_argument(f"--{name}", dest=f"{name}_space", type=PARSERS[name], metavar="SPACE",
                            help=f"{SPACE_HELP[name]} (default: {defaults})")
-    search = sweep.add_argument_group("search")
+    add_search_options(sweep, study_name="ptune")
+    sweep.set_defaults(func=run)
+
+
+def add_search_options(parser: argparse.ArgumentParser, *, study_name: str) -> None:
+    """The study's options, shared by ``ptune sweep`` and ``ptune probe-sweep``."""
+    search = parser.add_argument_group("search")
     search.add_argument("--trials", type=COUNT, default=20,
                         help="finished (completed or pruned) trials the study should hold; a rerun adds the missing")
     search.add_argument("--timeout", type=POSITIVE, metavar="S",
@@ -57,10 +63,9 @@ def add_parser(sub) -> None:
     search.add_argument("--storage", type=storage_url, metavar="URL",
                         help="Optuna storage: a database URL several machines can share, e.g. "
                              "postgresql://user@host/db (default: sqlite:///OUT/study.db)")
-    search.add_argument("--study-name", default="ptune", help="the study's name in the storage")
+    search.add_argument("--study-name", default=study_name, help="the study's name in the storage")
     search.add_argument("--startup-trials", type=NON_NEGATIVE, default=5,
-                        help="trials sampled at random and never pruned, before TPE sampling and median pruning")
-    sweep.set_defaults(func=run)
+                        help="trials sampled at random (and never pruned) before TPE sampling (and median pruning)")
 
 
 def run(args: argparse.Namespace) -> int:
