@@ -1,12 +1,18 @@
 """Language-model side: verbalizer classification on a causal LM (smollm2) for prompt vs ptuning
-vs deep, plus the zero-shot manual template (the same verbalizer, nothing trained).
+vs deep, plus the zero-shot manual template (the same verbalizer, nothing trained) and deep prompts
+with a linear head on the last token (deep-linear) beside them.
 
-Small budget for 2 CPU cores: the first TRAIN_LIMIT rotten_tomatoes training examples, 1 epoch,
-dev and test limited to the first EVAL_LIMIT examples of the fixed split. Writes key "verbalizer"
-of benchmarks/results/lm.json and the "lm_verbalizer" section of docs/RESULTS.md.
+The first TRAIN_LIMIT rotten_tomatoes training examples, --epochs epochs, dev and test limited to the
+first EVAL_LIMIT examples of the fixed split, one run per seed (mean and std over seeds). Writes key
+"verbalizer" of benchmarks/results/lm.json and the "lm_verbalizer" section of docs/RESULTS.md.
 
     python benchmarks/lm.py --train-limit 400 --eval-limit 200   # about 30 minutes on 2 shared cores
     python benchmarks/lm.py --train-limit 200 --eval-limit 100 --methods deep
+    python benchmarks/lm.py --train-limit 2000 --eval-limit 500 --epochs 3 --seeds 0 1 2 --threads 1 \
+        --methods prompt ptuning deep deep-linear --sweep benchmarks/results/sweeps/smollm2_verbalizer_deep/best.json
+
+``--sweep FILE`` adds the row ``deep-sweep``: a `ptune sweep` winner's searched settings (its best.json) at
+this budget. A budget other than the recorded one starts lm.json's verbalizer record afresh.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import statistics
 import sys
 import tempfile
 import time
@@ -33,36 +40,51 @@ SETTINGS = {
     "deep": {"method": "deep", "template": "{text} It was {label}", "length": 16, "lr": 3e-2},
     # The encoders' prefix init (the default there, and on every backbone before 2026-12-02) set against it.
     "deep-std1": {"method": "deep", "template": "{text} It was {label}", "length": 16, "lr": 3e-2, "prefix_std": 1.0},
+    # Deep prompts with a linear head on the last token instead of the verbalizer: what the LM head adds.
+    "deep-linear": {"method": "deep", "head": "linear", "length": 16, "lr": 3e-2},
 }
+SWEPT = ("lr", "length", "layers", "reparam")  # the settings of a ptune sweep winner a deep-sweep row takes
 
 
-def run(name: str, backbone, task, train_limit: int, eval_limit: int, batch_size: int) -> dict:
+def run(name: str, setting: dict, backbone, task, budget: dict, seed: int) -> dict:
     from ptune.config import MethodConfig
     from ptune.infer.predict import evaluate
     from ptune.model.prompt_model import PromptModel
     from ptune.training.loop import TrainConfig, train
 
-    options = dict(SETTINGS[name])
-    lr = options.pop("lr", None)
-    config = MethodConfig(head="verbalizer", verbalizer=VERBALIZER, **options)
+    options = dict(setting)
+    lr, head = options.pop("lr", None), options.pop("head", "verbalizer")
+    options.pop("swept_from", None)
+    config = MethodConfig(head=head, verbalizer=VERBALIZER if head == "verbalizer" else None, **options)
     model = PromptModel.for_task(backbone, task, config)
-    test = task.test[:eval_limit]
+    test = task.test[:budget["eval_limit"]]
     started = time.perf_counter()
-    record = {"name": name, **SETTINGS[name], "trainable_params": 0 if name == "zero-shot" else model.num_trainable()}
+    record = {"name": name, **setting, "head": head, "seed": seed,
+              "trainable_params": 0 if name == "zero-shot" else model.num_trainable()}
     if model.deep_prompt is not None:
         record["prefix_std"] = config.prefix_init_std(encoder_only=False)  # smollm2 is a decoder
     if name == "zero-shot":
-        model.initialise(seed=0)
-        record["dev"] = evaluate(model, task.dev[:eval_limit], "accuracy")["accuracy"]
+        model.initialise(seed=seed)
+        record["dev"] = evaluate(model, task.dev[:budget["eval_limit"]], "accuracy")["accuracy"]
     else:
-        result = train(model, task, TrainConfig(epochs=1, lr=lr, batch_size=batch_size, train_limit=train_limit,
-                                                eval_limit=eval_limit, progress=False, seed=0),
+        result = train(model, task, TrainConfig(epochs=budget["epochs"], lr=lr, batch_size=budget["batch_size"],
+                                                train_limit=budget["train_limit"], eval_limit=budget["eval_limit"],
+                                                progress=False, seed=seed),
                        out_dir=Path(tempfile.mkdtemp(prefix=f"lm-{name}-")))
         record["dev"] = result.dev["accuracy"]
         record["train_seconds"] = round(result.seconds, 1)
     record["test"] = evaluate(model, test, "accuracy")["accuracy"]
     record["seconds"] = round(time.perf_counter() - started, 1)
     return record
+
+
+def swept(path: Path) -> dict:
+    """A deep-sweep setting from a `ptune sweep` best.json: its searched settings, the verbalizer template."""
+    best = json.loads(path.read_text())
+    if best.get("method") != "deep" or best.get("head") != "verbalizer":
+        raise SystemExit(f"{path}: not a deep verbalizer sweep (method {best.get('method')}, head {best.get('head')})")
+    return {"method": "deep", "template": best.get("template") or SETTINGS["deep"]["template"],
+            **{key: best[key] for key in SWEPT if key in best}, "swept_from": str(path.relative_to(ROOT))}
 
 
 SECTION = "lm_verbalizer"
@@ -81,29 +103,45 @@ def dates(v: dict) -> str:
     return found[0] if len(found) == 1 else f"{found[0]} to {found[-1]}"
 
 
+def spread(values: list[float]) -> str:
+    """Percent: the mean, with ± the standard deviation and n over several seeds."""
+    if len(values) == 1:
+        return f"{100 * values[0]:.1f}"
+    return f"{100 * statistics.mean(values):.1f} ± {100 * statistics.stdev(values):.1f} (n={len(values)})"
+
+
 def render(data: dict) -> str:
     v = data["verbalizer"]
     machine = v.get("machine", "not recorded with these runs; 2 CPU threads shared with other work")
+    by_name: dict[str, list[dict]] = {}
+    for r in v["runs"]:
+        by_name.setdefault(r["name"], []).append(r)
+    seeds = sorted({r.get("seed", 0) for r in v["runs"]})
+    epochs = v["epochs"]
     lines = [
         "## Verbalizer on a causal LM (issue: language-model side)",
         "",
         f"Command: {commands(v)} · machine: {machine} · date: {dates(v)} · "
         "backbone: smollm2 (SmolLM2-135M-Instruct, frozen, LM head tied).",
-        f"rotten_tomatoes, first {v['train_limit']} training examples, {v['epochs']} epoch, batch {v['batch_size']}; "
-        f"dev and test = the first {v['eval_limit']} examples of each split. Verbalizer `{VERBALIZER}` (a label's "
-        "logit is the log-sum-exp of its words' first-token logits for the next token). Zero-shot: the same template "
-        "and verbalizer with nothing trained. One seed; with 200 test examples one standard error is about 3 points. "
-        "The budget is smaller than planned (400, not 1,000+, training examples) because the 2 cores were shared "
-        "with two other jobs (load average about 7): times are upper bounds. Learning rates are the method "
-        "defaults, untuned for smollm2 or the verbalizer.",
+        f"rotten_tomatoes, first {v['train_limit']} training examples, {epochs} epoch{'s' if epochs > 1 else ''}, "
+        f"batch {v['batch_size']}; dev and test = the first {v['eval_limit']} examples of each split. Verbalizer "
+        f"`{VERBALIZER}` (a label's logit is the log-sum-exp of its words' first-token logits for the next token); "
+        "deep-linear: a linear head on the last token instead. Zero-shot: the same template and verbalizer with "
+        f"nothing trained. Seeds: {', '.join(map(str, seeds))} (a row with one figure is one run; with "
+        f"{v['eval_limit']} test examples one standard error is at most {50 / v['eval_limit'] ** 0.5:.1f} points). "
+        "Times are upper bounds: the cores were shared with other jobs. Learning rates are the method defaults "
+        "unless a row came from a sweep (deep-sweep).",
         "",
-        "| method | template | lr | trainable params | dev acc | test acc | time |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| method | head | template | lr | trainable params | dev acc | test acc | time per run |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for r in v["runs"]:
+    for name, runs in by_name.items():
+        r = runs[0]
         std = f" (prefix std {r['prefix_std']:g})" if "prefix_std" in r else ""
-        lines.append(f"| {r['name']}{std} | `{r['template']}` | {r.get('lr', '–')} | {r['trainable_params']:,} | "
-                     f"{100 * r['dev']:.1f} | {100 * r['test']:.1f} | {r['seconds'] / 60:.1f} min |")
+        template = f"`{r['template']}`" if r.get("template") else "–"
+        lines.append(f"| {name}{std} | {r.get('head', 'verbalizer')} | {template} | {r.get('lr', '–')} | "
+                     f"{r['trainable_params']:,} | {spread([x['dev'] for x in runs])} | "
+                     f"{spread([x['test'] for x in runs])} | {statistics.mean(x['seconds'] for x in runs) / 60:.1f} min |")
     return "\n".join(lines)
 
 
@@ -114,44 +152,55 @@ def section() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", nargs="+", default=list(SETTINGS))
+    parser.add_argument("--methods", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--train-limit", type=int, default=1000)
     parser.add_argument("--eval-limit", type=int, default=500)
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per seed (default: 0)")
+    parser.add_argument("--sweep", type=Path, metavar="BEST_JSON", help="add the row deep-sweep: this sweep winner")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 where another job shares 2 cores)")
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from lm.json")
     args = parser.parse_args()
     if args.report_only:
         write_section(SECTION, section())
         return
+    settings = {name: SETTINGS[name] for name in args.methods}
+    if args.sweep:
+        settings["deep-sweep"] = swept(args.sweep.resolve())
     import torch
 
     from ptune.model.backbones import load_backbone
     from ptune.data import get_task
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     backbone, task = load_backbone("smollm2"), get_task("rotten_tomatoes")
     data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    budget = {"train_limit": args.train_limit, "eval_limit": args.eval_limit, "batch_size": args.batch_size}
+    budget = {"train_limit": args.train_limit, "eval_limit": args.eval_limit, "batch_size": args.batch_size,
+              "epochs": args.epochs}
     kept = data.get("verbalizer", {})
-    if any(kept.get(key) != value for key, value in budget.items()):
+    if any(kept.get(key, 1 if key == "epochs" else None) != value for key, value in budget.items()):
         kept = {}  # another budget: the earlier runs are not comparable
-    for r in kept.get("runs", []):  # runs from before commands were recorded per run
+    for r in kept.get("runs", []):  # runs from before commands, dates and seeds were recorded per run
         r.setdefault("command", kept.get("command", FIRST_COMMAND))
         r.setdefault("date", kept["date"])
+        r.setdefault("seed", 0)
     command = " ".join(["python benchmarks/lm.py", *map(shlex.quote, sys.argv[1:])])
-    for name in args.methods:
-        record = {**run(name, backbone, task, args.train_limit, args.eval_limit, args.batch_size),
-                  "command": command, "date": date.today().isoformat()}
-        print(json.dumps(record), flush=True)
-        runs = [r for r in kept.get("runs", []) if r["name"] != name] + [record]  # a rerun replaces its method
-        runs.sort(key=lambda r: list(SETTINGS).index(r["name"]) if r["name"] in SETTINGS else len(SETTINGS))
-        kept = data["verbalizer"] = {
-            **budget, "date": date.today().isoformat(), "backbone": "smollm2", "task": "rotten_tomatoes", "epochs": 1,
-            "verbalizer": VERBALIZER, "runs": runs, "command": command, "machine": machine(2),
-            "versions": versions("torch", "transformers")}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(data, indent=2) + "\n")  # after every run: a stopped benchmark keeps them
-        write_section(SECTION, render(data))
+    order = [*SETTINGS, "deep-sweep"]
+    for name, setting in settings.items():
+        for seed in args.seeds:
+            record = {**run(name, setting, backbone, task, budget, seed), "command": command,
+                      "date": date.today().isoformat()}
+            print(json.dumps(record), flush=True)
+            runs = [r for r in kept.get("runs", []) if (r["name"], r["seed"]) != (name, seed)] + [record]
+            runs.sort(key=lambda r: (order.index(r["name"]) if r["name"] in order else len(order), r["seed"]))
+            kept = data["verbalizer"] = {
+                **budget, "date": date.today().isoformat(), "backbone": "smollm2", "task": "rotten_tomatoes",
+                "verbalizer": VERBALIZER, "runs": runs, "command": command, "machine": machine(args.threads),
+                "versions": versions("torch", "transformers")}
+            RESULTS.parent.mkdir(parents=True, exist_ok=True)
+            RESULTS.write_text(json.dumps(data, indent=2) + "\n")  # after every run: a stopped benchmark keeps them
+            write_section(SECTION, render(data))
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ only, then the winner confirmed with 3 seeds on test at the full budget of the s
 
     python benchmarks/sweeps.py sweep conll2003_deep            # the study (resumes: rerun to add missing trials)
     python benchmarks/sweeps.py confirm conll2003_deep          # 3 seeds of the winner, through benchmarks/core.py
+    python benchmarks/sweeps.py sweep smollm2_verbalizer_deep   # confirm: lm.py's rows at a larger budget + the winner
     python benchmarks/sweeps.py sweep capital_of_ptuning        # ptune probe-sweep; confirm: 3 seeds vs manual on test
     python benchmarks/sweeps.py --report-only
 
@@ -50,6 +51,18 @@ GAPS = {
                   "--lr", "3e-3:1e-1:log", "--length", "8,16,32,64", "--reparam", "off,on"],
         "trials": 30,
         "confirm": {"script": "core.py", "task": "conll2003", "method": "deep"},
+    },
+    "smollm2_verbalizer_deep": {
+        "target": "smollm2 verbalizer with deep prompts at least as good as with input prompts, at a budget large "
+                  "enough to converge, with a linear-head deep row beside them",
+        "subset": "smollm2, rotten_tomatoes: the first 400 training examples, dev limited to 200, 2 epochs, seed 0",
+        "sweep": ["--backbone", "smollm2", "--task", "rotten_tomatoes", "--method", "deep", "--head", "verbalizer",
+                  "--verbalizer", "negative=bad,terrible;positive=good,great", "--template", "{text} It was {label}",
+                  "--train-limit", "400", "--eval-limit", "200", "--epochs", "2", "--patience", "2", "--seed", "0",
+                  "--layers", "all", "--lr", "1e-3:1e-1:log", "--length", "4,8,16,32", "--reparam", "off,on"],
+        "trials": 24,
+        "confirm": {"script": "lm.py", "argv": ["--train-limit", "2000", "--eval-limit", "500", "--epochs", "3",
+                                                "--methods", "prompt", "ptuning", "deep", "deep-linear"]},
     },
     "capital_of_ptuning": {
         "target": "capital-of (LAMA P36) P-tuning P@1 at least 10 points above the best manual wording (smollm2)",
@@ -105,14 +118,17 @@ def confirm(name: str, threads: int) -> None:
     if gap["confirm"].get("probe"):
         _save(name, {**record, "confirmed": confirm_probe(record["best"]["command"], threads)})
         return
-    flags = winner_flags(record["best"]["settings"])
-    where = gap["confirm"]
-    command = [sys.executable, str(ROOT / "benchmarks" / where["script"]), "--tasks", where["task"],
-               "--methods", where["method"], "--seeds", *map(str, CONFIRM_SEEDS), "--variant", "sweep",
-               "--extra", shlex.join(flags), "--threads", str(threads)]
-    subprocess.run(command, env=_env(), check=True)
-    _save(name, {**record, "confirmed": {"script": where["script"], "variant": "sweep", "flags": shlex.join(flags),
-                                         "seeds": list(CONFIRM_SEEDS)}})
+    where, seeds = gap["confirm"], ["--seeds", *map(str, CONFIRM_SEEDS), "--threads", str(threads)]
+    if where["script"] == "lm.py":  # its own rows at a larger budget, and the winner as deep-sweep
+        best = KEPT / name / "best.json"
+        argv, shown = [*where["argv"], *seeds, "--sweep", str(best)], f"row deep-sweep ({best.relative_to(ROOT)})"
+    else:
+        flags = shlex.join(winner_flags(record["best"]["settings"]))
+        argv = ["--tasks", where["task"], "--methods", where["method"], *seeds, "--variant", "sweep", "--extra", flags]
+        shown = f"variant `sweep` (`{flags}`)"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / where["script"]), *argv], env=_env(), cwd=ROOT, check=True)
+    _save(name, {**record, "confirmed": {"script": where["script"], "row": shown, "seeds": list(CONFIRM_SEEDS),
+                                         "command": shlex.join(["python", f"benchmarks/{where['script']}", *argv])}})
 
 
 def confirm_probe(command: str, threads: int) -> dict:
@@ -206,8 +222,8 @@ def section() -> str:
                       f"**{'met' if c['target_met'] else 'missed'}**)."]
         elif "confirmed" in r:
             c = r["confirmed"]
-            lines.append(f"- Confirmed with seeds {', '.join(map(str, c['seeds']))} by `{c['script']}` as variant "
-                         f"`{c['variant']}` (`{c['flags']}`); its section sets it against the default and fine-tuning.")
+            lines.append(f"- Confirmed with seeds {', '.join(map(str, c['seeds']))} by `{c['command']}` as "
+                         f"{c['row']}; that script's section sets it against the other rows.")
         else:
             lines.append("- Not yet confirmed on test.")
         lines.append("")
