@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import sys
 from datetime import date
 from pathlib import Path
@@ -21,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, write_section  # noqa: E402
 
-from ptune.analysis.benchmark import FLOOR  # noqa: E402
+from ptune.analysis.benchmark import FLOOR, counterpart  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
 SECTION = "perf"
@@ -117,7 +118,9 @@ def inference(rounds: int = 20, size: int = 64) -> dict:
             "tokens": {"single": list(single["input_ids"].shape), "mixed": list(mixed["input_ids"].shape)}}
 
 
-def depth_curve(epochs: int, train_limit: int, eval_limit: int) -> list[dict]:
+def depth_curve(epochs: int, train_limit: int, eval_limit: int, seeds: list[int]) -> list[dict]:
+    """Dev F1 of deep prompts on the top k layers for every k (k = all: full depth), one run per seed, and the
+    bottom-layer cache's size at the end of training (memory the top:k method keeps)."""
     from ptune.config import MethodConfig
     from ptune.model.prompt_model import PromptModel
     from ptune.training.loop import TrainConfig, train
@@ -126,29 +129,45 @@ def depth_curve(epochs: int, train_limit: int, eval_limit: int) -> list[dict]:
     rows = []
     for k in range(1, backbone.num_layers + 1):
         layers = "all" if k == backbone.num_layers else f"top:{k}"
-        model = PromptModel.for_task(backbone, task, MethodConfig(method="deep", length=16, layers=layers))
-        result = train(model, task, TrainConfig(epochs=epochs, train_limit=train_limit, eval_limit=eval_limit,
-                                                patience=0, progress=False))
-        rows.append({"layers": layers, "k": k, "dev_f1": result.dev.get("f1"), "train_seconds": round(result.seconds, 1),
-                     "first_epoch_seconds": result.history[0]["epoch_train_s"],
-                     "last_epoch_seconds": result.history[-1]["epoch_train_s"]})
-        print(json.dumps(rows[-1]), flush=True)
+        for seed in seeds:
+            model = PromptModel.for_task(backbone, task, MethodConfig(method="deep", length=16, layers=layers))
+            result = train(model, task, TrainConfig(epochs=epochs, train_limit=train_limit, eval_limit=eval_limit,
+                                                    patience=0, progress=False, seed=seed, checkpoint_every=0))
+            rows.append({"layers": layers, "k": k, "seed": seed, "dev_f1": result.dev.get("f1"),
+                         "cache_mb": result.history[-1].get("cache_mb", 0.0)})
+            print(json.dumps(rows[-1]), flush=True)
     return rows
 
 
-def _ratio(c: dict, reference: str) -> str:
+def _ratio(c: dict, reference: str | None) -> str:
     """A configuration's ratio to ``reference`` with the range of its paired per-step ratios, where recorded."""
+    if reference is None:
+        return "–"
     for key in ([f"vs {reference}"] if reference != "floor" else [f"vs {FLOOR}", "vs floor (2 forwards)"]):
         if key in c:
             interval = c.get(f"{key} interval")
             return f"{c[key]:.2f}" + (f" ({interval[0]:.2f}-{interval[1]:.2f})" if interval else "")
-    return "1.00"
+    return "1.00" if reference in ("finetune", "peft prefix", "floor") else "not measured"
+
+
+def _cache(rows: list[dict]) -> str:
+    """The largest cache a layer choice's runs held (full depth: none), or that the record predates the field."""
+    if any("cache_mb" not in row for row in rows):
+        return "not recorded"
+    return f"{max(row['cache_mb'] for row in rows):,.0f}"
+
+
+def _spread(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{100 * values[0]:.2f}"
+    return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f}"
 
 
 def render(r: dict) -> str:
     s = r["speed"]["configs"]
     paired = any(key.endswith(" interval") for c in s.values() for key in c)
     floor = next(name for name in s if name.startswith("floor"))
+    same_method = {name: c for name, c in s.items() if " top:" not in name}
     lines = [
         "## Speed and memory against Hugging Face PEFT",
         "",
@@ -160,33 +179,46 @@ def render(r: dict) -> str:
         "configuration after warm-up, configurations interleaved batch by batch; same batches, same linear "
         "head and loss, AdamW. "
         + ("Ratios: the median of the paired per-step ratios (same batch, same round) and, in brackets, the "
-           "2.5-97.5% range of those ratios. " if paired else
+           "2.5-97.5% range of those ratios; a range that contains 1.00 is a tie. " if paired else
            "Ratios: of the medians (this record predates the paired ratios with their ranges). ")
+        + "Each ptune method is set against the same method in PEFT (deep prompts: prefix tuning without "
+          "projection; prompt tuning; P-tuning with an LSTM encoder of the same shapes), at the same prompt length. "
         + f"`{floor}`: "
         + ("the frozen backbone's forward pass and its backward pass to the input embeddings, no prompt, head or "
            "optimizer: what a method that trains anything at the input must at least run."
            if floor == FLOOR else "two forward passes of the frozen backbone without autograd (not a floor of a "
            "training step: it has no backward pass; the current script measures forward + backward to the inputs).")
-        + " Training memory is measured on its own, at steady state, in the memory section below.",
+        + " Training memory is measured on its own, at steady state, in the memory section below; deep prompts on "
+          "the top layers only are a different method, set against full depth with their accuracy below.",
         "",
-        "| configuration | step (s) | examples/s | vs PEFT prefix | vs full fine-tuning | vs floor |",
+        "| configuration | step (s) | examples/s | vs the same method in PEFT | vs full fine-tuning | vs floor |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name, c in s.items():
-        lines.append(f"| {name} | {c['median_step_s']:.3f} | {c['examples_per_s']:.1f} | {_ratio(c, 'peft prefix')} | "
+    for name, c in same_method.items():
+        against = counterpart(name)
+        shown = f"{_ratio(c, against)} ({against})" if against and against in s else "–"
+        lines.append(f"| {name} | {c['median_step_s']:.3f} | {c['examples_per_s']:.1f} | {shown} | "
                      f"{_ratio(c, 'finetune')} | {_ratio(c, 'floor')} |")
     if r.get("depth"):
-        lines += ["", "### Depth trade-off: deep prompts on the top k of 6 layers, bottom layers cached",
-                  "",
-                  f"Each row trains a fresh deep prompt (length 16) for {r['depth_setting']['epochs']} epochs on the "
-                  f"first {r['depth_setting']['train_limit']} conll2003 training sentences, dev F1 on the first "
-                  f"{r['depth_setting']['eval_limit']} dev sentences; `ptune train` defaults otherwise.",
-                  "",
-                  "| layers | dev F1 | first epoch training (s) | last epoch training (s, cache warm) | whole run with dev evaluation (s) |",
-                  "| --- | --- | --- | --- | --- |"]
+        d = r["depth_setting"]
+        by_layers: dict[str, list[dict]] = {}
         for row in r["depth"]:
-            lines.append(f"| {row['layers']} | {100 * row['dev_f1']:.2f} | {row['first_epoch_seconds']} | "
-                         f"{row['last_epoch_seconds']} | {row['train_seconds']} |")
+            by_layers.setdefault(row["layers"], []).append(row)
+        seeds = sorted({row.get("seed", 0) for row in r["depth"]})
+        lines += ["", "### Depth trade-off: deep prompts on the top k of 6 layers, bottom layers cached", "",
+                  f"A different method from full-depth deep prompts: each row trains a fresh deep prompt (length 16) for "
+                  f"{d['epochs']} epochs on the first {d['train_limit']} conll2003 training sentences, dev F1 on the "
+                  f"first {d['eval_limit']} dev sentences, `ptune train` defaults otherwise; seeds "
+                  f"{', '.join(map(str, seeds))} (mean ± std). The cache column is what the bottom-layer cache holds "
+                  "at the end of training (memory the method keeps on top of full depth's). Step time against full "
+                  "depth is the paired ratio of the speed measurement above, where that k was measured.", "",
+                  "| layers | dev F1 | cache (MiB) | step time vs full depth, cache warm | without the cache |",
+                  "| --- | --- | --- | --- | --- |"]
+        for layers, rows in by_layers.items():
+            cached, plain = s.get(f"ptune deep {layers} (cached)"), s.get(f"ptune deep {layers} (no cache)")
+            lines.append(f"| {layers} | {_spread([x['dev_f1'] for x in rows])} | "
+                         f"{_cache(rows)} | "
+                         f"{_ratio(cached, 'ptune deep') if cached else '–'} | {_ratio(plain, 'ptune deep') if plain else '–'} |")
     if r.get("variants"):
         lines += ["", "### bf16 autocast and torch.compile (ptune deep, all layers; a separate run of the same "
                   "round-robin measurement)", "", "| configuration | step (s) | vs ptune deep (fp32, eager) |",
@@ -233,6 +265,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=3000)
     parser.add_argument("--eval-limit", type=int, default=1000)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="depth trade-off: one run per seed")
     args = parser.parse_args()
     setting = Setting(rounds=args.rounds)
     if args.report_only:
@@ -266,8 +299,9 @@ def main() -> None:
     record["speed"] = speed(setting)
     print(json.dumps(record["speed"], indent=1), flush=True)
     if not args.skip_accuracy:
-        record["depth_setting"] = {"epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit}
-        record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit)
+        record["depth_setting"] = {"epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
+                                   "seeds": args.seeds}
+        record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit, args.seeds)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2) + "\n")
     write_section(SECTION, render(record))

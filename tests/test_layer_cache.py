@@ -58,3 +58,22 @@ def test_cache_cap_recomputes_instead_of_growing(minilm):
     with torch.no_grad():
         cache.hidden(list(range(5)), batch, lambda: model.bottom_pass(batch))
     assert cache.bytes <= 10_000 and len(cache.store) < 5
+
+
+def test_training_records_what_the_cache_holds(minilm):
+    """Each epoch's record says the cache's size: every training example's non-padding tokens x hidden x 4 bytes
+    (fp32) once the first epoch has passed over them all, and no key without a cache (full depth)."""
+    from ptune.data.tasks import Task
+    from ptune.training.loop import TrainConfig, train
+
+    task = Task(name="t", kind="classification", labels=["a", "b"], metric="accuracy",
+                train=[TextExample(t, label="ab"[i % 2]) for i, t in enumerate(TEXTS)],
+                dev=[TextExample(t, label="a") for t in TEXTS[:2]], test=[])
+    tokens = sum(len(f.input_ids) for f in PromptModel(minilm, MethodConfig(method="deep", length=3), ["a", "b"])
+                 .encode(task.train))
+    top = PromptModel.for_task(minilm, task, MethodConfig(method="deep", length=3, layers="top:2"))
+    history = train(top, task, TrainConfig(epochs=2, batch_size=2, progress=False, checkpoint_every=0)).history
+    assert [record["cache_mb"] for record in history] == [round(tokens * 384 * 4 / 2**20, 1)] * 2
+    full = PromptModel.for_task(minilm, task, MethodConfig(method="deep", length=3))
+    assert all("cache_mb" not in record for record in train(full, task, TrainConfig(
+        epochs=1, batch_size=2, progress=False, checkpoint_every=0)).history)

@@ -183,3 +183,21 @@ def test_benchmark_command_runs_side_by_side(capsys):
     deep = result["ptune deep"]
     low, high = deep["vs peft prefix interval"]  # paired per-step ratios: their median lies in their range
     assert low <= deep["vs peft prefix"] <= high and f"vs {FLOOR}" in deep
+
+
+def test_the_peft_ptuning_baseline_has_ptunes_encoder_shapes(minilm):
+    """The speed comparison's P-tuning rows train encoders of the same shapes, so the same parameter count."""
+    import peft
+    from transformers import AutoModel
+
+    from ptune.analysis.benchmark import peft_ptuning_config
+    from ptune.config import MethodConfig
+    from ptune.model.backbones import resolve
+    from ptune.model.prompt_model import PromptModel
+
+    ours = PromptModel(minilm, MethodConfig(method="ptuning", template="[P]*16 {text}", encoder="lstm"), ["a", "b"])
+    theirs = peft.get_peft_model(AutoModel.from_pretrained(resolve("minilm")), peft_ptuning_config(16, 384))
+    encoder = theirs.prompt_encoder["default"]
+    shapes = sorted(tuple(p.shape) for name, p in encoder.named_parameters() if "embedding" not in name)
+    ours_shapes = sorted(tuple(p.shape) for name, p in ours.input_prompt.named_parameters() if name != "embedding")
+    assert shapes == ours_shapes

@@ -106,6 +106,16 @@ def peft_step(backbone: Backbone, peft_config, head: nn.Module, batches: list[di
 
 
 FLOOR = "floor (forward + backward to the inputs)"
+# Each ptune configuration's counterpart: the same method in PEFT (top:k deep prompts: full depth, which is the
+# same method; top:k is a trade-off, reported with its accuracy).
+COUNTERPART = {"ptune deep": "peft prefix", "ptune prompt": "peft prompt tuning",
+               "ptune ptuning (lstm)": "peft p-tuning (lstm)"}
+REFERENCES = ("finetune", "peft prefix", FLOOR, "ptune deep", "peft prompt tuning", "peft p-tuning (lstm)")
+
+
+def counterpart(name: str) -> str | None:
+    """The configuration ``name`` is compared with as the same method, if any."""
+    return "ptune deep" if name.startswith("ptune deep ") else COUNTERPART.get(name)
 
 
 def floor_step(backbone: Backbone, batches: list[dict]) -> Step:
@@ -165,15 +175,21 @@ def build(backbone: Backbone, examples: list, labels: list[str], setting: Settin
                                                                                   num_virtual_tokens=P), head, plain_batches, P),
         "ptune ptuning (lstm)": lambda: _input_prompt_step(
             model_for("ptuning", template=f"[P]*{P} {{text}}", encoder="lstm", peft_layout=True), batches_for),
-        "peft p-tuning (lstm)": lambda: peft_step(backbone, peft.PromptEncoderConfig(
-            task_type="FEATURE_EXTRACTION", num_virtual_tokens=P, encoder_reparameterization_type="LSTM"), head,
-            plain_batches, P),
+        "peft p-tuning (lstm)": lambda: peft_step(backbone, peft_ptuning_config(P, backbone.hidden_size), head,
+                                                  plain_batches, P),
     }
     wanted = setting.configs or list(steps)
     unknown = [name for name in wanted if name not in steps]
     if unknown:
         raise PtuneError(f"unknown benchmark configuration(s) {unknown}; known: {list(steps)}")
     return {name: steps[name]() for name in wanted}
+
+
+def peft_ptuning_config(length: int, hidden: int):
+    """PEFT's P-tuning with an LSTM encoder of exactly the shapes of ptune's: encoder_hidden_size = H/2 (PEFT's
+    default, H, makes its encoder about 3x larger)."""
+    return _peft().PromptEncoderConfig(task_type="FEATURE_EXTRACTION", num_virtual_tokens=length,
+                                       encoder_reparameterization_type="LSTM", encoder_hidden_size=hidden // 2)
 
 
 def _input_prompt_step(model: PromptModel, batches_for) -> Step:
@@ -216,7 +232,7 @@ def run(backbone: Backbone, examples: list, labels: list[str], setting: Setting,
     result = {name: {"median_step_s": statistics.median(t), "examples_per_s": setting.batch_size / statistics.median(t),
                      "steps": len(t)} for name, t in times.items()}
     for name, r in result.items():
-        for reference in ("finetune", "peft prefix", FLOOR):
+        for reference in REFERENCES:
             if reference in result and name != reference:
                 ratios = sorted(a / b for a, b in zip(times[name], times[reference]))  # paired: same batch, same round
                 r[f"vs {reference}"] = statistics.median(ratios)

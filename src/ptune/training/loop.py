@@ -176,6 +176,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
             record = {"epoch": epoch, "step": progress.step, "train_loss": float(np.mean(progress.losses)),
                       "lr": scheduler.get_last_lr()[0], "elapsed_s": round(time.perf_counter() - started, 2),
                       "epoch_train_s": round(time.perf_counter() - epoch_started, 2)}
+            if cache is not None:  # what the bottom-layer cache holds: memory the method keeps while it trains
+                record["cache_mb"] = round(cache.bytes / 2**20, 1)
             if dev_features:
                 predicted = (processes.map_shards(dev_examples, lambda shard: predict(model, shard))
                              if processes.count > 1 and not processes.sharded  # sharded: the same passes everywhere
