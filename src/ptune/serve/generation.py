@@ -4,6 +4,7 @@
 Requests that arrive together are generated as one mixed-task batch (``infer.mixed_generation``):
 each text carries its own task's prompt and its own options, so a request gets what it would get alone.
 Streams are server-sent events; ``/v1/completions`` streams OpenAI's chunks, ending with ``data: [DONE]``.
+The request bodies, their checks and the answer's pieces are in ``generation_requests.py``.
 """
 
 from __future__ import annotations
@@ -12,81 +13,24 @@ import asyncio
 import contextlib
 import json
 import logging
-import secrets
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ptune.errors import PtuneError
 from ptune.infer.mixed_generation import MixedGeneration, Request as TextRequest, request as text_request
+from ptune.serve.generation_requests import (CompletionRequest, GenerateRequest, Refused, check_max, choice,
+                                             openai_error, openai_options, plain_error, schema, task_texts,
+                                             token_usage, validated)
 from ptune.serve.registry import TASK_NAME
 from ptune.tasks import KINDS
 
 log = logging.getLogger(__name__)
-MAX_NEW_TOKENS = 2048  # the most new tokens one text may ask for
-FINISH_REASON = {"eos": "stop", "stop": "stop", "length": "length"}  # ptune's finish -> OpenAI's finish_reason
-
-
-class Refused(Exception):
-    """A request the client can fix: its HTTP status, the message and (OpenAI shape) the parameter."""
-
-    def __init__(self, status: int, message: str, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.param = status, message, param
-
-
-class Options(BaseModel):
-    """Generation options of ``POST /generate`` (as ``ptune generate`` names them)."""
-
-    model_config = ConfigDict(extra="forbid")
-    max_new_tokens: int = Field(40, description=f"most new tokens per text (1..{MAX_NEW_TOKENS})")
-    min_new_tokens: int = 0
-    temperature: float = Field(0.0, description="0: greedy; above 0: sampling")
-    top_p: float = 1.0
-    top_k: int | None = None
-    repetition_penalty: float = 1.0
-    stop: str | list[str] = Field(default_factory=list, description="the text ends before the first of these")
-    seed: int = 0
-    stream: bool = Field(False, description="server-sent events: {index, piece} as pieces are decided")
-
-
-class GenerateRequest(Options):
-    task: str | None = Field(None, description="task name (a prompt file's stem) for every text")
-    texts: list[str] | None = Field(None, description="texts to continue")
-    items: list[dict[str, str]] | None = Field(None, description="[{'task': ..., 'text': ...}] pairs, tasks mixed")
-
-
-class CompletionRequest(BaseModel):
-    """OpenAI's completions request; ``model`` is the task. ``top_k``, ``min_tokens`` and
-    ``repetition_penalty`` are extensions (as vLLM takes them); other unknown fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-    model: str
-    prompt: str | list[str]
-    max_tokens: int | None = 16
-    temperature: float | None = 1.0
-    top_p: float | None = 1.0
-    n: int | None = 1
-    stream: bool | None = False
-    stream_options: dict[str, Any] | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
-    logprobs: int | None = None
-    echo: bool | None = False
-    best_of: int | None = None
-    suffix: str | None = None
-    presence_penalty: float | None = 0.0
-    frequency_penalty: float | None = 0.0
-    logit_bias: dict[str, float] | None = None
-    top_k: int | None = None
-    min_tokens: int | None = 0
-    repetition_penalty: float | None = 1.0
 
 
 @dataclass
@@ -203,13 +147,13 @@ def add_generation_routes(app: FastAPI, registry, limits) -> GenerationBatcher:
                 raise Refused(400, str(error)) from None
         return out
 
-    @app.post("/generate", openapi_extra=_schema(GenerateRequest))
+    @app.post("/generate", openapi_extra=schema(GenerateRequest))
     async def generate(raw: Request):
         try:
-            body = _validated(GenerateRequest, await raw.body())
+            body = validated(GenerateRequest, await raw.body())
             options = body.model_dump(exclude={"task", "texts", "items", "stream"})
-            _check_max(options["max_new_tokens"], "max_new_tokens")
-            pairs = _pairs(body)
+            check_max(options["max_new_tokens"], "max_new_tokens")
+            pairs = task_texts(body)
             job = await batcher.submit(await requests_for(pairs, options))
             if body.stream:
                 return _sse(_generate_stream(job, pairs), plain_error)
@@ -222,12 +166,12 @@ def add_generation_routes(app: FastAPI, registry, limits) -> GenerationBatcher:
         except PtuneError as error:
             return plain_error(Refused(400, str(error)))
 
-    @app.post("/v1/completions", openapi_extra=_schema(CompletionRequest))
+    @app.post("/v1/completions", openapi_extra=schema(CompletionRequest))
     async def completions(raw: Request):
         try:
-            body = _validated(CompletionRequest, await raw.body())
+            body = validated(CompletionRequest, await raw.body())
             prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
-            job = await batcher.submit(await requests_for([(body.model, p) for p in prompts], _openai_options(body)))
+            job = await batcher.submit(await requests_for([(body.model, p) for p in prompts], openai_options(body)))
             ident, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
             head = {"id": ident, "object": "text_completion", "created": created, "model": body.model}
             if body.stream:
@@ -235,8 +179,8 @@ def add_generation_routes(app: FastAPI, registry, limits) -> GenerationBatcher:
                 return _sse(_completion_stream(job, head, usage), openai_error)
             async for event in events(job):
                 if event[0] == "done":
-                    return {**head, "choices": [_choice(i, found["generated"], found["finish"]) for i, found
-                                                in enumerate(event[1])], "usage": _usage(event[1])}
+                    return {**head, "choices": [choice(i, found["generated"], found["finish"]) for i, found
+                                                in enumerate(event[1])], "usage": token_usage(event[1])}
         except Refused as error:
             return openai_error(error)
         except PtuneError as error:
@@ -307,71 +251,6 @@ def _takes_text(kind) -> bool:
     return True
 
 
-def _validated(schema: type[BaseModel], body: bytes):
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise Refused(400, f"malformed JSON: {error}") from None
-    try:
-        return schema.model_validate(data)
-    except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first.get("loc", ()))
-        raise Refused(400, f"invalid request{' at ' + where if where else ''}: {first.get('msg', 'check the fields')}",
-                      where or None) from None
-
-
-def _check_max(value: int, name: str) -> None:
-    if value > MAX_NEW_TOKENS:
-        raise Refused(400, f"{name} is {value}; this server generates at most {MAX_NEW_TOKENS} tokens per text", name)
-
-
-def _pairs(body: GenerateRequest) -> list[tuple[str, str]]:
-    if body.items is not None:
-        if body.task is not None or body.texts is not None:
-            raise Refused(400, "give either items, or task with texts, not both")
-        for i, item in enumerate(body.items):
-            if set(item) != {"task", "text"}:
-                raise Refused(400, f"items[{i}] must have exactly the fields task and text")
-        return [(item["task"], item["text"]) for item in body.items]
-    if body.task is None or body.texts is None:
-        raise Refused(400, "give task and texts, or items: [{task, text}, ...]")
-    return [(body.task, text) for text in body.texts]
-
-
-def _openai_options(body: CompletionRequest) -> dict:
-    """The request's options as ptune's (``generate.settings``); what ptune does not do is refused."""
-    unsupported = [("n", body.n not in (None, 1), "n must be 1 (send the request again for more completions)"),
-                   ("best_of", body.best_of not in (None, 1), "best_of must be 1"),
-                   ("echo", bool(body.echo), "echo is not supported"),
-                   ("logprobs", body.logprobs is not None, "logprobs are not supported"),
-                   ("suffix", body.suffix is not None, "suffix (insertion) is not supported"),
-                   ("presence_penalty", bool(body.presence_penalty), "presence_penalty is not supported; use "
-                    "repetition_penalty"),
-                   ("frequency_penalty", bool(body.frequency_penalty), "frequency_penalty is not supported; use "
-                    "repetition_penalty"),
-                   ("logit_bias", bool(body.logit_bias), "logit_bias is not supported")]
-    for param, bad, message in unsupported:
-        if bad:
-            raise Refused(400, message, param)
-    max_tokens = 16 if body.max_tokens is None else body.max_tokens
-    _check_max(max_tokens, "max_tokens")
-    given = lambda value, default: default if value is None else value  # noqa: E731 - null means the default
-    return dict(max_new_tokens=max_tokens, min_new_tokens=body.min_tokens or 0,
-                temperature=given(body.temperature, 1.0), top_p=given(body.top_p, 1.0), top_k=body.top_k,
-                repetition_penalty=given(body.repetition_penalty, 1.0),
-                stop=body.stop or [], seed=given(body.seed, secrets.randbelow(2**31)))
-
-
-def _choice(index: int, text: str, finish: str | None) -> dict:
-    return {"text": text, "index": index, "logprobs": None, "finish_reason": FINISH_REASON.get(finish)}
-
-
-def _usage(results: list[dict]) -> dict:
-    prompt, completion = sum(r["prompt_tokens"] for r in results), sum(r["generated_tokens"] for r in results)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
 async def _generate_stream(job: _Job, pairs) -> AsyncIterator[dict]:
     async for event in events(job):
         if event[0] == "piece":
@@ -384,12 +263,12 @@ async def _generate_stream(job: _Job, pairs) -> AsyncIterator[dict]:
 async def _completion_stream(job: _Job, head: dict, usage: bool) -> AsyncIterator[dict]:
     async for event in events(job):
         if event[0] == "piece":
-            yield {**head, "choices": [_choice(event[1], event[2], None)]}
+            yield {**head, "choices": [choice(event[1], event[2], None)]}
         else:
             for index, found in enumerate(event[1]):
-                yield {**head, "choices": [_choice(index, "", found["finish"])]}
+                yield {**head, "choices": [choice(index, "", found["finish"])]}
             if usage:
-                yield {**head, "choices": [], "usage": _usage(event[1])}
+                yield {**head, "choices": [], "usage": token_usage(event[1])}
 
 
 def _sse(chunks: AsyncIterator[dict], on_error: Callable[[Refused], JSONResponse]) -> StreamingResponse:
@@ -409,16 +288,3 @@ def _sse(chunks: AsyncIterator[dict], on_error: Callable[[Refused], JSONResponse
     return StreamingResponse(body(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
 
-def plain_error(error: Refused) -> JSONResponse:
-    return JSONResponse(status_code=error.status, content={"error": error.message})
-
-
-def openai_error(error: Refused) -> JSONResponse:
-    kind = ("not_found_error" if error.status == 404 else "server_error" if error.status >= 500
-            else "invalid_request_error")
-    return JSONResponse(status_code=error.status, content={"error": {"message": error.message, "type": kind, "param":
-                        error.param, "code": "model_not_found" if error.status == 404 else None}})
-
-
-def _schema(model: type[BaseModel]) -> dict:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
