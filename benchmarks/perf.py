@@ -20,19 +20,20 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from report import ROOT, write_section  # noqa: E402
+from report import ROOT, machine, versions, write_section  # noqa: E402
 
 from ptune.analysis.benchmark import FLOOR, counterpart  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
 SECTION = "perf"
 THREADS = 2
+COMMAND = "python benchmarks/perf.py"  # this run's command line (main sets it)
 
 
-def setup():
+def setup(threads: int = THREADS):
     import torch
 
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from ptune.model.backbones import load_backbone
     from ptune.data import get_task
@@ -118,14 +119,14 @@ def inference(rounds: int = 20, size: int = 64) -> dict:
             "tokens": {"single": list(single["input_ids"].shape), "mixed": list(mixed["input_ids"].shape)}}
 
 
-def depth_curve(epochs: int, train_limit: int, eval_limit: int, seeds: list[int]) -> list[dict]:
+def depth_curve(epochs: int, train_limit: int, eval_limit: int, seeds: list[int], threads: int = THREADS) -> list[dict]:
     """Dev F1 of deep prompts on the top k layers for every k (k = all: full depth), one run per seed, and the
     bottom-layer cache's size at the end of training (memory the top:k method keeps)."""
     from ptune.config import MethodConfig
     from ptune.model.prompt_model import PromptModel
     from ptune.training.loop import TrainConfig, train
 
-    backbone, task = setup()
+    backbone, task = setup(threads)
     rows = []
     for k in range(1, backbone.num_layers + 1):
         layers = "all" if k == backbone.num_layers else f"top:{k}"
@@ -261,24 +262,40 @@ def main() -> None:
     parser.add_argument("--profile-only", action="store_true", help="add the profiler tables to perf.json")
     parser.add_argument("--variants-only", action="store_true", help="add bf16 / torch.compile step times to perf.json")
     parser.add_argument("--inference-only", action="store_true", help="add the mixed-task inference figures")
+    parser.add_argument("--depth-only", action="store_true",
+                        help="add the depth trade-off's accuracy runs (no timing: may share the machine)")
+    parser.add_argument("--threads", type=int, default=THREADS, help="--depth-only: torch threads")
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--train-limit", type=int, default=3000)
     parser.add_argument("--eval-limit", type=int, default=1000)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="depth trade-off: one run per seed")
     args = parser.parse_args()
+    global COMMAND
+    COMMAND = " ".join(["python benchmarks/perf.py", *sys.argv[1:]])
     setting = Setting(rounds=args.rounds)
     if args.report_only:
         write_section(SECTION, section())
         return
     if args.inference_only:
         record = json.loads(RESULTS.read_text())
+        record["command"] = f"{record['command']}; then {COMMAND}"
         record["inference"] = inference()
+        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+        write_section(SECTION, render(record))
+        return
+    if args.depth_only:
+        record = json.loads(RESULTS.read_text())
+        record["command"] = f"{record['command']}; then {COMMAND}"
+        record["depth_setting"] = {"epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
+                                   "seeds": args.seeds, "threads": args.threads}
+        record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit, args.seeds, args.threads)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         write_section(SECTION, render(record))
         return
     if args.variants_only:
         record = json.loads(RESULTS.read_text())
+        record["command"] = f"{record['command']}; then {COMMAND}"
         setting.configs = ["ptune deep", "ptune deep (bf16 autocast)", "ptune deep (torch.compile)", "peft prefix"]
         record["variants"] = speed(setting)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
@@ -286,13 +303,14 @@ def main() -> None:
         return
     if args.profile_only:
         record = json.loads(RESULTS.read_text())
+        record["command"] = f"{record['command']}; then {COMMAND}"
         record["profile"] = profile(setting)
         RESULTS.write_text(json.dumps(record, indent=2) + "\n")
         write_section(SECTION, render(record))
         return
     import peft
 
-    record = {"command": "python benchmarks/perf.py", "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    record = {"command": COMMAND, "machine": machine(THREADS), "versions": versions("torch", "transformers", "peft"),
               "date": date.today().isoformat(), "peft": peft.__version__,
               "setting": {"batch_size": setting.batch_size, "prompt_length": setting.prompt_length,
                           "rounds": setting.rounds, "batches": setting.batches}}
