@@ -82,13 +82,16 @@ def study_dir(name: str) -> Path:
     return WORK / name
 
 
-def sweep(name: str, threads: int) -> dict:
-    """Run (or resume) the study, then keep its report under benchmarks/results/sweeps/NAME."""
+def sweep(name: str, threads: int, trials: int | None = None) -> dict:
+    """Run (or resume) the study up to ``trials`` finished trials (default: the gap's plan), then keep its report
+    under benchmarks/results/sweeps/NAME. Fewer than planned records a partial study (rerun to continue it)."""
     gap = GAPS[name]
+    trials = gap["trials"] if trials is None else trials
     command = ["ptune", gap.get("command", "sweep"), *gap["sweep"], "--trials", str(gap["trials"]),
                "--out", str(study_dir(name))]
+    run = [*command[:command.index("--trials") + 1], str(trials), *command[command.index("--trials") + 2:]]
     env = {**_env(), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-m", "ptune.cli", *command[1:]], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+    done = subprocess.run([sys.executable, "-m", "ptune.cli", *run[1:]], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                           text=True)
     if done.returncode != 0:
         raise SystemExit(f"sweep {name} failed (exit {done.returncode})")
@@ -100,6 +103,7 @@ def sweep(name: str, threads: int) -> dict:
             shutil.copyfile(study_dir(name) / file, kept / file)
     record = {"name": name, "target": gap["target"], "subset": gap["subset"],
               "command": shlex.join(command).replace(str(study_dir(name)), "OUT"), "trials": summary["trials"],
+              "planned": gap["trials"],
               "best": summary["best"] and {"trial": summary["best"]["trial"], "settings": summary["best"]["settings"],
                                            "dev": summary["best"].get("dev", summary["best"].get("dev_p_at_1")),
                                            **({"command": summary["best"]["command"]}
@@ -203,7 +207,10 @@ def section() -> str:
     for name, r in _load().items():
         best = r["best"]
         shown = ", ".join(f"{k} {v}" for k, v in best["settings"].items()) if best else "none yet"
-        counts = ", ".join(f"{v} {k}" for k, v in r["trials"].items() if v)
+        finished = sum(r["trials"].get(state, 0) for state in ("complete", "pruned"))
+        counts = ", ".join(f"{v} {k}" for k, v in r["trials"].items() if v) + (
+            f" of {r['planned']} planned (**partial**: the same command continues it)"
+            if finished < r.get("planned", finished) else "")
         lines += [f"### {name}", "",
                   f"- Target: {r['target']}.",
                   f"- Subset: {r['subset']}. Command: `{r['command']}` · {r['date']} · {r['cpu']}, "
@@ -235,6 +242,8 @@ def main() -> None:
     parser.add_argument("stage", nargs="?", choices=("sweep", "confirm"))
     parser.add_argument("name", nargs="?", choices=sorted(GAPS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
+    parser.add_argument("--trials", type=int, help="sweep: stop at this many finished trials (default: the gap's "
+                                                   "plan); fewer records a partial study")
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from sweeps.json")
     args = parser.parse_args()
     if args.report_only:
@@ -243,7 +252,7 @@ def main() -> None:
     if not args.stage or not args.name:
         parser.error("give a stage (sweep or confirm) and a gap: " + ", ".join(GAPS))
     if args.stage == "sweep":
-        print(json.dumps(sweep(args.name, args.threads), indent=2))
+        print(json.dumps(sweep(args.name, args.threads, args.trials), indent=2))
     else:
         confirm(args.name, args.threads)
 
