@@ -167,7 +167,8 @@ def render(r: dict) -> str:
     s = r["speed"]["configs"]
     paired = any(key.endswith(" interval") for c in s.values() for key in c)
     floor = next(name for name in s if name.startswith("floor"))
-    same_method = {name: c for name, c in s.items() if " top:" not in name}
+    # top:k is another method (its section below); bf16 and torch.compile have their own run and section
+    same_method = {name: c for name, c in s.items() if " top:" not in name and not name.endswith(("autocast)", "compile)"))}
     lines = [
         "## Speed and memory against Hugging Face PEFT",
         "",
@@ -225,8 +226,9 @@ def render(r: dict) -> str:
                   "| --- | --- | --- |"]
         v = r["variants"]["configs"]
         for name, c in v.items():
+            paired = _ratio(c, "ptune deep") if "vs ptune deep" in c else None
             lines.append(f"| {name} | {c['median_step_s']:.3f} | "
-                         f"{c['median_step_s'] / v['ptune deep']['median_step_s']:.2f} |")
+                         f"{paired or format(c['median_step_s'] / v['ptune deep']['median_step_s'], '.2f')} |")
     if r.get("inference"):
         inf = r["inference"]
         lines += ["", f"### Inference: a batch of {inf['batch']} rotten_tomatoes texts, one task vs four tasks mixed",
