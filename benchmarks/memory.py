@@ -134,9 +134,18 @@ def main() -> None:
             raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         records.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(records[-1]), flush=True)
-    data = {"command": " ".join(["python benchmarks/memory.py", *sys.argv[1:]]), "machine": machine(THREADS),
+    command = " ".join(["python benchmarks/memory.py", *sys.argv[1:]])
+    data = {"command": command, "machine": machine(THREADS),
             "date": date.today().isoformat(), "versions": versions("torch", "transformers", "peft", "ptune"),
             "steps": args.steps, "warmup": args.warmup, "order": args.configs, "records": records}
+    old = json.loads(RESULTS.read_text()) if RESULTS.exists() else None
+    if old and set(args.configs) < set(old["order"]) and (old["steps"], old["warmup"]) == (args.steps, args.warmup):
+        # some configurations re-measured: the others are kept, and the record says which run made which
+        for record in records:
+            record["command"] = command
+        kept = [r for r in old["records"] if r["config"] not in args.configs]
+        data.update(order=old["order"], command=f"{old['command']}; then {command}",
+                    records=sorted(kept + records, key=lambda r: old["order"].index(r["config"])))
     save(RESULTS, data, SECTION, render(data))
 
 

@@ -120,3 +120,38 @@ def test_family_bypassing_the_attention_interface_is_refused_at_build(backbones)
     model = ptune.PromptModel(backbone, ptune.MethodConfig(method="prompt", length=2), ["a", "b"])  # input level works
     model.initialise(seed=0)
     assert outputs(model, ["still served"]).shape == (1, 2)
+
+
+@pytest.mark.parametrize("backbone_name", ["minilm", "tiny_llama"])
+def test_the_mask_is_skipped_only_without_prefixes(request, backbone_name, monkeypatch):
+    """An unpadded batch without deep prompts reaches SDPA with no mask (its fused kernel keeps no attention
+    weights) and gives what the same texts give in a padded batch (a materialised mask); with deep prompts every
+    layer gets the mask."""
+    from ptune.model import injection
+
+    backbone = request.getfixturevalue(backbone_name)
+    seen: list = []
+    attend = injection._attend
+
+    def recording(module, query, key, value, mask, **kwargs):
+        seen.append(mask)
+        return attend(module, query, key, value, mask, **kwargs)
+
+    monkeypatch.setattr(injection, "_attend", recording)
+    texts = ["a gripping film", "a dull story"]  # the same number of tokens: no padding
+    for method, skipped in (("prompt", True), ("deep", False)):
+        model = ptune.PromptModel(backbone, ptune.MethodConfig(method=method, length=2), ["a", "b"])
+        model.initialise(seed=0)
+        features = model.encode([ptune.TextExample(t) for t in [*texts, "a much longer text than the two others"]])
+        batch = model.collate(features[:2])
+        assert bool(batch["attention_mask"].all())
+        model.eval()
+        seen.clear()
+        with torch.no_grad():
+            unpadded = model(batch)
+        assert seen and all((mask is None) == skipped for mask in seen), (method, [type(m) for m in seen])
+        seen.clear()
+        with torch.no_grad():
+            padded = model(model.collate(features))[:2]
+        assert seen and all(mask is not None for mask in seen)
+        assert torch.allclose(unpadded, padded, atol=1e-5), (method, (unpadded - padded).abs().max())

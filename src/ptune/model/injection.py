@@ -111,10 +111,14 @@ def capturing_keys(layer: int) -> Iterator[list[torch.Tensor]]:
 
 
 def _materialised_mask(*args, **kwargs):
-    # Always build the boolean mask: with prefix columns added, SDPA's implicit `is_causal`
-    # (top-left aligned) or a skipped bidirectional mask would be wrong.
-    kwargs["allow_is_causal_skip"] = False
-    kwargs["allow_is_bidirectional_skip"] = False
+    # With deep prompts active, always build the boolean mask: with prefix columns added, SDPA's implicit
+    # `is_causal` (top-left aligned) or a skipped bidirectional mask would be wrong. Without them, the mask is
+    # skipped where transformers' SDPA would skip it (no padding), which lets SDPA take its fused kernel, that
+    # keeps no attention weights for the backward pass.
+    # A meta-device model (a dry run) has no values to tell whether there is padding.
+    if _active.get() or any(isinstance(value, torch.Tensor) and value.is_meta for value in (*args, *kwargs.values())):
+        kwargs["allow_is_causal_skip"] = False
+        kwargs["allow_is_bidirectional_skip"] = False
     return sdpa_mask(*args, **kwargs)
 
 
@@ -183,6 +187,11 @@ def softcapped_attention(module, query, key, value, attention_mask, *, softcap: 
     key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
     scores = query @ key.transpose(2, 3) * (scaling if scaling is not None else query.shape[-1] ** -0.5)
     scores = torch.tanh(scores / softcap) * softcap
+    if attention_mask is None and getattr(module, "is_causal", False) and query.shape[2] > 1:
+        # a skipped mask (no padding, no prefixes) on a decoder means causal, as SDPA's is_causal: query i of
+        # the last T positions sees the keys up to its own (bottom-right aligned past a cache)
+        queries, keys = query.shape[2], key.shape[2]
+        attention_mask = torch.ones(queries, keys, dtype=torch.bool, device=query.device).tril(keys - queries)
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:
             scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
