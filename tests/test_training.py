@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 
@@ -102,3 +104,22 @@ def test_the_console_bar_shows_each_steps_loss_and_examples_per_second(minilm, c
     assert sorted(steps) == [1, 2, 3], shown
     for step, (loss, rate) in steps.items():
         assert loss == pytest.approx(losses[step - 1].item(), abs=1e-4) and rate > 0
+
+
+def test_a_run_whose_dev_score_stays_zero_says_so(minilm, caplog):
+    """Dev F1 0.0 after every epoch (nothing found at all) is reported with what to do, not left silent."""
+    from ptune.data import TaggedExample
+    from ptune.training.loop import nothing_learned
+
+    assert nothing_learned([{"dev_f1": 0.0}, {"dev_f1": 0.0}], "f1", 5e-3).startswith("dev f1 stayed 0.0")
+    assert nothing_learned([{"dev_f1": 0.0}, {"dev_f1": 0.1}], "f1", 5e-3) is None
+    assert nothing_learned([{"train_loss": 1.0}], "f1", 5e-3) is None  # no dev split: nothing to judge
+    words = [["Peter", "lives", "in", "Paris"], ["a", "quiet", "town"]]
+    examples = [TaggedExample(words[0], ["B-PER", "O", "O", "B-LOC"]), TaggedExample(words[1], ["O", "O", "O"])]
+    dev = [TaggedExample(words[1], ["O", "O", "O"])]  # no entity to find: F1 is 0 whatever the model does
+    task = Task(name="t", kind="tagging", labels=["O", "B-PER", "B-LOC"], train=examples, dev=dev, test=[],
+                metric="entity_f1")
+    model = PromptModel.for_task(minilm, task, MethodConfig(method="deep", length=2))
+    with caplog.at_level(logging.WARNING, logger="ptune"):
+        train(model, task, TrainConfig(epochs=2, batch_size=2, lr=1e-3, progress=False, checkpoint_every=0))
+    assert any("dev f1 stayed 0.0 after every epoch" in r.getMessage() for r in caplog.records)

@@ -201,6 +201,8 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
 
     if selection.state is not None:
         model.load_state_dict(selection.state, strict=False)
+    if (warning := nothing_learned(progress.history, main_key, config.lr)) is not None:
+        log.warning(warning)
     model.eval()
     digests = processes.prompt_digests(model.trainable_state())
     processes.close()
@@ -214,6 +216,17 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
     return TrainResult(selection.epoch, selection.dev, progress.history, prompt_path, time.perf_counter() - started,
                        is_main=processes.is_main, process_digests=digests, sharded=sharded,
                        truncated={"train": truncation_counts(train_features), "dev": truncation_counts(dev_features)})
+
+
+def nothing_learned(history: list[dict], main_key: str, lr: float) -> str | None:
+    """What to tell the user when the dev score was 0 after every epoch (no entity or span found at all: the run
+    diverged or learned nothing), or None."""
+    scores = [record.get(f"dev_{main_key}") for record in history]
+    if not scores or any(score is None or score != 0 for score in scores):
+        return None
+    return (f"dev {main_key} stayed 0.0 after every epoch: the model found nothing, so this run diverged or learned "
+            f"nothing; try a lower learning rate than {lr:g} (deep prompts with --reparam diverge above about 4e-3 on "
+            "conll2003 with minilm)")
 
 
 def bottom_cache(model: PromptModel, cache_mb: int) -> BottomCache | None:
