@@ -263,6 +263,8 @@ def main() -> None:
     parser.add_argument("--profile-only", action="store_true", help="add the profiler tables to perf.json")
     parser.add_argument("--variants-only", action="store_true", help="add bf16 / torch.compile step times to perf.json")
     parser.add_argument("--inference-only", action="store_true", help="add the mixed-task inference figures")
+    parser.add_argument("--speed-only", action="store_true",
+                        help="measure the step times again and keep the record's other parts (depth, variants, ...)")
     parser.add_argument("--depth-only", action="store_true",
                         help="add the depth trade-off's accuracy runs (no timing: may share the machine)")
     parser.add_argument("--threads", type=int, default=THREADS, help="--depth-only: torch threads")
@@ -315,9 +317,13 @@ def main() -> None:
               "date": date.today().isoformat(), "peft": peft.__version__,
               "setting": {"batch_size": setting.batch_size, "prompt_length": setting.prompt_length,
                           "rounds": setting.rounds, "batches": setting.batches}}
+    if args.speed_only:  # the step times again; the other parts of the record are kept, with their commands
+        old = json.loads(RESULTS.read_text())
+        record = {**old, **record, "command": f"{old['command']}; then {COMMAND}"}
+        setting.configs = [name for name in old["speed"]["configs"] if not name.endswith(("autocast)", "compile)"))]
     record["speed"] = speed(setting)
     print(json.dumps(record["speed"], indent=1), flush=True)
-    if not args.skip_accuracy:
+    if not args.skip_accuracy and not args.speed_only:
         record["depth_setting"] = {"epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
                                    "seeds": args.seeds}
         record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit, args.seeds)
