@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import shlex
 import os
 import subprocess
 import sys
@@ -134,7 +135,7 @@ def main() -> None:
             raise SystemExit(f"{name} failed:\n{done.stderr[-3000:]}")
         records.append(json.loads(done.stdout.strip().splitlines()[-1]))
         print(json.dumps(records[-1]), flush=True)
-    command = " ".join(["python benchmarks/memory.py", *sys.argv[1:]])
+    command = shlex.join(["python", "benchmarks/memory.py", *sys.argv[1:]])
     data = {"command": command, "machine": machine(THREADS),
             "date": date.today().isoformat(), "versions": versions("torch", "transformers", "peft", "ptune"),
             "steps": args.steps, "warmup": args.warmup, "order": args.configs, "records": records}
