@@ -12,7 +12,7 @@ import pytest
 from ptune.cli import build_parser, main
 
 COMMANDS = ["train", "sweep", "evaluate", "generate", "predict", "inspect", "export", "import-peft", "save-pretrained",
-            "push", "benchmark", "serve", "probe"]
+            "push", "benchmark", "serve", "probe", "probe-sweep"]
 # Runs the CLI as `python -m ptune.cli` does, then reports which heavy modules that loaded.
 WRAPPER = """
 import runpy, sys
