@@ -198,6 +198,11 @@ def _save(name: str, record: dict) -> None:
     write_section(SECTION, section())
 
 
+def _show(value) -> str:
+    """A setting as tables write it: on/off, 4 significant digits."""
+    return "on" if value is True else "off" if value is False else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def section() -> str:
     """The docs/RESULTS.md section, rendered from sweeps.json."""
     lines = ["## Searches that close a gap (issue 17)", "",
@@ -206,7 +211,7 @@ def section() -> str:
              "scored on test by the script named; that row says whether the gap closed.", ""]
     for name, r in _load().items():
         best = r["best"]
-        shown = ", ".join(f"{k} {v}" for k, v in best["settings"].items()) if best else "none yet"
+        shown = ", ".join(f"{k} {_show(v)}" for k, v in best["settings"].items()) if best else "none yet"
         finished = sum(r["trials"].get(state, 0) for state in ("complete", "pruned"))
         counts = ", ".join(f"{v} {k}" for k, v in r["trials"].items() if v) + (
             f" of {r['planned']} planned (**partial**: the same command continues it)"
