@@ -348,6 +348,12 @@ CASES = [
     case(("existing.txt", "--out"), *PR, "--out", "{ws}/existing.txt"),
     case("[P]", *PR, "--method", "manual", "--template", "[P] {subject} is"),
     case("--encoder", *PR, "--encoder", "gru"),
+    # probe-sweep (its search space: tests/test_probe_sweep.py)
+    case("--facts FILE", "probe-sweep"),
+    case("missing.tsv", "probe-sweep", "--facts", "{ws}/missing.tsv"),
+    case(("--prompts", "'0'"), "probe-sweep", "--facts", "{ws}/missing.tsv", "--prompts", "0,2"),
+    case(("--trials", "'0'"), "probe-sweep", "--facts", "{ws}/missing.tsv", "--trials", "0"),
+    case(("--encoder", "prompt"), "probe-sweep", "--facts", "{ws}/missing.tsv", "--method", "prompt", "--encoder", "lstm"),
     # sweep (its search space: tests/test_sweep.py)
     case(("--trials", "0"), "sweep", "--task", "rotten_tomatoes", "--trials", "0"),
     case(("--lr", "0:1"), "sweep", "--task", "rotten_tomatoes", "--lr", "0:1"),
