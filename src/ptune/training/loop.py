@@ -225,8 +225,7 @@ def nothing_learned(history: list[dict], main_key: str, lr: float) -> str | None
     if not scores or any(score is None or score != 0 for score in scores):
         return None
     return (f"dev {main_key} stayed 0.0 after every epoch: the model found nothing, so this run diverged or learned "
-            f"nothing; try a lower learning rate than {lr:g} (deep prompts with --reparam diverge above about 4e-3 on "
-            "conll2003 with minilm)")
+            f"nothing; try a lower learning rate than {lr:g}")
 
 
 def bottom_cache(model: PromptModel, cache_mb: int) -> BottomCache | None:
