@@ -114,25 +114,36 @@ def sweep(name: str, threads: int, trials: int | None = None) -> dict:
     return record
 
 
-def confirm(name: str, threads: int) -> None:
-    """The winner's searched settings at the owning script's full budget, one run per seed, recorded there."""
+def confirm(name: str, threads: int, seeds: tuple[int, ...] = CONFIRM_SEEDS) -> None:
+    """The winner's searched settings at the owning script's full budget, one run per seed, recorded there.
+    ``seeds`` adds missing seeds to a core row without redoing the others; the record lists the seeds that row
+    holds afterwards."""
     gap, record = GAPS[name], _load().get(name)
     if not record or not record["best"]:
         raise SystemExit(f"{name}: no completed trial yet; run `python benchmarks/sweeps.py sweep {name}` first")
     if gap["confirm"].get("probe"):
         _save(name, {**record, "confirmed": confirm_probe(record["best"]["command"], threads)})
         return
-    where, seeds = gap["confirm"], ["--seeds", *map(str, CONFIRM_SEEDS), "--threads", str(threads)]
+    where, run_seeds = gap["confirm"], ["--seeds", *map(str, seeds), "--threads", str(threads)]
     if where["script"] == "lm.py":  # its own rows at a larger budget, and the winner as deep-sweep
         best = KEPT / name / "best.json"
-        argv, shown = [*where["argv"], *seeds, "--sweep", str(best)], f"row deep-sweep ({best.relative_to(ROOT)})"
+        argv, shown = [*where["argv"], *run_seeds, "--sweep", str(best)], f"row deep-sweep ({best.relative_to(ROOT)})"
     else:
         flags = shlex.join(winner_flags(record["best"]["settings"]))
-        argv = ["--tasks", where["task"], "--methods", where["method"], *seeds, "--variant", "sweep", "--extra", flags]
+        argv = ["--tasks", where["task"], "--methods", where["method"], *run_seeds, "--variant", "sweep",
+                "--extra", flags]
         shown = f"variant `sweep` (`{flags}`)"
     subprocess.run([sys.executable, str(ROOT / "benchmarks" / where["script"]), *argv], env=_env(), cwd=ROOT, check=True)
-    _save(name, {**record, "confirmed": {"script": where["script"], "row": shown, "seeds": list(CONFIRM_SEEDS),
+    held = _core_seeds(where["task"], where["method"]) if where["script"] == "core.py" else list(seeds)
+    _save(name, {**record, "confirmed": {"script": where["script"], "row": shown, "seeds": held,
                                          "command": shlex.join(["python", f"benchmarks/{where['script']}", *argv])}})
+
+
+def _core_seeds(task: str, method: str) -> list[int]:
+    """The seeds core.json's variant ``sweep`` of ``task``/``method`` holds."""
+    rows = json.loads((ROOT / "benchmarks" / "results" / "core.json").read_text())
+    return next((row["seeds"] for row in rows
+                 if (row["task"], row["method"], row.get("variant")) == (task, method, "sweep")), [])
 
 
 def confirm_probe(command: str, threads: int) -> dict:
@@ -249,6 +260,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--trials", type=int, help="sweep: stop at this many finished trials (default: the gap's "
                                                    "plan); fewer records a partial study")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(CONFIRM_SEEDS),
+                        help="confirm: the seeds to run (default: 0 1 2); others already recorded are kept")
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from sweeps.json")
     args = parser.parse_args()
     if args.report_only:
@@ -259,7 +272,7 @@ def main() -> None:
     if args.stage == "sweep":
         print(json.dumps(sweep(args.name, args.threads, args.trials), indent=2))
     else:
-        confirm(args.name, args.threads)
+        confirm(args.name, args.threads, tuple(args.seeds))
 
 
 if __name__ == "__main__":
