@@ -21,12 +21,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from report import ROOT, machine, versions, write_section  # noqa: E402
 
-from ptune.analysis.benchmark import FLOOR, counterpart  # noqa: E402
+from ptune.analysis.benchmark import FLOOR, Setting, counterpart  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "perf.json"
 SECTION = "perf"
 THREADS = 2
-COMMAND = "python benchmarks/perf.py"  # this run's command line (main sets it)
 
 
 def setup(threads: int = THREADS):
@@ -255,8 +254,6 @@ def section() -> str:
 
 
 def main() -> None:
-    from ptune.analysis.benchmark import Setting
-
     parser = argparse.ArgumentParser()
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--skip-accuracy", action="store_true")
@@ -274,52 +271,45 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=1000)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="depth trade-off: one run per seed")
     args = parser.parse_args()
-    global COMMAND
-    COMMAND = " ".join(["python benchmarks/perf.py", *sys.argv[1:]])
+    command = " ".join(["python benchmarks/perf.py", *sys.argv[1:]])
     setting = Setting(rounds=args.rounds)
     if args.report_only:
         write_section(SECTION, section())
-        return
-    if args.inference_only:
-        record = json.loads(RESULTS.read_text())
-        record["command"] = f"{record['command']}; then {COMMAND}"
-        record["inference"] = inference()
-        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section(SECTION, render(record))
-        return
-    if args.depth_only:
-        record = json.loads(RESULTS.read_text())
-        record["command"] = f"{record['command']}; then {COMMAND}"
-        record["depth_setting"] = {"epochs": args.epochs, "train_limit": args.train_limit, "eval_limit": args.eval_limit,
-                                   "seeds": args.seeds, "threads": args.threads}
-        record["depth"] = depth_curve(args.epochs, args.train_limit, args.eval_limit, args.seeds, args.threads)
-        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section(SECTION, render(record))
-        return
-    if args.variants_only:
-        record = json.loads(RESULTS.read_text())
-        record["command"] = f"{record['command']}; then {COMMAND}"
+    elif args.inference_only:
+        update(command, inference=inference())
+    elif args.depth_only:
+        update(command, depth_setting={"epochs": args.epochs, "train_limit": args.train_limit,
+                                       "eval_limit": args.eval_limit, "seeds": args.seeds, "threads": args.threads},
+               depth=depth_curve(args.epochs, args.train_limit, args.eval_limit, args.seeds, args.threads))
+    elif args.variants_only:
         setting.configs = ["ptune deep", "ptune deep (bf16 autocast)", "ptune deep (torch.compile)", "peft prefix"]
-        record["variants"] = speed(setting)
-        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section(SECTION, render(record))
-        return
-    if args.profile_only:
-        record = json.loads(RESULTS.read_text())
-        record["command"] = f"{record['command']}; then {COMMAND}"
-        record["profile"] = profile(setting)
-        RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-        write_section(SECTION, render(record))
-        return
+        update(command, variants=speed(setting))
+    elif args.profile_only:
+        update(command, profile=profile(setting))
+    else:
+        measure(args, setting, command)
+
+
+def update(command: str, **parts) -> None:
+    """Measure again only ``parts`` of perf.json: the other parts stay, with their commands, and this command
+    is appended to the record's."""
+    record = json.loads(RESULTS.read_text())
+    record = {**record, **parts, "command": f"{record['command']}; then {command}"}
+    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
+    write_section(SECTION, render(record))
+
+
+def measure(args: argparse.Namespace, setting: Setting, command: str) -> None:
+    """The whole record (or, with --speed-only, the step times again beside the kept parts)."""
     import peft
 
-    record = {"command": COMMAND, "machine": machine(THREADS), "versions": versions("torch", "transformers", "peft"),
+    record = {"command": command, "machine": machine(THREADS), "versions": versions("torch", "transformers", "peft"),
               "date": date.today().isoformat(), "peft": peft.__version__,
               "setting": {"batch_size": setting.batch_size, "prompt_length": setting.prompt_length,
                           "rounds": setting.rounds, "batches": setting.batches}}
     if args.speed_only:  # the step times again; the other parts of the record are kept, with their commands
         old = json.loads(RESULTS.read_text())
-        record = {**old, **record, "command": f"{old['command']}; then {COMMAND}"}
+        record = {**old, **record, "command": f"{old['command']}; then {command}"}
         setting.configs = [name for name in old["speed"]["configs"] if not name.endswith(("autocast)", "compile)"))]
     record["speed"] = speed(setting)
     print(json.dumps(record["speed"], indent=1), flush=True)

@@ -87,12 +87,12 @@ def sweep(name: str, threads: int, trials: int | None = None) -> dict:
     under benchmarks/results/sweeps/NAME. Fewer than planned records a partial study (rerun to continue it)."""
     gap = GAPS[name]
     trials = gap["trials"] if trials is None else trials
-    command = ["ptune", gap.get("command", "sweep"), *gap["sweep"], "--trials", str(gap["trials"]),
-               "--out", str(study_dir(name))]
-    run = [*command[:command.index("--trials") + 1], str(trials), *command[command.index("--trials") + 2:]]
+    def command(count: int) -> list[str]:
+        return [gap.get("command", "sweep"), *gap["sweep"], "--trials", str(count), "--out", str(study_dir(name))]
+
     env = {**_env(), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-m", "ptune.cli", *run[1:]], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                          text=True)
+    done = subprocess.run([sys.executable, "-m", "ptune.cli", *command(trials)], env=env, cwd=ROOT,
+                          stdout=subprocess.PIPE, text=True)
     if done.returncode != 0:
         raise SystemExit(f"sweep {name} failed (exit {done.returncode})")
     summary = json.loads(done.stdout)
@@ -102,7 +102,7 @@ def sweep(name: str, threads: int, trials: int | None = None) -> dict:
         if (study_dir(name) / file).exists():
             shutil.copyfile(study_dir(name) / file, kept / file)
     record = {"name": name, "target": gap["target"], "subset": gap["subset"],
-              "command": shlex.join(command).replace(str(study_dir(name)), "OUT"), "trials": summary["trials"],
+              "command": shlex.join(["ptune", *command(gap["trials"])]).replace(str(study_dir(name)), "OUT"), "trials": summary["trials"],
               "planned": gap["trials"],
               "best": summary["best"] and {"trial": summary["best"]["trial"], "settings": summary["best"]["settings"],
                                            "dev": summary["best"].get("dev", summary["best"].get("dev_p_at_1")),
