@@ -56,11 +56,12 @@ def cpu_name() -> str:
 
 
 def machine(threads: int | None = None) -> str:
-    """The machine a record names: CPU model, architecture, CPU count (and torch threads when set)."""
+    """The machine a record names: CPU model, architecture, CPU count (and torch threads when set), and the
+    1-minute load average as the record is written, so a reader can tell an idle machine from a shared one."""
     import os
 
     text = f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs"
-    return text + (f", torch threads {threads}, shared" if threads else "")
+    return text + (f", torch threads {threads}" if threads else "") + f", load {os.getloadavg()[0]:.1f} when recorded"
 
 
 def provenance(r: dict) -> str:
