@@ -166,3 +166,43 @@ def test_config_file_with_an_unknown_option(tmp_path, capsys):
     assert main(["train", "--config", str(config)]) == 2
     err = error_line(capsys)
     assert "bad.json" in err and "learning_rate" in err
+
+
+def test_deep_prompts_on_a_tagging_task_take_the_tagging_defaults_unless_given(tmp_path, capsys):
+    """KIND_DEFAULTS: deep prompts on a tagging task (the user's CoNLL files) get length 64 and lr 5e-2, the
+    conll2003 study's winner; a given --length or --lr (flag or config file) wins, and a classification task
+    keeps the method's defaults. results.json records the rate the run trained at."""
+    from ptune.config import DEFAULT_LENGTH, DEFAULT_LR, KIND_DEFAULTS
+    from ptune.storage.prompt_files import read_header
+
+    conll = tmp_path / "tags.conll"
+    conll.write_text("EU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\ncall NN I-NP O\n\n"
+                     "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n")
+    files = ["--train", str(conll), "--dev", str(conll), "--test", str(conll)]
+    small = ["--layers", "top:1", "--max-steps", "1", "--epochs", "1", "--train-limit", "16", "--eval-limit", "8"]
+
+    def run(name: str, *flags: str) -> dict:
+        assert main(["train", *flags, "--method", "deep", *small, "--out", str(tmp_path / name)]) == 0
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        return {"length": read_header(tmp_path / name / "prompt.safetensors")["method"]["length"], "lr": results["lr"]}
+
+    tagging = KIND_DEFAULTS["deep", "tagging"]
+    assert run("ner", *files) == tagging
+    assert "deep on a tagging task: length 64" in capsys.readouterr().err
+    assert run("given", *files, "--length", "8") == {"length": 8, "lr": tagging["lr"]}
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"train": str(conll), "dev": str(conll), "test": str(conll), "lr": 0.01}))
+    assert run("config", "--config", str(config)) == {"length": tagging["length"], "lr": 0.01}
+    sentiment = tmp_path / "sentiment.csv"
+    sentiment.write_text("text,label\ngood film,positive\ndull film,negative\nfine acting,positive\n")
+    texts = ["--train", str(sentiment), "--dev", str(sentiment), "--test", str(sentiment)]
+    assert run("sentiment", *texts) == {"length": DEFAULT_LENGTH["deep"], "lr": DEFAULT_LR["deep"]}
+
+
+def test_the_tagging_rate_gives_way_to_the_reparameterised_one():
+    from ptune.config import DEFAULT_LENGTH, MethodConfig, TrainConfig, with_kind_defaults
+
+    method, train = with_kind_defaults(MethodConfig(method="deep", reparam=True), TrainConfig(), "tagging", set())
+    assert (method.length, train.resolved(method).lr) == (64, 5e-3)
+    method, train = with_kind_defaults(MethodConfig(method="prompt"), TrainConfig(), "tagging", set())
+    assert (method.length, train.lr) == (DEFAULT_LENGTH["prompt"], None)

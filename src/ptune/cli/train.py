@@ -13,7 +13,7 @@ from ptune.cli import fewshot
 from ptune.cli.options import (add_data_options, add_dataclass_options, add_device_options, columns_from,
                                dataclass_from, device_from, read_config)
 from ptune.cli.output import err, print_json
-from ptune.config import SEED, MethodConfig, TrainConfig
+from ptune.config import SEED, MethodConfig, TrainConfig, with_kind_defaults
 from ptune.data.columns import ROLES, option
 from ptune.errors import PtuneError
 
@@ -89,6 +89,12 @@ def run(args: argparse.Namespace, *, on_epoch=None) -> int:
     if names and len(names) > 1:
         return _multitask(args, names, method, train_config, config_file)
     task = load_task(args, config_file)
+    given = {name for name in ("length", "lr") if getattr(args, name, None) is not None or name in config_file}
+    before = (method.length, train_config.lr)
+    method, train_config = with_kind_defaults(method, train_config, task.kind, given)
+    if (method.length, train_config.lr) != before:
+        err().log(f"{method.method} on a {task.kind} task: length {method.length}, lr {train_config.resolved(method).lr} "
+                  "(the defaults for this kind of task; --length and --lr change them)", markup=False)
     out_dir = Path(args.out or config_file.get("out") or f"runs/{task.name}-{method.method}")
     if args.seeds:  # one run per seed, each through this function
         from ptune.cli.seeds import train_seeds
@@ -119,7 +125,8 @@ def run(args: argparse.Namespace, *, on_epoch=None) -> int:
     if args.overwrite:  # only now, when the new run is about to start
         (out_dir / CHECKPOINT).unlink(missing_ok=True)
     result = train(model, task, train_config, out_dir=out_dir, run=run_spec, on_epoch=on_epoch)
-    return _finish(args, model, task, result, out_dir, fewshot=selection, seed=train_config.seed)
+    return _finish(args, model, task, result, out_dir, fewshot=selection, seed=train_config.seed,
+                   lr=train_config.resolved(method).lr)
 
 
 # -- data --------------------------------------------------------------------------------------------
@@ -290,9 +297,10 @@ def _continue_from(model, path: Path) -> None:
     model.initialised = True
 
 
-def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = None, seed: int | None = None) -> int:
+def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = None, seed: int | None = None,
+            lr: float | None = None) -> int:
     """Score the test split, write results.json (with ``fewshot``, the few-shot selection record; the run's
-    ``seed`` and command line) and print it."""
+    ``seed``, learning rate and command line) and print it."""
     from ptune.batch.encoding import truncation_counts
     from ptune.infer.predict import evaluate
 
@@ -316,6 +324,8 @@ def _finish(args, model, task, result, out_dir: Path, fewshot: dict | None = Non
         summary["fewshot"] = fewshot
     if seed is not None:
         summary["seed"] = seed
+    if lr is not None:  # the rate the run trained at, a default included
+        summary["lr"] = lr
     if getattr(args, "argv", None) is not None:  # the command line that ran (a model card quotes it)
         summary["command"] = shlex.join(["ptune", *args.argv])
     _write_results(out_dir, summary)
@@ -366,7 +376,8 @@ def _resume(args: argparse.Namespace) -> int:
     model = PromptModel.for_task(backbone, task, method)
     result = train(model, task, train_config, out_dir=out_dir, resume=True,
                    run={k: run_spec[k] for k in ("backbone", "trust_remote_code", "data", "fewshot") if k in run_spec})
-    return _finish(args, model, task, result, out_dir, fewshot=run_spec.get("fewshot"), seed=train_config.seed)
+    return _finish(args, model, task, result, out_dir, fewshot=run_spec.get("fewshot"), seed=train_config.seed,
+                   lr=train_config.resolved(method).lr)
 
 
 def _multitask(args, names, method, train_config, config_file) -> int:
