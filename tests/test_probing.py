@@ -143,6 +143,31 @@ def test_cached_scores_equal_naive_full_sequence_scores(tiny_llama, batch_size, 
     torch.testing.assert_close(uncached, expected, atol=1e-4, rtol=0)
 
 
+def test_gold_bounded_scores_keep_every_rank_and_skip_what_cannot_rank_above_gold(tiny_llama):
+    """score_candidates(gold=...): the gold scores and every score above the best of them equal the full
+    scoring; a candidate whose first token already scores at most that best is not run on (-inf)."""
+    model = tiny_llama.model
+    weight = model.get_input_embeddings().weight
+    prompt = torch.tensor([504, 3575, 282, 4649, 314])
+    generator = torch.Generator().manual_seed(0)
+    candidates = [torch.randint(5, 4000, (int(n),), generator=generator).tolist()
+                  for n in torch.randint(1, 5, (60,), generator=generator)]
+    with torch.no_grad():
+        full = score_candidates(model, weight, prompt, candidates, batch_size=8)
+        first = score_candidates(model, weight, prompt, [c[:1] for c in candidates])
+        for gold in ([int(full.argmax())], [int(full.argsort()[len(candidates) // 2]), 3], [int(full.argmin())]):
+            bounded = score_candidates(model, weight, prompt, candidates, batch_size=8, gold=gold)
+            best = full[gold].max()
+            kept = bounded > float("-inf")
+            torch.testing.assert_close(bounded[kept], full[kept], atol=1e-4, rtol=0)
+            assert set(gold) <= set(kept.nonzero()[:, 0].tolist())
+            assert (full > best).sum() == (bounded > bounded[gold].max()).sum()  # the same rank
+            assert torch.all(first[~kept] <= best + 1e-4)  # skipped only what could not end above the gold
+            assert int(bounded.argmax()) == int(full.argmax())
+    bounded = score_candidates(model, weight, prompt, candidates, gold=[int(full.argmax())])
+    assert (bounded == float("-inf")).sum() > len(candidates) // 2  # the best-scored gold: nearly all skipped
+
+
 def test_scoring_takes_prompt_embeddings_and_passes_gradients(tiny_llama):
     model = tiny_llama.model
     weight = model.get_input_embeddings().weight

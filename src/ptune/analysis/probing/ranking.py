@@ -153,7 +153,7 @@ def rank_facts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, facts
             if not gold:
                 raise PtuneError(f"no object of {fact.subject!r} is among the candidates: filter facts with prepare()")
             scores = score_candidates(model, weight, make_prompt(tokenizer, prompt, fact.subject, device),
-                                      candidates.ids, batch_size=batch_size, padded=padded)
+                                      candidates.ids, batch_size=batch_size, padded=padded, gold=gold)
             best = scores[gold].max()
             ranked.append(Ranked(fact.subject, fact.objects, candidates.names[int(scores.argmax())],
                                  1 + int((scores > best).sum())))

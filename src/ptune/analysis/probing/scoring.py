@@ -80,7 +80,8 @@ def _repeated_cache(layers: list[tuple[torch.Tensor, torch.Tensor]], count: int,
 
 def score_candidates(model: PreTrainedModel, head_weight: torch.Tensor, prompt: torch.Tensor,
                      candidate_ids: Sequence[Sequence[int]], *, batch_size: int = 64,
-                     padded: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                     padded: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     gold: Sequence[int] | None = None) -> torch.Tensor:
     """Sum of log-probabilities of each candidate's tokens after ``prompt``: returns [C].
 
     model: a decoder body (e.g. ``LlamaModel``) returning ``last_hidden_state``; head_weight: [V, H]
@@ -91,14 +92,41 @@ def score_candidates(model: PreTrainedModel, head_weight: torch.Tensor, prompt: 
     repeated along the batch, token k predicted from token k-1. Gradients flow to ``prompt`` when
     it is embeddings that need them. ``padded``: ``pad_candidates(candidate_ids)`` made once by a
     caller that scores the same candidates for many prompts (e.g. a whole vocabulary).
+
+    ``gold``: the indices of the true objects, for a caller that needs only their rank and the top
+    candidate. The gold candidates are scored first; a candidate whose first token already scores at
+    most the best of them cannot end above it (each further token only lowers the sum), so it is not
+    run on and its score is -inf. The gold scores, every score above the best of them, and so each
+    rank and the argmax, are those of the full scoring.
     """
     embeds = prompt_embeddings(model, prompt)
     out = model(inputs_embeds=embeds, use_cache=True)
     layers = _cache_layers(out.cache if getattr(out, "cache", None) is not None else out.past_key_values)
-    length = embeds.shape[1]
     ids, mask = (t.to(embeds.device) for t in (padded or pad_candidates(candidate_ids)))
     scores = (out.last_hidden_state[0, -1] @ head_weight.T).log_softmax(-1)[ids[:, 0]]
-    for chunk in length_sorted_chunks(candidate_ids, batch_size, min_length=2):
+    run_on = [i for i, tokens in enumerate(candidate_ids) if len(tokens) >= 2]
+    if gold is not None:
+        gold_set = set(gold)
+        scores = _run_on(model, head_weight, layers, embeds.shape[1], ids, mask, candidate_ids, scores,
+                         [i for i in run_on if i in gold_set], batch_size)
+        best = float(scores[list(gold_set)].max())
+        first = scores.tolist()
+        run_on = [i for i in run_on if i not in gold_set and first[i] > best]
+        dropped = [i for i, score in enumerate(first) if i not in gold_set and score <= best]
+        scores = scores.index_fill(0, torch.tensor(dropped, dtype=torch.long, device=scores.device), float("-inf"))
+    return _run_on(model, head_weight, layers, embeds.shape[1], ids, mask, candidate_ids, scores, run_on, batch_size)
+
+
+def _run_on(model: PreTrainedModel, head_weight: torch.Tensor, layers: list[tuple[torch.Tensor, torch.Tensor]],
+            length: int, ids: torch.Tensor, mask: torch.Tensor, candidate_ids: Sequence[Sequence[int]],
+            scores: torch.Tensor, which: Sequence[int], batch_size: int) -> torch.Tensor:
+    """``scores`` with the log-probabilities of tokens 2.. of the candidates ``which`` added, run on the
+    prompt's cached keys/values (``length`` positions) in length-grouped batches."""
+    if not which:
+        return scores
+    chosen = [candidate_ids[i] for i in which]
+    for chunk in length_sorted_chunks(chosen, batch_size, min_length=2):
+        chunk = [which[i] for i in chunk]
         rows = torch.tensor(chunk, device=ids.device)
         width = len(candidate_ids[chunk[-1]])
         chunk_ids, chunk_mask = ids[rows, :width], mask[rows, :width]
