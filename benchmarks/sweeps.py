@@ -51,6 +51,8 @@ GAPS = {
                   "--lr", "3e-3:1e-1:log", "--length", "8,16,32,64", "--reparam", "off,on"],
         "trials": 30,
         "confirm": {"script": "core.py", "task": "conll2003", "method": "deep"},
+        "written_back": "deep prompts on tagging tasks default to length 64 and lr 5e-2 (`KIND_DEFAULTS` in "
+                        "src/ptune/config.py; `ptune train` logs it, `--length`/`--lr` override it)",
     },
     "smollm2_verbalizer_deep": {
         "target": "smollm2 verbalizer with deep prompts at least as good as with input prompts, at a budget large "
@@ -249,6 +251,8 @@ def section() -> str:
                          f"{c['row']}; that script's section sets it against the other rows.")
         else:
             lines.append("- Not yet confirmed on test.")
+        if GAPS.get(name, {}).get("written_back"):
+            lines.append(f"- Written back into the code: {GAPS[name]['written_back']}.")
         lines.append("")
     return "\n".join(lines)
 
