@@ -247,8 +247,9 @@ def section() -> str:
                       f"**{'met' if c['target_met'] else 'missed'}**)."]
         elif "confirmed" in r:
             c = r["confirmed"]
-            lines.append(f"- Confirmed with seeds {', '.join(map(str, c['seeds']))} by `{c['command']}` as "
-                         f"{c['row']}; that script's section sets it against the other rows.")
+            lines.append(f"- Confirmed with seeds {', '.join(map(str, c['seeds']))} as {c['row']} (the last "
+                         f"confirmation run: `{c['command']}`; each seed's own command is in that script's record); "
+                         "that script's section sets it against the other rows.")
         else:
             lines.append("- Not yet confirmed on test.")
         if GAPS.get(name, {}).get("written_back"):
