@@ -50,7 +50,7 @@ GAPS = {
                   "--epochs", "5", "--patience", "5", "--seed", "0", "--layers", "all",
                   "--lr", "3e-3:1e-1:log", "--length", "8,16,32,64", "--reparam", "off,on"],
         "trials": 30,
-        "confirm": {"script": "core.py", "task": "conll2003", "method": "deep"},
+        "confirm": {"script": "core.py", "task": "conll2003", "method": "deep", "of_finetune": 0.97},
         "written_back": "deep prompts on tagging tasks default to length 64 and lr 5e-2 (`KIND_DEFAULTS` in "
                         "src/ptune/config.py; `ptune train` logs it, `--length`/`--lr` override it)",
     },
@@ -139,6 +139,17 @@ def confirm(name: str, threads: int, seeds: tuple[int, ...] = CONFIRM_SEEDS) -> 
     held = _core_seeds(where["task"], where["method"]) if where["script"] == "core.py" else list(seeds)
     _save(name, {**record, "confirmed": {"script": where["script"], "row": shown, "seeds": held,
                                          "command": shlex.join(["python", f"benchmarks/{where['script']}", *argv])}})
+
+
+def _share_of_finetune(where: dict) -> str:
+    """The confirmed core row's mean test score as a share of fine-tuning's, against the gap's target."""
+    rows = {(row["task"], row["method"], row.get("variant")): row
+            for row in json.loads((ROOT / "benchmarks" / "results" / "core.json").read_text())}
+    sweep, finetune = rows[where["task"], where["method"], "sweep"], rows[where["task"], "finetune", "default"]
+    share = sweep["test"] / finetune["test"]
+    return (f"- On test: {100 * sweep['test']:.2f} ± {100 * sweep['test_std']:.2f} over seeds "
+            f"{', '.join(map(str, sweep['seeds']))}, against fine-tuning's {100 * finetune['test']:.2f}: "
+            f"**{share:.3f} of fine-tuning, target {where['of_finetune']} {'met' if share >= where['of_finetune'] else 'missed'}**.")
 
 
 def _core_seeds(task: str, method: str) -> list[int]:
@@ -250,6 +261,8 @@ def section() -> str:
             lines.append(f"- Confirmed with seeds {', '.join(map(str, c['seeds']))} as {c['row']} (the last "
                          f"confirmation run: `{c['command']}`; each seed's own command is in that script's record); "
                          "that script's section sets it against the other rows.")
+            if GAPS.get(name, {}).get("confirm", {}).get("of_finetune"):
+                lines.append(_share_of_finetune(GAPS[name]["confirm"]))
         else:
             lines.append("- Not yet confirmed on test.")
         if GAPS.get(name, {}).get("written_back"):
