@@ -71,7 +71,8 @@ def test_train_help_shows_defaults(monkeypatch, capsys):
     shown = " ".join(capsys.readouterr().out.split())
     for text in ("examples per step (default: 32)", "(default: deep)", "(default: minilm)",
                  "epochs (default: prompt 10, ptuning 10, deep 10, finetune 3)",
-                 "(default: prompt 20, ptuning 8, deep 16)",
+                 "(default: prompt 20, ptuning 8, deep 16; deep on tagging tasks 64)",
+                 "deep 0.03 (0.05 on tagging tasks)",
                  "torch.compile the forward pass (measured in docs/RESULTS.md) (default: off)",
                  "-q, --quiet no progress bars (default: off)"):
         assert text in shown, text
