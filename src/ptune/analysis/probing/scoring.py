@@ -109,11 +109,11 @@ def score_candidates(model: PreTrainedModel, head_weight: torch.Tensor, prompt: 
         gold_set = set(gold)
         scores = _run_on(model, head_weight, layers, embeds.shape[1], ids, mask, candidate_ids, scores,
                          [i for i in run_on if i in gold_set], batch_size)
-        best = float(scores[list(gold_set)].max())
-        first = scores.tolist()
-        run_on = [i for i in run_on if i not in gold_set and first[i] > best]
-        dropped = [i for i, score in enumerate(first) if i not in gold_set and score <= best]
-        scores = scores.index_fill(0, torch.tensor(dropped, dtype=torch.long, device=scores.device), float("-inf"))
+        is_gold = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
+        is_gold[list(gold_set)] = True
+        beaten = ~is_gold & (scores <= scores[is_gold].max())  # cannot end above the best gold object
+        run_on = [i for i in run_on if not is_gold[i] and not beaten[i]]
+        scores = scores.masked_fill(beaten, float("-inf"))
     return _run_on(model, head_weight, layers, embeds.shape[1], ids, mask, candidate_ids, scores, run_on, batch_size)
 
 
