@@ -22,7 +22,7 @@ MAX_LINES = 450  # the aim is about 400
 # (data), batched (batch), read out by a head (heads) as a task kind says (tasks), inside the
 # prompted backbone (model); storage, training/inference, applications and the CLI sit on top.
 LAYERS = {
-    "ptune.errors": 0, "ptune.config": 0, "ptune.lazy": 0,
+    "ptune.errors": 0, "ptune.bounds": 0, "ptune.config": 0, "ptune.lazy": 0,
     "ptune.data": 1,
     "ptune.batch": 2,
     "ptune.heads": 3,

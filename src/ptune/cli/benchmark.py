@@ -6,7 +6,7 @@ import argparse
 
 from ptune.cli.options import add_device_options, device_from
 from ptune.cli.output import out, print_json
-from ptune.config import COUNT
+from ptune.bounds import COUNT
 from ptune.errors import PtuneError
 
 

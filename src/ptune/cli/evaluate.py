@@ -7,7 +7,7 @@ import argparse
 
 from ptune.cli.options import add_backbone_override, add_data_options, backbone_for, columns_from
 from ptune.cli.output import print_json
-from ptune.config import COUNT
+from ptune.bounds import COUNT
 from ptune.errors import PtuneError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from ptune.config import COUNT, POSITIVE, Bound
+from ptune.bounds import COUNT, POSITIVE, Bound
 from ptune.errors import PtuneError
 
 # Keys a config file (and a --seeds folder's config.json) may hold for the few-shot setting.

@@ -8,7 +8,7 @@ import json
 import sys
 
 from ptune.cli.options import add_backbone_override, load_prompt_and_backbone
-from ptune.config import SEED
+from ptune.bounds import SEED
 
 STREAM_HELP = ("print the continuation while it is generated: with one --text as plain text (then a newline); "
                'with several, one JSON line {"index": I, "piece": "..."} per piece (I: the text\'s place in --text), '

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ptune.cli.options import add_backbone_override, load_prompt_and_backbone
 from ptune.cli.output import out, print_json
-from ptune.config import COUNT
+from ptune.bounds import COUNT
 
 
 def add_parser(sub) -> None:

@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, NoReturn, Sequence
 
-from ptune.config import Bound, DeviceConfig, MethodConfig, TrainConfig
+from ptune.bounds import Bound
+from ptune.config import DeviceConfig, MethodConfig, TrainConfig
 from ptune.cli.fewshot import KEYS as FEWSHOT_KEYS  # --shots and the few-shot selection
 from ptune.data.columns import ROLES, Columns, option
 from ptune.errors import PtuneError

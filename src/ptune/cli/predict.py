@@ -9,7 +9,7 @@ from ptune.cli.inputs import FORMATS, INPUT_ROLES, input_row, read_rows
 from ptune.cli.options import add_backbone_override, add_data_options, backbone_for, columns_from
 from ptune.cli.output import print_line
 from ptune.cli.records import output_format, write_records
-from ptune.config import COUNT, NON_NEGATIVE
+from ptune.bounds import COUNT, NON_NEGATIVE
 from ptune.data.columns import Columns
 from ptune.errors import PtuneError
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ptune.cli.options import add_device_options, device_from
 from ptune.cli.output import err
-from ptune.config import COUNT, PORT, Bound
+from ptune.bounds import COUNT, PORT, Bound
 from ptune.errors import PtuneError
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 from ptune.cli import train as train_command
 from ptune.cli.options import config_of, dataclass_from, read_config
 from ptune.cli.output import err, out, print_json
-from ptune.config import COUNT, NON_NEGATIVE, POSITIVE, MethodConfig, TrainConfig
+from ptune.bounds import COUNT, NON_NEGATIVE, POSITIVE
+from ptune.config import MethodConfig, TrainConfig
 from ptune.errors import PtuneError
 from ptune.training.search_space import DEFAULTS, PARSERS, SETTINGS, describe, resolve_space
 

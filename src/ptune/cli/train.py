@@ -13,7 +13,8 @@ from ptune.cli import fewshot
 from ptune.cli.options import (add_data_options, add_dataclass_options, add_device_options, columns_from,
                                dataclass_from, device_from, read_config)
 from ptune.cli.output import err, print_json
-from ptune.config import SEED, MethodConfig, TrainConfig, with_kind_defaults
+from ptune.bounds import SEED
+from ptune.config import MethodConfig, TrainConfig, with_kind_defaults
 from ptune.data.columns import ROLES, option
 from ptune.errors import PtuneError
 

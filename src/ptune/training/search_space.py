@@ -7,7 +7,8 @@ import argparse
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ptune.config import COUNT, INITS, LAYERS, POSITIVE, Bound
+from ptune.bounds import COUNT, POSITIVE, Bound
+from ptune.config import INITS, LAYERS
 from ptune.errors import PtuneError
 
 # The method options a sweep may search, in the order trials and tables show them.

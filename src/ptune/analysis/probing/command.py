@@ -10,7 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
-from ptune.config import COUNT, POSITIVE, SEED, DeviceConfig
+from ptune.bounds import COUNT, POSITIVE, SEED
+from ptune.config import DeviceConfig
 from ptune.errors import PtuneError
 
 METHODS = ("manual", "ptuning", "prompt")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -26,11 +26,16 @@ MODES = ("objects", "vocab")
 @dataclass(frozen=True)
 class Candidates:
     """What a fact's objects are ranked against: a name and a token-id sequence per candidate (no
-    two with the same ids), and ``padded``, the ids [C, L] and mask [C, L] built once."""
+    two with the same ids), and, built once, ``padded`` (the ids [C, L] and mask [C, L]) and ``where``
+    (each id sequence's index)."""
 
     names: tuple[str, ...]
     ids: tuple[tuple[int, ...], ...]
     padded: tuple[torch.Tensor, torch.Tensor]
+    where: dict[tuple[int, ...], int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "where", {seq: i for i, seq in enumerate(self.ids)})
 
     @classmethod
     def of(cls, names: Sequence[str], ids: Sequence[Sequence[int]]) -> Candidates:
@@ -44,8 +49,7 @@ class Candidates:
 
     def gold(self, object_ids: Sequence[Sequence[int]]) -> list[int]:
         """Indices of the candidates whose ids are one of ``object_ids``."""
-        index = {seq: i for i, seq in enumerate(self.ids)}
-        return [index[seq] for seq in map(tuple, object_ids) if seq in index]
+        return [self.where[seq] for seq in map(tuple, object_ids) if seq in self.where]
 
 
 @dataclass(frozen=True)
