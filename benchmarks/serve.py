@@ -6,8 +6,9 @@ Trains one deep prompt on rotten_tomatoes (20 steps: serving cost does not depen
 and for each task count starts the real server process (budget --budget-mb, default 10% of the
 10,000 files' tensors), then runs rounds of single-task traffic (every request the same task) and
 random mixed-task traffic (each request a task drawn uniformly, so most are cold at 10,000 tasks),
-interleaved in the same process: the ratio is the median of the rounds' ratios. RSS is the server's
-after the last mixed round (the resident set at its steady state). Writes
+interleaved in the same process: the ratio is the median of the rounds' ratios. Before the rounds, the
+resident set is filled (every task once, up to twice as many as the budget holds), so that RSS, the
+server's after the last mixed round, is that of a full resident set whatever the machine's speed. Writes
 benchmarks/results/serve.json and the "serve" section of docs/RESULTS.md.
 
     python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 5] [--tasks 1 100 1000 10000] [--no-ray]
@@ -102,9 +103,29 @@ def wait_ready(port: int, process: subprocess.Popen, limit: float = 600) -> floa
     raise SystemExit("server did not start")
 
 
-def rss_of(pid: int) -> float:
+def rss_of(pid: int) -> dict[str, float]:
+    """The process's resident MiB: all of it, and its anonymous and file-backed (mapped prompt files) parts."""
     with open(f"/proc/{pid}/status") as status:
-        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS"))
+        found = {line.split(":")[0]: int(line.split()[1]) / 1024 for line in status
+                 if line.startswith(("VmRSS", "RssAnon", "RssFile"))}
+    return {"rss_mb": round(found["VmRSS"], 1), "rss_anon_mb": round(found["RssAnon"], 1),
+            "rss_file_mb": round(found["RssFile"], 1)}
+
+
+def fill(port: int, names: list[str], texts: list[str], capacity: int, per_request: int = 32) -> None:
+    """Bring the resident set to its steady state before anything is measured: every task once, up to twice
+    as many as fit the budget (``capacity``), in requests of ``per_request`` mixed items (tasks repeated
+    when there are fewer, so that every count's server runs passes of the same size)."""
+    touched = names[: min(len(names), 2 * capacity)]
+    for start in range(0, max(len(touched), per_request), per_request):
+        chunk = [touched[(start + i) % len(touched)] for i in range(per_request)]
+        body = json.dumps({"items": [{"task": name, "text": texts[i % len(texts)]} for i, name in enumerate(chunk)]})
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        connection.request("POST", "/predict", body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        response.read()
+        if response.status != 200:
+            raise SystemExit(f"filling the resident set failed: HTTP {response.status}")
 
 
 def load(port: int, pick, texts: list[str], clients: int, seconds: float, seed: int = 0) -> dict:
@@ -172,6 +193,7 @@ def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float,
     try:
         startup = wait_ready(port, process)
         health = get(port, "/health")
+        fill(port, names, texts, capacity=int(budget / args.file_mb))
         numbers = measure(port, names, texts, args)
         rss = rss_of(process.pid)
         health = get(port, "/health") | {"index_s": health["index_s"]}
@@ -179,7 +201,7 @@ def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float,
         process.terminate()
         process.wait(timeout=60)
     return {"backend": "uvicorn", "tasks": len(names), "clients": args.clients, "budget_mb": budget,
-            "startup_s": round(startup, 2), "index_s": health["index_s"], "rss_mb": round(rss, 1), **numbers,
+            "startup_s": round(startup, 2), "index_s": health["index_s"], **rss, **numbers,
             "resident": health["resident"], "loads": health["loads"], "evictions": health["evictions"]}
 
 
@@ -197,6 +219,7 @@ def run_ray(folder: Path, names: list[str], texts: list[str], budget: float, arg
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(folder, "minilm", replicas=2, limits=Limits(max_resident_mb=budget)), name="ptune")
         startup = time.perf_counter() - began
+        fill(port, names, texts, capacity=int(budget / args.file_mb))
         numbers = measure(port, names, texts, args)
         health = get(port, "/health")
     finally:
@@ -231,7 +254,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         names = make_prompts(folder, max(args.tasks + [0 if args.no_ray else args.ray_tasks]))
-        file_mb = (folder / "all" / f"{names[0]}.safetensors").stat().st_size / MB
+        file_mb = args.file_mb = (folder / "all" / f"{names[0]}.safetensors").stat().st_size / MB
         budget = args.budget_mb or float(int(0.1 * max(args.tasks) * file_mb))
         for count in args.tasks:
             records.append(run_uvicorn(subset(folder, names, count), names[:count], texts, budget, args))
@@ -245,18 +268,30 @@ def main() -> None:
             print(json.dumps(records[-1]), flush=True)
     command = " ".join(["python benchmarks/serve.py", *map(shlex.quote, sys.argv[1:])])
     meta = {"command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
-            "file_mb": round(file_mb, 4), "seconds_per_phase": args.seconds, "rounds": args.rounds,
+            "file_mb": round(file_mb, 4), "seconds_per_phase": args.seconds, "rounds": args.rounds, "filled": True,
             "versions": versions("torch", "transformers", "fastapi", "uvicorn", "ray")}
     records = [record | meta for record in records]
     save(RESULTS, records, SECTION, render(records))
 
 
+def rss(record: dict) -> str:
+    """The RSS cell: the total, and its anonymous and file-backed parts where they were recorded."""
+    if "rss_anon_mb" not in record:
+        return f"{record['rss_mb']:g}"
+    return f"{record['rss_mb']:g} ({record['rss_anon_mb']:g} + {record['rss_file_mb']:g})"
+
+
 def render(records: list[dict]) -> str:
     """The RESULTS.md section, from the records alone (``--render`` redraws it from serve.json)."""
     meta = records[0]
+    filled = ("Before the rounds each server's resident set was filled (every task once, up to twice as many as "
+              "the budget holds, in passes of 32 items), so RSS is that of a full resident set; in brackets, its "
+              "anonymous and file-backed (mapped prompt files) parts." if meta.get("filled") else
+              "These records predate the fill phase: the resident set held what the rounds had loaded (full where "
+              "there were evictions).")
     rows = "\n".join(
         f"| {r['backend']}{' x' + str(r['replicas']) if r.get('replicas') else ''} | {r['tasks']:,} | {r['budget_mb']:g} | "
-        f"{r['startup_s']} | {r['index_s'] if r['index_s'] is not None else '-'} | {r['rss_mb']:g} | {r['single_rps']} | "
+        f"{r['startup_s']} | {r['index_s'] if r['index_s'] is not None else '-'} | {rss(r)} | {r['single_rps']} | "
         f"{r['mixed_rps']} | **{r['mixed_over_single']}** ({r['ratio_range'][0]}-{r['ratio_range'][1]}) | "
         f"{r['mixed_batch_fraction']} | {r.get('mixed_cold_fraction', '-')} | {r['loads']} / {r['evictions']} | {r['errors']} |"
         for r in records)
@@ -282,6 +317,7 @@ every request to one task, "mixed" to a task drawn uniformly at random (cold loa
 {meta['rounds']} interleaved single/mixed rounds of {meta['seconds_per_phase']:g} s; requests/s are medians, the ratio is
 the median of the rounds' ratios (range in brackets). Startup is process start to the first `/health` answer
 (backbone load included); RSS is the server's after the last mixed round (Ray: the sum of the replicas').
+{filled}
 "mixed batches" is the share of forward passes that held more than one task; "cold" the share of mixed requests
 whose task had to be loaded first (each round draws new tasks).
 
