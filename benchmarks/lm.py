@@ -78,6 +78,10 @@ def run(name: str, setting: dict, backbone, task, budget: dict, seed: int) -> di
     return record
 
 
+def same_budget(v: dict, budget: dict) -> bool:
+    return all(v.get(key, 1 if key == "epochs" else None) == value for key, value in budget.items())
+
+
 def swept(path: Path) -> dict:
     """A deep-sweep setting from a `ptune sweep` best.json: its searched settings, the verbalizer template."""
     best = json.loads(path.read_text())
@@ -111,7 +115,16 @@ def spread(values: list[float]) -> str:
 
 
 def render(data: dict) -> str:
-    v = data["verbalizer"]
+    """The section: the runs at the current budget, then those of each earlier budget (kept, not rerun)."""
+    earlier = data.get("verbalizer_earlier", [])
+    parts = [table(data["verbalizer"], "## Verbalizer on a causal LM (issue: language-model side)")]
+    parts += [table(v, f"### At an earlier budget: {v['train_limit']} training examples, {v['epochs']} epoch"
+                       f"{'s' if v['epochs'] > 1 else ''}, {v['eval_limit']} evaluation examples") for v in earlier]
+    return "\n\n".join(parts)
+
+
+def table(v: dict, title: str) -> str:
+    """One budget's runs: how they were made, then a row per method (mean and std over its seeds)."""
     machine = v.get("machine", "not recorded with these runs; 2 CPU threads shared with other work")
     by_name: dict[str, list[dict]] = {}
     for r in v["runs"]:
@@ -119,7 +132,7 @@ def render(data: dict) -> str:
     seeds = sorted({r.get("seed", 0) for r in v["runs"]})
     epochs = v["epochs"]
     lines = [
-        "## Verbalizer on a causal LM (issue: language-model side)",
+        title,
         "",
         f"Command: {commands(v)} · machine: {machine} · date: {dates(v)} · "
         "backbone: smollm2 (SmolLM2-135M-Instruct, frozen, LM head tied).",
@@ -179,12 +192,15 @@ def main() -> None:
     budget = {"train_limit": args.train_limit, "eval_limit": args.eval_limit, "batch_size": args.batch_size,
               "epochs": args.epochs}
     kept = data.get("verbalizer", {})
-    if any(kept.get(key, 1 if key == "epochs" else None) != value for key, value in budget.items()):
-        kept = {}  # another budget: the earlier runs are not comparable
     for r in kept.get("runs", []):  # runs from before commands, dates and seeds were recorded per run
         r.setdefault("command", kept.get("command", FIRST_COMMAND))
         r.setdefault("date", kept["date"])
         r.setdefault("seed", 0)
+    if kept and any(kept.get(key, 1 if key == "epochs" else None) != value for key, value in budget.items()):
+        # another budget: its runs are not comparable with these, so they are kept apart (and still shown)
+        earlier = data.get("verbalizer_earlier", [])
+        data["verbalizer_earlier"] = [kept, *(v for v in earlier if not same_budget(v, budget))]
+        kept = next((v for v in earlier if same_budget(v, budget)), {})  # this budget's own runs, resumed
     command = " ".join(["python benchmarks/lm.py", *map(shlex.quote, sys.argv[1:])])
     order = [*SETTINGS, "deep-sweep"]
     for name, setting in settings.items():
