@@ -5,6 +5,10 @@ loaded answers equal to eagerly loaded ones, and one load for concurrent first r
 from __future__ import annotations
 
 import json
+import os
+import platform
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -194,3 +198,38 @@ def test_where_a_cold_task_loads_and_what_a_slow_load_holds_up(minilm, tmp_path,
         waiting.join(60)
         assert answers[0].status_code == 200
         assert all(name.startswith("ptune-load") for name in threads_used.values()), threads_used
+
+
+ARENAS = """
+import ctypes, os, sys, tempfile, threading
+from ptune.serve.arenas import limit_malloc_arenas
+limited = limit_malloc_arenas() if sys.argv[1] == "limit" else None
+def work():
+    kept = [bytes(4096 + i) for i in range(2000)]  # malloc'd by this thread
+    del kept
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+libc = ctypes.CDLL("libc.so.6")
+libc.fopen.restype = ctypes.c_void_p
+path = tempfile.mktemp()
+handle = libc.fopen(path.encode(), b"w")
+libc.malloc_info(0, ctypes.c_void_p(handle))
+libc.fclose(ctypes.c_void_p(handle))
+print(limited, open(path).read().count("<heap nr="))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas are glibc's")
+def test_the_server_process_keeps_to_two_malloc_arenas_unless_the_user_chose(tmp_path):
+    def arenas(mode, **env):
+        out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True,
+                             env={k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env)
+        limited, heaps = out.stdout.split()
+        return limited, int(heaps)
+
+    assert arenas("limit") == ("True", 2)  # 8 allocating threads share the main arena and one more
+    limited, heaps = arenas("default")
+    assert heaps > 2  # what the limit prevents: glibc gives threads arenas of their own
+    limited, heaps = arenas("limit", MALLOC_ARENA_MAX="4")
+    assert limited == "False" and 2 < heaps <= 4  # the user's own setting stands

@@ -39,12 +39,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ptune.model.backbones import load_backbone
     from ptune.serve.app import create_app
+    from ptune.serve.arenas import limit_malloc_arenas
 
     folder = Path(args.folder)
     if not folder.is_dir():
         raise PtuneError(f"{folder}: not a folder; give the folder that holds the prompt files (*.safetensors)")
     if args.ray:
         return run_ray(args, folder)
+    limit_malloc_arenas()  # before the server's threads start: RSS then stays within the prompts' budget
     try:
         backbone = load_backbone(args.backbone or backbone_of(folder), trust_remote_code=args.trust_remote_code,
                                  **device_from(args))
