@@ -19,6 +19,7 @@ def test_minilm_is_a_frozen_encoder(minilm):
     assert minilm.model.config._attn_implementation == "ptune"
 
 
+@pytest.mark.slow  # dequantises the GGUF weights afresh: 45 s of CI's 19 minutes on 2 cores
 def test_smollm2_loads_offline_caches_fp32_and_takes_deep_prompts(tmp_path, monkeypatch):
     """The real SmolLM2 weights (GGUF, dequantised once): GQA prefixes and left padding."""
     monkeypatch.setenv("PTUNE_CACHE", str(tmp_path))

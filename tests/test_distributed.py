@@ -58,6 +58,7 @@ def test_two_processes_end_with_the_same_prompt(ddp_run):
     assert len((out / "metrics.jsonl").read_text().splitlines()) == 2, "only the main process writes"
 
 
+@pytest.mark.slow  # two processes sharding a backbone: 32 s of CI's 19 minutes; the DDP test stays in CI
 def test_a_sharded_backbone_trains_the_same_prompt_holding_half_of_each_layer(data, ddp_run, tmp_path):
     """--shard-backbone: FSDP2 over the frozen layers (gloo here), the prompt replicated under DDP. Each process
     holds half of the layers' weights, and the run ends on the prompt and dev scores of the unsharded run."""
