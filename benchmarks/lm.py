@@ -196,7 +196,7 @@ def main() -> None:
         r.setdefault("command", kept.get("command", FIRST_COMMAND))
         r.setdefault("date", kept["date"])
         r.setdefault("seed", 0)
-    if kept and any(kept.get(key, 1 if key == "epochs" else None) != value for key, value in budget.items()):
+    if kept and not same_budget(kept, budget):
         # another budget: its runs are not comparable with these, so they are kept apart (and still shown)
         earlier = data.get("verbalizer_earlier", [])
         data["verbalizer_earlier"] = [kept, *(v for v in earlier if not same_budget(v, budget))]
