@@ -247,6 +247,11 @@ def main() -> None:
         records = json.loads(RESULTS.read_text())
         save(RESULTS, records, SECTION, render(records))
         return
+    if not args.no_ray:
+        try:
+            import ray  # noqa: F401  (checked before the uvicorn rounds, not after them)
+        except ImportError:
+            raise SystemExit("the Ray record needs Ray Serve: pip install 'ptune[ray]' (or pass --no-ray)") from None
     from ptune.data import get_task
 
     texts = [example.text for example in get_task("rotten_tomatoes").test[:200]]
