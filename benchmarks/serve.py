@@ -11,7 +11,7 @@ resident set is filled (every task once, up to twice as many as the budget holds
 server's after the last mixed round, is that of a full resident set whatever the machine's speed. Writes
 benchmarks/results/serve.json and the "serve" section of docs/RESULTS.md.
 
-    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 5] [--tasks 1 100 1000 10000] [--no-ray]
+    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 5] [--tasks 1 4 100 1000 10000] [--no-ray]
 """
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 100, 1000, 10000])
+    parser.add_argument("--tasks", type=int, nargs="+", default=[1, 4, 100, 1000, 10000])
     parser.add_argument("--ray-tasks", type=int, default=1000)
     parser.add_argument("--budget-mb", type=float, help="resident budget (default: 10%% of the largest count's files)")
     parser.add_argument("--no-ray", action="store_true")
