@@ -35,11 +35,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from ptune.model.backbones import load_backbone
-    from ptune.serve.app import create_app
     from ptune.serve.arenas import limit_malloc_arenas
+    from ptune.serve.header_files import HeaderPrefetch
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -47,6 +44,13 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         return run_ray(args, folder)
     limit_malloc_arenas()  # before the server's threads start: RSS then stays within the prompts' budget
+    prefetch = HeaderPrefetch(folder)  # reads every header while torch imports and the backbone loads
+
+    import uvicorn
+
+    from ptune.model.backbones import load_backbone
+    from ptune.serve.app import create_app
+
     try:
         backbone = load_backbone(args.backbone or backbone_of(folder), trust_remote_code=args.trust_remote_code,
                                  **device_from(args))
@@ -54,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backbone:
             raise
         raise PtuneError(f"{error} (named by the prompt files in {folder}; choose one with --backbone)") from None
-    app = create_app(folder, backbone, _limits(args))
+    app = create_app(folder, backbone, _limits(args), prefetch)
     registry = app.state.registry
     err().log(f"serving {len(registry)} task(s) from {folder} on {backbone.name} at http://{args.host}:{args.port} "
               f"(docs at /docs; {len(registry.failed)} file(s) failed, see /tasks; up to "
