@@ -203,8 +203,8 @@ def test_where_a_cold_task_loads_and_what_a_slow_load_holds_up(minilm, tmp_path,
 
 ARENAS = """
 import ctypes, os, sys, tempfile, threading
-from ptune.serve.arenas import limit_malloc_arenas
-limited = limit_malloc_arenas() if sys.argv[1] == "limit" else None
+from ptune.serve.malloc import limit_malloc
+limited = limit_malloc()["arenas"] if sys.argv[1] == "limit" else None
 def work():
     kept = [bytes(4096 + i) for i in range(2000)]  # malloc'd by this thread
     del kept
@@ -219,14 +219,18 @@ libc.malloc_info(0, ctypes.c_void_p(handle))
 libc.fclose(ctypes.c_void_p(handle))
 print(limited, open(path).read().count("<heap nr="))
 """
+GLIBC = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas and mmap are glibc's")
 
 
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc arenas are glibc's")
-def test_the_server_process_keeps_to_two_malloc_arenas_unless_the_user_chose(tmp_path):
+def python(code, *args, **env):
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env).stdout.split()
+
+
+@GLIBC
+def test_the_server_process_keeps_to_two_malloc_arenas_unless_the_user_chose():
     def arenas(mode, **env):
-        out = subprocess.run([sys.executable, "-c", ARENAS, mode], capture_output=True, text=True, check=True,
-                             env={k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"} | env)
-        limited, heaps = out.stdout.split()
+        limited, heaps = python(ARENAS, mode, **env)
         return limited, int(heaps)
 
     assert arenas("limit") == ("True", 2)  # 8 allocating threads share the main arena and one more
@@ -234,6 +238,29 @@ def test_the_server_process_keeps_to_two_malloc_arenas_unless_the_user_chose(tmp
     assert heaps > 2  # what the limit prevents: glibc gives threads arenas of their own
     limited, heaps = arenas("limit", MALLOC_ARENA_MAX="4")
     assert limited == "False" and 2 < heaps <= 4  # the user's own setting stands
+
+
+MAPPED = """
+import ctypes, sys
+from ptune.serve.malloc import limit_malloc
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype = Info, ctypes.c_void_p
+limited = limit_malloc()["mmap_threshold"] if sys.argv[1] == "limit" else None
+size = 4 * 1024 * 1024  # a pass's gathered prefixes are blocks of a few MiB
+libc.free(ctypes.c_void_p(libc.malloc(size)))  # mapped, and by default raises the threshold to 4 MiB
+block = libc.malloc(size)
+print(limited, libc.mallinfo2().hblkhd >= size)  # is the second block mapped (returned to the system when freed)?
+"""
+
+
+@GLIBC
+def test_the_server_process_maps_blocks_of_a_mib_or_more_unless_the_user_chose():
+    assert python(MAPPED, "limit") == ["True", "True"]
+    assert python(MAPPED, "default") == ["None", "False"]  # glibc's own: the freed block raised the threshold
+    assert python(MAPPED, "limit", MALLOC_MMAP_THRESHOLD_=str(64 * 1024 * 1024)) == ["False", "False"]
 
 
 def test_headers_read_ahead_index_as_the_registrys_own_scan_does(minilm, tmp_path):

@@ -35,7 +35,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptune.serve.arenas import limit_malloc_arenas
+    from ptune.serve.malloc import limit_malloc
     from ptune.serve.header_files import HeaderPrefetch
 
     folder = Path(args.folder)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise PtuneError(f"{folder}: not a folder; give the folder that holds the prompt files (*.safetensors)")
     if args.ray:
         return run_ray(args, folder)
-    limit_malloc_arenas()  # before the server's threads start: RSS then stays within the prompts' budget
+    limit_malloc()  # before the server's threads start: RSS then stays within the prompts' budget
     prefetch = HeaderPrefetch(folder)  # reads every header while torch imports and the backbone loads
 
     import uvicorn

@@ -28,7 +28,7 @@ from ptune.model import placement
 from ptune.serve.app import MAX_NEIGHBOURS, Limits, prompt_neighbours
 from ptune.serve.pages import add_pages, offline_app
 from ptune.serve.batcher import Batcher
-from ptune.serve.arenas import limit_malloc_arenas
+from ptune.serve.malloc import limit_malloc
 from ptune.serve.registry import MB, TASK_NAME, TaskRegistry
 from ptune.serve.requests import ClientError, example, items, json_error, parse, unknown
 
@@ -81,7 +81,7 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
 
             from ptune.model.backbones import load_backbone
 
-            limit_malloc_arenas()  # Ray's own threads have theirs already; the replica's loads and passes share two
+            limit_malloc()  # Ray's own threads have theirs already; the replica's loads and passes share two
             torch.set_num_threads(max(1, int(replica_cpus)))
             self.backbone = load_backbone(backbone, trust_remote_code=trust_remote_code, **load)
             self.registry = TaskRegistry(folder, self.backbone, limits.max_resident_mb)
