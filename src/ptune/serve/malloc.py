@@ -17,10 +17,11 @@ import sys
 #   and parses requests on others. Anonymous growth 55.7 MiB with glibc's default, 9.5 MiB with 2 arenas.
 # - the mmap threshold: a block at least this large is mapped on its own and returned to the system when
 #   freed. glibc raises the threshold to the size of every mapped block freed (up to 32 MiB), after which
-#   blocks that large come from the heap and stay there, fragmented. A mixed-task pass gathers each
-#   example's prefixes into new tensors of several MiB, so the 10,000-task server's heap grew where the
-#   1-task server's did not. Fixed at 1 MiB (which also stops the raising): 3.8 MiB, against 55 MiB in
-#   the idle serve.json run with 2 arenas alone.
+#   blocks that large come from the heap and stay there, fragmented. A mixed-task pass stacks the deep
+#   prompts of the tasks in it into tensors of several MiB whose size changes with the number of tasks,
+#   so the 10,000-task server's heap grew where the 1-task server's did not. With 2 arenas alone:
+#   anonymous growth 50.5 MiB, RSS 1.14x the budget; with the threshold also fixed at 1 MiB (which stops
+#   the raising): 3.8 MiB and 0.98x. (Two runs back to back, the first with MALLOC_MMAP_THRESHOLD_=1048576.)
 MALLOC_ARENAS = 2
 MMAP_THRESHOLD = 1024 * 1024
 M_ARENA_MAX, M_MMAP_THRESHOLD = -8, -3  # mallopt's parameter numbers (glibc's malloc.h)
