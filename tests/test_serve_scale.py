@@ -9,7 +9,6 @@ import os
 import platform
 import subprocess
 import sys
-from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -261,42 +260,3 @@ def test_the_server_process_maps_blocks_of_a_mib_or_more_unless_the_user_chose()
     assert python(MAPPED, "limit") == ["True", "True"]
     assert python(MAPPED, "default") == ["None", "False"]  # glibc's own: the freed block raised the threshold
     assert python(MAPPED, "limit", MALLOC_MMAP_THRESHOLD_=str(64 * 1024 * 1024)) == ["False", "False"]
-
-
-def test_headers_read_ahead_index_as_the_registrys_own_scan_does(minilm, tmp_path):
-    from ptune.serve.header_files import HeaderPrefetch
-    from ptune.serve.registry import TaskRegistry
-
-    make_prompt(minilm, tmp_path, "a", "deep", seed=1)
-    make_prompt(minilm, tmp_path, "b", "prompt", seed=2)
-    (tmp_path / "bad_header.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{broken}")
-    cut = make_prompt(minilm, tmp_path, "cut_short", "deep", seed=3)
-    cut.write_bytes(cut.read_bytes()[:-100])
-    changed = make_prompt(minilm, tmp_path, "changed", "deep", seed=4)
-    prefetch = HeaderPrefetch(tmp_path)
-    prefetch._thread.join()
-    assert str(changed) in prefetch._read  # read ahead as a deep prompt of two labels ...
-    make_prompt(minilm, tmp_path, "changed", "deep", tagging=True, seed=5)  # ... then rewritten as a tagger
-    stat = changed.stat()
-    os.utime(changed, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-
-    handed, take = {}, prefetch.take
-    prefetch.take = lambda path, mtime: handed.setdefault(Path(path).stem, take(path, mtime))
-    ahead = TaskRegistry(tmp_path, minilm, None, prefetch)
-    assert {name for name, raw in handed.items() if raw is not None} == {"a", "b"}  # read once, ahead
-    own = TaskRegistry(tmp_path, minilm, None)
-    described = lambda registry: sorted(map(json.dumps, registry.describe()))  # noqa: E731
-    assert described(ahead) == described(own)
-    assert ahead.failed == own.failed and set(own.failed) == {"bad_header", "cut_short"}
-    assert "cut short" in ahead.failed["cut_short"]
-    assert [(e.data_bytes, e.digest, e.mtime_ns) for e in ahead.entries.values()] == \
-        [(e.data_bytes, e.digest, e.mtime_ns) for e in own.entries.values()]
-    assert ahead.entries["changed"].shape.kind == "tagging"  # the file as it is now, not as it was read ahead
-    assert not prefetch._read  # what the scan did not take is dropped
-
-
-def test_the_header_reader_needs_no_torch():
-    """The read-ahead thread runs while the main thread imports torch: importing it there would wait."""
-    code = "import sys, ptune.serve.header_files; print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

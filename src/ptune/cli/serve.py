@@ -36,7 +36,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ptune.serve.malloc import limit_malloc
-    from ptune.serve.header_files import HeaderPrefetch
 
     folder = Path(args.folder)
     if not folder.is_dir():
@@ -44,7 +43,6 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         return run_ray(args, folder)
     limit_malloc()  # before the server's threads start: RSS then stays within the prompts' budget
-    prefetch = HeaderPrefetch(folder)  # reads every header while torch imports and the backbone loads
 
     import uvicorn
 
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backbone:
             raise
         raise PtuneError(f"{error} (named by the prompt files in {folder}; choose one with --backbone)") from None
-    app = create_app(folder, backbone, _limits(args), prefetch)
+    app = create_app(folder, backbone, _limits(args))
     registry = app.state.registry
     err().log(f"serving {len(registry)} task(s) from {folder} on {backbone.name} at http://{args.host}:{args.port} "
               f"(docs at /docs; {len(registry.failed)} file(s) failed, see /tasks; up to "

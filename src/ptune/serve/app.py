@@ -23,7 +23,6 @@ from ptune.model.backbones import Backbone
 from ptune.serve.batcher import Batcher
 from ptune.serve.generation import add_generation_routes
 from ptune.serve.pages import add_pages, offline_app
-from ptune.serve.header_files import HeaderPrefetch
 from ptune.serve.registry import TASK_NAME, TaskRegistry
 from ptune.serve.requests import ClientError, PredictRequest, example, items, json_error, parse, unknown
 
@@ -48,15 +47,13 @@ class Limits:
     loaders: int = 4  # threads that load cold tasks while the forward pass runs
 
 
-def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = None,
-               prefetch: HeaderPrefetch | None = None) -> FastAPI:
-    """The FastAPI application serving every prompt file in ``folder`` on ``backbone`` (``prefetch``: the
-    folder's headers, being read since before the backbone loaded)."""
+def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = None) -> FastAPI:
+    """The FastAPI application serving every prompt file in ``folder`` on ``backbone``."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PtuneError(f"{folder}: not a folder of prompt files")
     limits = limits or Limits()
-    registry = TaskRegistry(folder, backbone, limits.max_resident_mb, prefetch)
+    registry = TaskRegistry(folder, backbone, limits.max_resident_mb)
     batcher = Batcher(registry, limits)
     loaders = ThreadPoolExecutor(max_workers=limits.loaders, thread_name_prefix="ptune-load")
     neighbours_seen: dict[tuple, dict] = {}  # (task, its file's mtime, k) -> the answer: a deep prompt's costs a pass

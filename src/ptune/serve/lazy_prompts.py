@@ -23,7 +23,6 @@ from ptune.config import MethodConfig
 from ptune.errors import PtuneError
 from ptune.model.backbones import Backbone
 from ptune.model.prompt_model import PromptModel
-from ptune.serve.header_files import CutShort, RawFile, read_raw
 from ptune.storage.prompt_files import check_backbone, header_of, tensors_digest
 
 # safetensors dtype names -> torch dtypes (the ones a prompt file can hold)
@@ -33,6 +32,7 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
 # What a resident task costs beyond its tensors: the shallow module copies, their dicts and the mapping
 # (measured: about 12 KB per deep prompt on CPython 3.11; benchmarks/serve.py checks the total by RSS).
 OVERHEAD_BYTES = 16 * 1024
+MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 # Kinds the server refuses, and why (QA, which cannot share a mixed batch either, is served per task).
 UNSERVED = {
     "multiple_choice": "an example is a text and its choices, one batch row each, and POST /predict items carry a "
@@ -75,19 +75,25 @@ class Shape:
         return {"method": self.method["method"], "kind": self.kind, "labels": list(self.labels), "metric": self.metric}
 
 
-def read_raw_header(path: str, raw: RawFile | None = None) -> tuple[dict, int, int]:
+def read_raw_header(path: str) -> tuple[dict, int, int]:
     """A safetensors file's validated ptune header, read from its bytes (no tensor is touched), with the
-    file's modification time and the size of its tensor data; PtuneError when the layout does not add up.
-    ``raw``: the file as a ``HeaderPrefetch`` already read it."""
+    file's modification time and the size of its tensor data; PtuneError when the layout does not add up."""
     try:
-        raw = raw or read_raw(path)
-    except CutShort as short:
-        raise PtuneError(f"{path}: its tensors need {short.needed} bytes of data but the file holds {short.held}; "
-                         "the file is cut short or damaged — re-train or restore it") from None
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            length = int.from_bytes(handle.read(8), "little")
+            if not 2 <= length <= min(MAX_HEADER, stat.st_size - 8):
+                raise ValueError(f"header length {length} does not fit a file of {stat.st_size} bytes")
+            layout = json.loads(handle.read(length))
+        metadata = layout.pop("__metadata__", None) or {}
+        ends = [info["data_offsets"][1] for info in layout.values()]
     except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
         raise PtuneError(f"{path}: not a readable safetensors prompt file ({error}); re-save or re-train it") from None
-    parsed = raw.ptune if isinstance(raw.ptune, dict) else None  # otherwise header_of says what is wrong
-    return header_of(path, raw.metadata, parsed=parsed), raw.mtime_ns, raw.data_bytes
+    data = stat.st_size - 8 - length
+    if max(ends, default=0) != data:
+        raise PtuneError(f"{path}: its tensors need {max(ends, default=0)} bytes of data but the file holds {data}; "
+                         "the file is cut short or damaged — re-train or restore it")
+    return header_of(path, metadata), stat.st_mtime_ns, data
 
 
 class Indexer:
@@ -97,10 +103,9 @@ class Indexer:
         self.backbone = backbone
         self.shapes: dict[str, Shape] = {}
 
-    def index_file(self, name: str, path: str, raw: RawFile | None = None) -> Entry:
-        """An Entry for ``path`` (``raw``: its header as already read), or a PtuneError saying why it cannot
-        be served."""
-        header, mtime_ns, data = read_raw_header(path, raw)
+    def index_file(self, name: str, path: str) -> Entry:
+        """An Entry for ``path``, or a PtuneError saying why it cannot be served."""
+        header, mtime_ns, data = read_raw_header(path)
         check_backbone(path, header, self.backbone)
         task = header["task"]
         key = json.dumps([header["method"], task["kind"], task["labels"], task.get("pair", False), task["metric"]],

@@ -23,7 +23,6 @@ from typing import Any
 from ptune.errors import PtuneError
 from ptune.model.backbones import Backbone
 from ptune.model.prompt_model import PromptModel
-from ptune.serve.header_files import HeaderPrefetch
 from ptune.serve.lazy_prompts import Entry, Indexer, Loader
 
 log = logging.getLogger(__name__)
@@ -33,12 +32,9 @@ MB = 1024 * 1024
 
 class TaskRegistry:
     """Prompt files in ``folder`` served on ``backbone``; at most ``max_resident_mb`` MiB of them resident
-    (None: no bound). ``refresh`` rescans the folder: new files are indexed, changed ones re-read.
-    ``prefetch``: the folder's headers as a ``HeaderPrefetch`` started earlier read them (the first scan
-    takes them from it)."""
+    (None: no bound). ``refresh`` rescans the folder: new files are indexed, changed ones re-read."""
 
-    def __init__(self, folder: Path, backbone: Backbone, max_resident_mb: float | None = None,
-                 prefetch: HeaderPrefetch | None = None):
+    def __init__(self, folder: Path, backbone: Backbone, max_resident_mb: float | None = None):
         self.folder, self.backbone = Path(folder), backbone
         self.budget = None if max_resident_mb is None else int(max_resident_mb * MB)
         self.indexer, self.loader = Indexer(backbone), Loader(backbone)
@@ -51,16 +47,12 @@ class TaskRegistry:
         self._lock = threading.Lock()  # guards the tables above; never held while a file is read
         self._scan = threading.Lock()
         started = time.perf_counter()
-        self.refresh(prefetch)
-        if prefetch is not None:
-            prefetch.close()
-        # how long indexing every header took at startup (with a prefetch: what was left once the backbone loaded)
-        self.index_s = time.perf_counter() - started
+        self.refresh()
+        self.index_s = time.perf_counter() - started  # how long reading every header took at startup
 
     # -- the index ------------------------------------------------------------------------------
-    def refresh(self, prefetch: HeaderPrefetch | None = None) -> None:
-        """Index new or changed files (headers only); drop removed ones. A bad file is listed, never fatal.
-        ``prefetch``: headers already read (a file changed since is read again)."""
+    def refresh(self) -> None:
+        """Index new or changed files (headers only); drop removed ones. A bad file is listed, never fatal."""
         with self._scan:
             files = {}
             with os.scandir(self.folder) as found:
@@ -79,8 +71,7 @@ class TaskRegistry:
                 if self._seen.get(name) == mtime:
                     continue
                 try:
-                    raw = prefetch.take(path, mtime) if prefetch is not None else None
-                    entry, error = self.indexer.index_file(name, path, raw), None
+                    entry, error = self.indexer.index_file(name, path), None
                 except (PtuneError, OSError) as problem:
                     entry, error = None, str(problem)
                 with self._lock:

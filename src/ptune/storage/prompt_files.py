@@ -72,19 +72,15 @@ def read_header(path: str | Path) -> dict:
     return header_of(path, metadata)
 
 
-def header_of(path: Path, metadata: dict, parsed: dict | None = None) -> dict:
+def header_of(path: Path, metadata: dict) -> dict:
     """The validated ptune header in the safetensors ``metadata`` of the file at ``path`` (read by the
-    caller: the server reads many files' raw headers without opening them as safetensors); ``parsed``:
-    its JSON, already parsed by that caller."""
-    if parsed is not None:
-        header = parsed
-    elif HEADER_KEY not in metadata:
+    caller: the server reads many files' raw headers without opening them as safetensors)."""
+    if HEADER_KEY not in metadata:
         raise PtuneError(f"{path}: safetensors file without a ptune header; was it written by `ptune train`?")
-    else:
-        try:
-            header = json.loads(metadata[HEADER_KEY])
-        except json.JSONDecodeError as error:
-            raise PtuneError(f"{path}: ptune header is not valid JSON ({error})") from error
+    try:
+        header = json.loads(metadata[HEADER_KEY])
+    except json.JSONDecodeError as error:
+        raise PtuneError(f"{path}: ptune header is not valid JSON ({error})") from error
     missing = [key for key in REQUIRED if key not in header]
     if missing or header.get("format") != FORMAT:
         raise PtuneError(f"{path}: ptune header lacks {', '.join(missing) or 'the format tag'}; re-save the prompt")
