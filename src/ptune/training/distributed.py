@@ -11,12 +11,16 @@ in the forward pass and again for the backward), the small trainable parameters 
 Every pass through a sharded layer is a collective, so every process must run the same passes: dev
 evaluation then runs every example on every process, and the bottom-layer cache is off. At the end the
 layers are gathered for good, so that the main process can score the test split alone.
+``--shard-with zero3``: the same layers partitioned by DeepSpeed ZeRO-3 instead (``deepspeed.initialize`` on
+the layer stack without an optimizer: hooks on every submodule gather its weights for its forward and again
+for the backward, whoever calls it), for users whose clusters and offloading run on DeepSpeed.
 Accelerate's own FSDP and DeepSpeed modes are refused: they would shard only what ptune hands them,
 the PromptModel, whose backbone is shared and not its submodule.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable, Sequence
 
@@ -38,6 +42,7 @@ class Processes:
         one process with trackers gets an Accelerator too, and trains as without."""
         self.accelerator = None
         self.sharded: list[nn.Module] = []  # the backbone layers shard_backbone sharded
+        self.zero3 = None  # the DeepSpeed engine partitioning them, with --shard-with zero3
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 or log_with:
             from accelerate import Accelerator
             from accelerate.utils import DistributedType
@@ -48,7 +53,8 @@ class Processes:
             if kind in (DistributedType.FSDP, DistributedType.DEEPSPEED):
                 raise PtuneError(f"accelerate's {kind.value} mode would shard only the prompt, not the shared frozen "
                                  "backbone; launch with --multi_gpu (examples/accelerate/ddp.yaml) and add "
-                                 "--shard-backbone to shard the backbone's layers")
+                                 "--shard-backbone to shard the backbone's layers (--shard-with zero3: with "
+                                 "DeepSpeed ZeRO-3, examples/accelerate/zero3.yaml)")
 
     @property
     def distributed(self) -> bool:
@@ -71,12 +77,10 @@ class Processes:
         """What the training step calls: DDP around ``model`` when there are several processes."""
         return self.accelerator.prepare_model(model) if self.distributed else model
 
-    def shard_backbone(self, backbone) -> dict[str, int]:
-        """Shard ``backbone``'s layers across the processes (FSDP2, one unit per layer, frozen weights);
-        returns the layers' parameter count and how many of them this process holds."""
-        from torch.distributed.device_mesh import init_device_mesh
-        from torch.distributed.fsdp import fully_shard
-
+    def shard_backbone(self, backbone, engine: str = "fsdp") -> dict[str, int]:
+        """Shard ``backbone``'s layers across the processes with ``engine``: "fsdp" (FSDP2, one unit per layer)
+        or "zero3" (DeepSpeed ZeRO-3); returns the layers' parameter count and how many of them this process
+        holds (ZeRO-3 pads each parameter's part to equal sizes)."""
         from ptune.model.depth_cache import find_layers
 
         layers = find_layers(backbone.model, backbone.num_layers)
@@ -85,12 +89,45 @@ class Processes:
                              f"({type(backbone.model).__name__}) shares one layer module: drop --shard-backbone")
         total = sum(p.numel() for p in layers.parameters())
         device = next(backbone.model.parameters()).device
-        mesh = init_device_mesh(device.type, (self.count,))
-        for layer in layers:
-            fully_shard(layer, mesh=mesh)
+        if engine == "zero3":
+            held = self._partition_zero3(layers, device)
+        else:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+
+            mesh = init_device_mesh(device.type, (self.count,))
+            for layer in layers:
+                fully_shard(layer, mesh=mesh)
+            held = sum(p.to_local().numel() for p in layers.parameters())
         self.sharded = list(layers)
-        held = sum(p.to_local().numel() for p in layers.parameters())
-        return {"layers": len(layers), "layer_parameters": total, "held_per_process": held}
+        return {"layers": len(layers), "layer_parameters": total, "held_per_process": held, "engine": engine}
+
+    def _partition_zero3(self, layers: nn.ModuleList, device: torch.device) -> int:
+        """Partition ``layers`` with DeepSpeed ZeRO-3 (no optimizer: only the partitioning and its gather
+        hooks); returns the elements this process holds."""
+        if device.type == "cpu":
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # said, not guessed (DeepSpeed warns when it guesses)
+        try:
+            import deepspeed
+        except ImportError:
+            raise PtuneError("--shard-with zero3 needs DeepSpeed: pip install 'ptune[deepspeed]'") from None
+        if device.type == "cpu":  # its CPU backend would first compile a shared-memory all-reduce with g++ (about
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # 2 min per machine); ours run on gloo
+        dtype = next(layers.parameters()).dtype
+        config = {
+            "train_micro_batch_size_per_gpu": 1,  # required, unused: ptune feeds the layers itself
+            "bf16": {"enabled": dtype == torch.bfloat16}, "fp16": {"enabled": dtype == torch.float16},
+            "zero_optimization": {
+                "stage": 3,
+                "stage3_param_persistence_threshold": 0,  # else parameters under 1e5 elements stay whole everywhere
+                "stage3_model_persistence_threshold": 0,
+                "stage3_prefetch_bucket_size": 0,  # a prefetched layer stays gathered after a pass that ends early
+                "memory_efficient_linear": False,  # else F.linear is replaced process-wide, heads and encoders too
+            },
+        }
+        logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
+        self.zero3, *_ = deepspeed.initialize(model=layers, config=config)
+        return sum(p.ds_tensor.numel() for p in layers.parameters())
 
     def share(self, indices: Sequence[int]) -> tuple[list[int], float]:
         """This process's examples of one global batch and the weight of its mean loss.
@@ -123,9 +160,19 @@ class Processes:
         group can abort the process at exit: "terminate called without an active exception")."""
         if self.accelerator is None:
             return
-        for layer in self.sharded:  # whole again (a collective), for what runs after the group is gone
-            layer.set_reshard_after_forward(False)
-            layer.unshard()
+        if self.zero3 is not None:  # whole again (a collective), for what runs after the group is gone
+            import deepspeed
+
+            params = [p for layer in self.sharded for p in layer.parameters()]
+            with deepspeed.zero.GatheredParameters(params):
+                whole = [p.data.clone() for p in params]
+            self.zero3.destroy()  # its gather hooks off: the layers are plain modules again
+            for param, data in zip(params, whole):
+                param.data = data
+        else:
+            for layer in self.sharded:
+                layer.set_reshard_after_forward(False)
+                layer.unshard()
         if self.distributed and torch.distributed.is_initialized():
             self.accelerator.wait_for_everyone()
         self.accelerator.end_training()  # finishes the trackers, destroys the process group

@@ -101,9 +101,9 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
             raise PtuneError(f"--shard-backbone shards the frozen backbone; {model.config.method} trains its own copy "
                              "of it: drop --shard-backbone")
         if processes.distributed:
-            sharded = processes.shard_backbone(model.backbone)
-            log.info("backbone layers sharded over %d processes: %s of %s layer parameters held here; dev runs "
-                     "every example on every process and the bottom-layer cache is off", processes.count,
+            sharded = processes.shard_backbone(model.backbone, config.shard_with)
+            log.info("backbone layers sharded (%s) over %d processes: %s of %s layer parameters held here; dev runs "
+                     "every example on every process and the bottom-layer cache is off", config.shard_with, processes.count,
                      f"{sharded['held_per_process']:,}", f"{sharded['layer_parameters']:,}")
         else:
             log.warning("--shard-backbone: one process, nothing to shard it across (start it with accelerate launch)")
