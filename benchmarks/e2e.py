@@ -318,9 +318,14 @@ def render(data: dict) -> str:
                                        "versions": {}}
     v = first["versions"]
     days = sorted({r["date"] for r in runs}) or ["?"]
+    cpus = {}  # each machine's part of the runs (its load at each record is in e2e.json)
+    for r in runs:
+        cpu = r["machine"].split(", load")[0].removesuffix(", shared")
+        cpus[cpu] = cpus.get(cpu, 0) + 1
+    machines = " and ".join(f"{cpu} ({n} run{'s' if n != 1 else ''})" for cpu, n in cpus.items()) or first["machine"]
     lines = [
         "## End to end: ptune vs PEFT (prompt, P-tuning, deep/prefix) under one protocol (issue 16)", "",
-        (f"Command: `{first['command']}` (resumable; each record in e2e.json has its own) · machine: {first['machine']} · "
+        (f"Command: `{first['command']}` (resumable; each record in e2e.json has its own) · machines: {machines} · "
         f"date: {days[0] if len(days) == 1 else days[0] + ' to ' + days[-1]} · ptune {v.get('ptune')}, torch {v.get('torch')}, "
         f"transformers {v.get('transformers')}, peft {v.get('peft')} · backbone minilm (frozen), batch {BATCH}, "
         f"{budget['epochs']} epoch{'s' if budget['epochs'] != 1 else ''} over the first {budget['train_limit']:,} training examples; dev: the first "
