@@ -8,8 +8,10 @@ only, then the winner confirmed with 3 seeds on test at the full budget of the s
     python benchmarks/sweeps.py --report-only
 
 A study's working folder (study.db and every trial's run) is under .cache/sweeps/NAME; what is kept is copied
-to benchmarks/results/sweeps/NAME/: best.json (the winner as a --config file), trials.md, trials.json and
-effects.png (each setting's effect on dev). benchmarks/results/sweeps.json records each study's command,
+to benchmarks/results/sweeps/NAME/ after every finished trial: best.json (the winner as a --config file),
+trials.md, trials.json, effects.png (each setting's effect on dev) and study.db.gz, the Optuna study itself,
+from which a machine without the working folder continues the study where the last one stopped (the
+working folder is git-ignored and lost with the machine; trials a killed session ran are then not rerun). benchmarks/results/sweeps.json records each study's command,
 subset, trial counts, winner and, once confirmed, where its seeds are recorded. The confirmation of a gap on
 a core row is core.json's variant ``sweep`` of that task and method, set against the default there; that of a
 probing gap (``ptune probe-sweep``) is recorded here: the winner's test P@1 over 3 training seeds on one subject
@@ -19,6 +21,7 @@ split, against every manual wording on the same test subjects.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shlex
 import shutil
@@ -93,16 +96,20 @@ def sweep(name: str, threads: int, trials: int | None = None) -> dict:
         return [gap.get("command", "sweep"), *gap["sweep"], "--trials", str(count), "--out", str(study_dir(name))]
 
     env = {**_env(), "OMP_NUM_THREADS": str(threads)}
-    done = subprocess.run([sys.executable, "-m", "ptune.cli", *command(trials)], env=env, cwd=ROOT,
-                          stdout=subprocess.PIPE, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"sweep {name} failed (exit {done.returncode})")
-    summary = json.loads(done.stdout)
-    kept = KEPT / name
-    kept.mkdir(parents=True, exist_ok=True)
-    for file in COPIED:
-        if (study_dir(name) / file).exists():
-            shutil.copyfile(study_dir(name) / file, kept / file)
+    restore(name)
+    finished, stalled = 0, 0
+    while True:  # one trial per call, its report and study kept as soon as it ends
+        done = subprocess.run([sys.executable, "-m", "ptune.cli", *command(min(trials, finished + 1))], env=env,
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"sweep {name} failed (exit {done.returncode})")
+        summary = json.loads(done.stdout)
+        keep(name)
+        now = summary["trials"]["complete"] + summary["trials"].get("pruned", 0)
+        stalled = stalled + 1 if now <= finished else 0
+        finished = now
+        if finished >= trials or stalled >= 3:  # three failed trials in a row: stop and report
+            break
     record = {"name": name, "target": gap["target"], "subset": gap["subset"],
               "command": shlex.join(["ptune", *command(gap["trials"])]).replace(str(study_dir(name)), "OUT"), "trials": summary["trials"],
               "planned": gap["trials"],
@@ -114,6 +121,29 @@ def sweep(name: str, threads: int, trials: int | None = None) -> dict:
               "versions": versions("torch", "transformers", "optuna")}
     _save(name, record)
     return record
+
+
+def keep(name: str) -> None:
+    """Copy the study's report and its Optuna storage (gzipped) to benchmarks/results/sweeps/NAME."""
+    kept = KEPT / name
+    kept.mkdir(parents=True, exist_ok=True)
+    for file in COPIED:
+        if (study_dir(name) / file).exists():
+            shutil.copyfile(study_dir(name) / file, kept / file)
+    storage = study_dir(name) / "study.db"
+    if storage.exists():
+        partial = kept / "study.db.gz.partial"
+        partial.write_bytes(gzip.compress(storage.read_bytes(), mtime=0))
+        partial.replace(kept / "study.db.gz")
+
+
+def restore(name: str) -> None:
+    """Where this machine has no working folder for the study, start it from the kept storage."""
+    storage, kept = study_dir(name) / "study.db", KEPT / name / "study.db.gz"
+    if not storage.exists() and kept.exists():
+        storage.parent.mkdir(parents=True, exist_ok=True)
+        storage.write_bytes(gzip.decompress(kept.read_bytes()))
+        print(f"{name}: continuing the study kept in {kept.relative_to(ROOT)}", file=sys.stderr)
 
 
 def confirm(name: str, threads: int, seeds: tuple[int, ...] = CONFIRM_SEEDS) -> None:
