@@ -196,12 +196,13 @@ def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float,
         fill(port, names, texts, capacity=int(budget / args.file_mb))
         numbers = measure(port, names, texts, args)
         rss = rss_of(process.pid)
-        health = get(port, "/health") | {"index_s": health["index_s"]}
+        health = get(port, "/health") | {"index_s": health["index_s"], "read_ahead_s": health.get("read_ahead_s")}
     finally:
         process.terminate()
         process.wait(timeout=60)
     return {"backend": "uvicorn", "tasks": len(names), "clients": args.clients, "budget_mb": budget,
-            "startup_s": round(startup, 2), "index_s": health["index_s"], **rss, **numbers,
+            "startup_s": round(startup, 2), "index_s": health["index_s"], "read_ahead_s": health["read_ahead_s"],
+            **rss, **numbers,
             "resident": health["resident"], "loads": health["loads"], "evictions": health["evictions"]}
 
 
@@ -279,6 +280,14 @@ def main() -> None:
     save(RESULTS, records, SECTION, render(records))
 
 
+def headers(record: dict) -> str:
+    """The headers cell: how long indexing held up startup, and the read-ahead child's time beside the loading."""
+    if record["index_s"] is None:
+        return "-"
+    ahead = record.get("read_ahead_s")
+    return f"{record['index_s']}" + (f" ({ahead} ahead)" if ahead is not None else "")
+
+
 def rss(record: dict) -> str:
     """The RSS cell: the total, and its anonymous and file-backed parts where they were recorded."""
     if "rss_anon_mb" not in record:
@@ -296,7 +305,7 @@ def render(records: list[dict]) -> str:
               "there were evictions).")
     rows = "\n".join(
         f"| {r['backend']}{' x' + str(r['replicas']) if r.get('replicas') else ''} | {r['tasks']:,} | {r['budget_mb']:g} | "
-        f"{r['startup_s']} | {r['index_s'] if r['index_s'] is not None else '-'} | {rss(r)} | {r['single_rps']} | "
+        f"{r['startup_s']} | {headers(r)} | {rss(r)} | {r['single_rps']} | "
         f"{r['mixed_rps']} | **{r['mixed_over_single']}** ({r['ratio_range'][0]}-{r['ratio_range'][1]}) | "
         f"{r['mixed_batch_fraction']} | {r.get('mixed_cold_fraction', '-')} | {r['loads']} / {r['evictions']} | {r['errors']} |"
         for r in records)
@@ -305,8 +314,8 @@ def render(records: list[dict]) -> str:
     if 1 in uvicorn and 10000 in uvicorn:
         big, one = uvicorn[10000], uvicorn[1]
         grew = big["rss_mb"] - one["rss_mb"]
-        verdicts.append(f"- startup with 10,000 files: {big['startup_s']} s to the first answer (headers read in "
-                        f"{big['index_s']} s; 1 file: {one['startup_s']} s) — target under 10 s: "
+        verdicts.append(f"- startup with 10,000 files: {big['startup_s']} s to the first answer (headers: "
+                        f"{headers(big)} s; 1 file: {one['startup_s']} s) — target under 10 s: "
                         f"**{'met' if big['startup_s'] < 10 else 'missed'}**.")
         verdicts.append(f"- RSS(10,000) - RSS(1) = {grew:.1f} MiB = {grew / big['budget_mb']:.2f}x the {big['budget_mb']:g} MiB "
                         f"budget — target at most 1.05x: **{'met' if grew <= 1.05 * big['budget_mb'] else 'missed'}**.")

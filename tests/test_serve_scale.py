@@ -20,6 +20,8 @@ from ptune.data import TaggedExample, TextExample
 from ptune.infer.predict import predict
 from ptune.model.prompt_model import PromptModel
 from ptune.serve.lazy_prompts import OVERHEAD_BYTES
+from ptune.serve.read_ahead import MIN_FILES, ReadAhead
+from ptune.serve.registry import TaskRegistry
 from ptune.storage.prompt_files import load_prompt, save_prompt
 
 DEEP = [f"d{i}" for i in range(6)]
@@ -55,6 +57,8 @@ def scale_server(minilm, tmp_path_factory, ptune_server):
     data = bytearray(damaged.read_bytes())
     data[-50:] = bytes(50)  # the header still reads; the tensors no longer match their checksum
     damaged.write_bytes(bytes(data))
+    for i in range(MIN_FILES):  # enough files for the server to read the headers ahead in a child process
+        os.link(folder / "d0.safetensors", folder / f"copy{i:03d}.safetensors")
     with ptune_server(folder, "--max-resident-mb", str(BUDGET_MB)) as port:
         yield port, folder
 
@@ -73,14 +77,44 @@ def health(port):
 def test_startup_reads_headers_only_and_lists_bad_files(scale_server):
     port, _ = scale_server
     body = health(port)
+    assert body["read_ahead_s"] is not None  # the headers came from the read-ahead child
     assert body["loads"] == 0 and body["resident"] == 0  # nothing loaded before a request asks for it
     assert body["max_resident_mb"] == BUDGET_MB
     assert {"bad_header", "cut_short"} <= set(body["failed"]), body["failed"]
     assert "cut short" in body["failed"]["cut_short"]
     status, listed = request(port, "/tasks")
     names = {t["task"] for t in listed["tasks"]}
-    assert set(DEEP) | {"soft", "cold", "ner", "bad_data"} <= names and "bad_header" not in names
+    assert set(DEEP) | {"soft", "cold", "ner", "bad_data", "copy000"} <= names and "bad_header" not in names
     assert not any(t["resident"] for t in listed["tasks"])
+
+
+def index_of(registry):
+    return ({name: (e.path, e.mtime_ns, e.shape.key, e.data_bytes, e.digest) for name, e in registry.entries.items()},
+            dict(registry.failed))
+
+
+def test_headers_read_ahead_in_a_child_index_as_the_server_reads_them(scale_server, minilm, tmp_path):
+    _, served = scale_server
+    folder = tmp_path / "copy"
+    folder.mkdir()
+    for path in served.iterdir():
+        os.link(path, folder / path.name)
+    (folder / "other.safetensors").write_bytes((served / "d1.safetensors").read_bytes())
+    ahead = ReadAhead.start(folder, min_files=1)
+    # after the child read them: one file replaced by another prompt, one added, one removed
+    (folder / "other.safetensors").unlink()
+    make_prompt(minilm, folder, "other", "prompt", seed=30)
+    make_prompt(minilm, folder, "late", "deep", seed=31)
+    (folder / "d2.safetensors").unlink()
+    registry = TaskRegistry(folder, minilm, BUDGET_MB, read_ahead=ahead)
+    assert registry.read_ahead_s is not None
+    assert index_of(registry) == index_of(TaskRegistry(folder, minilm, BUDGET_MB))
+    assert registry.entries["other"].shape.method["method"] == "prompt" and "late" in registry.entries
+    assert "d2" not in registry.entries and "cut short" in registry.failed["cut_short"]
+    small = tmp_path / "small"
+    small.mkdir()
+    os.link(served / "d0.safetensors", small / "d0.safetensors")
+    assert ReadAhead.start(small) is None  # fewer files than MIN_FILES: the server reads them itself
 
 
 def test_lazily_loaded_answers_equal_eager_ones(scale_server, minilm):

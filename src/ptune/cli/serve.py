@@ -43,6 +43,9 @@ def run(args: argparse.Namespace) -> int:
     if args.ray:
         return run_ray(args, folder)
     limit_malloc()  # before the server's threads start: RSS then stays within the prompts' budget
+    from ptune.serve.read_ahead import ReadAhead
+
+    read_ahead = ReadAhead.start(folder)  # forked before torch loads: headers read on another core meanwhile
 
     import uvicorn
 
@@ -56,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if args.backbone:
             raise
         raise PtuneError(f"{error} (named by the prompt files in {folder}; choose one with --backbone)") from None
-    app = create_app(folder, backbone, _limits(args))
+    app = create_app(folder, backbone, _limits(args), read_ahead)
     registry = app.state.registry
     err().log(f"serving {len(registry)} task(s) from {folder} on {backbone.name} at http://{args.host}:{args.port} "
               f"(docs at /docs; {len(registry.failed)} file(s) failed, see /tasks; up to "

@@ -23,7 +23,8 @@ from ptune.model.backbones import Backbone
 from ptune.serve.batcher import Batcher
 from ptune.serve.generation import add_generation_routes
 from ptune.serve.pages import add_pages, offline_app
-from ptune.serve.registry import TASK_NAME, TaskRegistry
+from ptune.serve.read_ahead import TASK_NAME, ReadAhead
+from ptune.serve.registry import TaskRegistry
 from ptune.serve.requests import ClientError, PredictRequest, example, items, json_error, parse, unknown
 
 # Cold tasks whose files hold at most this many bytes are loaded on the event loop itself (a memory map and a
@@ -47,13 +48,15 @@ class Limits:
     loaders: int = 4  # threads that load cold tasks while the forward pass runs
 
 
-def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = None) -> FastAPI:
-    """The FastAPI application serving every prompt file in ``folder`` on ``backbone``."""
+def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = None,
+               read_ahead: ReadAhead | None = None) -> FastAPI:
+    """The FastAPI application serving every prompt file in ``folder`` on ``backbone``; ``read_ahead``: the
+    folder's headers being read by a child process started before the backbone loaded."""
     folder = Path(folder)
     if not folder.is_dir():
         raise PtuneError(f"{folder}: not a folder of prompt files")
     limits = limits or Limits()
-    registry = TaskRegistry(folder, backbone, limits.max_resident_mb)
+    registry = TaskRegistry(folder, backbone, limits.max_resident_mb, read_ahead)
     batcher = Batcher(registry, limits)
     loaders = ThreadPoolExecutor(max_workers=limits.loaders, thread_name_prefix="ptune-load")
     neighbours_seen: dict[tuple, dict] = {}  # (task, its file's mtime, k) -> the answer: a deep prompt's costs a pass

@@ -27,7 +27,7 @@ from ptune.infer.mixed_generation import MixedGeneration, Request as TextRequest
 from ptune.serve.generation_requests import (CompletionRequest, GenerateRequest, Refused, check_max, choice,
                                              openai_error, openai_options, plain_error, schema, task_texts,
                                              token_usage, validated)
-from ptune.serve.registry import TASK_NAME
+from ptune.serve.read_ahead import TASK_NAME
 from ptune.tasks import KINDS
 
 log = logging.getLogger(__name__)

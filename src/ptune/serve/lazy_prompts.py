@@ -23,7 +23,8 @@ from ptune.config import MethodConfig
 from ptune.errors import PtuneError
 from ptune.model.backbones import Backbone
 from ptune.model.prompt_model import PromptModel
-from ptune.storage.prompt_files import check_backbone, header_of, tensors_digest
+from ptune.storage.headers import read_raw_header
+from ptune.storage.prompt_files import check_backbone, tensors_digest
 
 # safetensors dtype names -> torch dtypes (the ones a prompt file can hold)
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
@@ -32,7 +33,6 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
 # What a resident task costs beyond its tensors: the shallow module copies, their dicts and the mapping
 # (measured: about 12 KB per deep prompt on CPython 3.11; benchmarks/serve.py checks the total by RSS).
 OVERHEAD_BYTES = 16 * 1024
-MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit on the JSON header
 # Kinds the server refuses, and why (QA, which cannot share a mixed batch either, is served per task).
 UNSERVED = {
     "multiple_choice": "an example is a text and its choices, one batch row each, and POST /predict items carry a "
@@ -75,27 +75,6 @@ class Shape:
         return {"method": self.method["method"], "kind": self.kind, "labels": list(self.labels), "metric": self.metric}
 
 
-def read_raw_header(path: str) -> tuple[dict, int, int]:
-    """A safetensors file's validated ptune header, read from its bytes (no tensor is touched), with the
-    file's modification time and the size of its tensor data; PtuneError when the layout does not add up."""
-    try:
-        with open(path, "rb") as handle:
-            stat = os.fstat(handle.fileno())
-            length = int.from_bytes(handle.read(8), "little")
-            if not 2 <= length <= min(MAX_HEADER, stat.st_size - 8):
-                raise ValueError(f"header length {length} does not fit a file of {stat.st_size} bytes")
-            layout = json.loads(handle.read(length))
-        metadata = layout.pop("__metadata__", None) or {}
-        ends = [info["data_offsets"][1] for info in layout.values()]
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
-        raise PtuneError(f"{path}: not a readable safetensors prompt file ({error}); re-save or re-train it") from None
-    data = stat.st_size - 8 - length
-    if max(ends, default=0) != data:
-        raise PtuneError(f"{path}: its tensors need {max(ends, default=0)} bytes of data but the file holds {data}; "
-                         "the file is cut short or damaged — re-train or restore it")
-    return header_of(path, metadata), stat.st_mtime_ns, data
-
-
 class Indexer:
     """Reads headers into Entries; equal headers share one ``Shape`` (and later one prototype model)."""
 
@@ -106,10 +85,15 @@ class Indexer:
     def index_file(self, name: str, path: str) -> Entry:
         """An Entry for ``path``, or a PtuneError saying why it cannot be served."""
         header, mtime_ns, data = read_raw_header(path)
+        return self.index_header(name, path, header, mtime_ns, data, header.get("tensors_sha256"))
+
+    def index_header(self, name: str, path: str, header: dict, mtime_ns: int, data: int, digest: str | None,
+                     key: str | None = None) -> Entry:
+        """An Entry for the file at ``path`` whose validated ``header`` was read already (``read_raw_header``,
+        here or in the read-ahead child); ``key``: ``shape_key(header)`` if known."""
         check_backbone(path, header, self.backbone)
         task = header["task"]
-        key = json.dumps([header["method"], task["kind"], task["labels"], task.get("pair", False), task["metric"]],
-                         sort_keys=True)
+        key = key or shape_key(header)
         shape = self.shapes.get(key)
         if shape is None:
             config = MethodConfig.from_dict(header["method"], source=f"{path} header 'method'")
@@ -121,7 +105,14 @@ class Indexer:
                                  "one frozen backbone, so use `ptune predict` with this file")
             shape = self.shapes[key] = Shape(key, header["method"], task["kind"], tuple(task["labels"]),
                                              bool(task.get("pair", False)), task["metric"])
-        return Entry(name, os.fspath(path), mtime_ns, shape, data, header.get("tensors_sha256"))
+        return Entry(name, os.fspath(path), mtime_ns, shape, data, digest)
+
+
+def shape_key(header: dict) -> str:
+    """What decides a served model's shape: files with equal keys share one ``Shape`` and prototype."""
+    task = header["task"]
+    return json.dumps([header["method"], task["kind"], task["labels"], task.get("pair", False), task["metric"]],
+                      sort_keys=True)
 
 
 def map_tensors(path: str, mtime_ns: int | None = None) -> dict[str, torch.Tensor]:

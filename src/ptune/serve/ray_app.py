@@ -29,7 +29,8 @@ from ptune.serve.app import MAX_NEIGHBOURS, Limits, prompt_neighbours
 from ptune.serve.pages import add_pages, offline_app
 from ptune.serve.batcher import Batcher
 from ptune.serve.malloc import limit_malloc
-from ptune.serve.registry import MB, TASK_NAME, TaskRegistry
+from ptune.serve.read_ahead import TASK_NAME
+from ptune.serve.registry import MB, TaskRegistry
 from ptune.serve.requests import ClientError, example, items, json_error, parse, unknown
 
 

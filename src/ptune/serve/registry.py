@@ -7,17 +7,18 @@ resident task at once; a cold one is loaded under that task's own lock, so concu
 load it once and requests for other tasks never wait for it. Loading past the budget evicts the
 least recently used tasks (a request already holding one keeps it until it is answered).
 
-Tried and not kept: reading the headers in a child process forked before torch loads (10,000 files,
-7 paired startups on 2 idle cores: 0.5 s sooner at the median, -0.3 to +1.4 s; 1.5 s later with one
-other job on the machine, as the child's own imports take the core the loading needs); a thread
-instead made startup slower still (it contends with the imports for the GIL).
+``ptune serve`` hands it a ``ReadAhead``: the headers read by a child process forked before torch loads.
+Measured with 10,000 deep prompt files on 2 cores, startup to the first answer (the parent's own
+indexing falls from about 2.8 s to 0.15 s): page cache dropped, 8.0-8.6 s against 9.9-11.0 s reading
+them here (3 pairs; 1 file: 7.5-8.8 s); files cached, 0.5 s sooner at the median of 7 pairs (-0.3 to
++1.4 s), but 1.5 s later with another job busy on the machine (the child's own imports, about 4 s of
+CPU, then take the core the loading needs). A thread instead of a child made startup slower: it
+contends with the imports for the GIL.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import re
 import threading
 import time
 from collections import OrderedDict
@@ -28,18 +29,20 @@ from typing import Any
 from ptune.errors import PtuneError
 from ptune.model.backbones import Backbone
 from ptune.model.prompt_model import PromptModel
-from ptune.serve.lazy_prompts import Entry, Indexer, Loader
+from ptune.serve.lazy_prompts import Entry, Indexer, Loader, shape_key
+from ptune.serve.read_ahead import ReadAhead, listing
 
 log = logging.getLogger(__name__)
-TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MB = 1024 * 1024
 
 
 class TaskRegistry:
     """Prompt files in ``folder`` served on ``backbone``; at most ``max_resident_mb`` MiB of them resident
-    (None: no bound). ``refresh`` rescans the folder: new files are indexed, changed ones re-read."""
+    (None: no bound). ``refresh`` rescans the folder: new files are indexed, changed ones re-read.
+    ``read_ahead``: the headers a child process has been reading since before the backbone loaded."""
 
-    def __init__(self, folder: Path, backbone: Backbone, max_resident_mb: float | None = None):
+    def __init__(self, folder: Path, backbone: Backbone, max_resident_mb: float | None = None,
+                 read_ahead: ReadAhead | None = None):
         self.folder, self.backbone = Path(folder), backbone
         self.budget = None if max_resident_mb is None else int(max_resident_mb * MB)
         self.indexer, self.loader = Indexer(backbone), Loader(backbone)
@@ -52,31 +55,30 @@ class TaskRegistry:
         self._lock = threading.Lock()  # guards the tables above; never held while a file is read
         self._scan = threading.Lock()
         started = time.perf_counter()
-        self.refresh()
-        self.index_s = time.perf_counter() - started  # how long reading every header took at startup
+        ahead = read_ahead.result() if read_ahead is not None else None
+        self.read_ahead_s = None if ahead is None else ahead["seconds"]  # the child's time, beside the loading
+        self.refresh(ahead)
+        self.index_s = time.perf_counter() - started  # how long indexing held up startup (reading it all, if alone)
 
     # -- the index ------------------------------------------------------------------------------
-    def refresh(self) -> None:
-        """Index new or changed files (headers only); drop removed ones. A bad file is listed, never fatal."""
+    def refresh(self, ahead: dict | None = None) -> None:
+        """Index new or changed files (headers only); drop removed ones. A bad file is listed, never fatal.
+        ``ahead``: ``read_ahead.read_headers``'s result; a file it read as it still is is not read again."""
         with self._scan:
-            files = {}
-            with os.scandir(self.folder) as found:
-                for item in found:
-                    stem, dot, suffix = item.name.rpartition(".")
-                    if dot and suffix == "safetensors" and TASK_NAME.match(stem) and item.is_file():
-                        files[stem] = (item.path, item.stat().st_mtime_ns)
+            files = listing(self.folder)
             for name in [name for name in self._seen if name not in files]:
                 with self._lock:
                     self._seen.pop(name, None)
                     self.entries.pop(name, None)
                     self.failed.pop(name, None)
                     self._drop(name)
+            keys: dict[str, str] = {}  # a read-ahead group -> its shape key
             for name in sorted(files):
                 path, mtime = files[name]
                 if self._seen.get(name) == mtime:
                     continue
                 try:
-                    entry, error = self.indexer.index_file(name, path), None
+                    entry, error = self._index(name, path, mtime, ahead, keys), None
                 except (PtuneError, OSError) as problem:
                     entry, error = None, str(problem)
                 with self._lock:
@@ -90,6 +92,19 @@ class TaskRegistry:
                         self.failed[name] = error
                 if error:
                     log.warning("skipped %s: %s", path, error)
+
+    def _index(self, name: str, path: str, mtime: int, ahead: dict | None, keys: dict[str, str]) -> Entry:
+        """``name``'s Entry: from the read-ahead where it read the file as it is now, else from the file."""
+        known = ahead["files"].get(name) if ahead else None
+        if known is None or known[:2] != (path, mtime):
+            return self.indexer.index_file(name, path)
+        _, _, mtime_ns, data, digest, group, error = known
+        if error is not None:
+            raise PtuneError(error)
+        header = ahead["groups"][group]
+        if group not in keys:
+            keys[group] = shape_key(header)
+        return self.indexer.index_header(name, path, header, mtime_ns, data, digest, key=keys[group])
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -105,7 +120,8 @@ class TaskRegistry:
 
     def stats(self) -> dict[str, Any]:
         """The resident set's numbers, for GET /health."""
-        return {"index_s": round(self.index_s, 3), "resident": len(self._resident), "resident_mb": round(self.resident_bytes / MB, 3),
+        return {"index_s": round(self.index_s, 3),
+                "read_ahead_s": None if self.read_ahead_s is None else round(self.read_ahead_s, 3), "resident": len(self._resident), "resident_mb": round(self.resident_bytes / MB, 3),
                 "max_resident_mb": None if self.budget is None else round(self.budget / MB, 3),
                 "loads": self.loads, "evictions": self.evictions}
 

@@ -12,7 +12,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 
-from ptune.serve.registry import TASK_NAME
+from ptune.serve.read_ahead import TASK_NAME
 
 # The fields an item may carry besides its task: one of these sets exactly.
 ITEM_FIELDS = ({"text"}, {"text", "predicate"}, {"question", "context"})

@@ -20,16 +20,12 @@ from ptune.model.backbones import Backbone, load_backbone
 from ptune.config import MethodConfig
 from ptune.errors import PtuneError
 from ptune.storage.atomic import atomic_write
+from ptune.storage.headers import FORMAT, HEADER_KEY, VERSION, header_of
 from ptune.storage.locations import locate_prompt
-from ptune.tasks import KINDS
 from ptune.model.prompt_model import PromptModel
 
 log = logging.getLogger(__name__)
 
-FORMAT = "ptune-prompt"
-VERSION = 1
-HEADER_KEY = "ptune"
-REQUIRED = ("format", "version", "method", "task", "backbone")
 # Files without it were written when word spacing followed "is this a decoder" (see _old_spacing).
 SPACING = "tokenizer"
 
@@ -70,48 +66,6 @@ def read_header(path: str | Path) -> dict:
     except (SafetensorError, OSError, ValueError) as error:
         raise PtuneError(f"{path}: not a readable safetensors prompt file ({error}); re-save or re-train it") from error
     return header_of(path, metadata)
-
-
-def header_of(path: Path, metadata: dict) -> dict:
-    """The validated ptune header in the safetensors ``metadata`` of the file at ``path`` (read by the
-    caller: the server reads many files' raw headers without opening them as safetensors)."""
-    if HEADER_KEY not in metadata:
-        raise PtuneError(f"{path}: safetensors file without a ptune header; was it written by `ptune train`?")
-    try:
-        header = json.loads(metadata[HEADER_KEY])
-    except json.JSONDecodeError as error:
-        raise PtuneError(f"{path}: ptune header is not valid JSON ({error})") from error
-    missing = [key for key in REQUIRED if key not in header]
-    if missing or header.get("format") != FORMAT:
-        raise PtuneError(f"{path}: ptune header lacks {', '.join(missing) or 'the format tag'}; re-save the prompt")
-    if not isinstance(header["version"], int):
-        raise PtuneError(f"{path}: ptune header field 'version' must be a whole number; re-save the prompt")
-    if header["version"] > VERSION:
-        raise PtuneError(f"{path}: prompt format version {header['version']} is newer than this ptune; upgrade ptune")
-    _check_fields(path, header)
-    return header
-
-
-def _check_fields(path: Path, header: dict) -> None:
-    """The header's nested fields have the types the loader relies on."""
-    def need(ok: bool, field: str, what: str) -> None:
-        if not ok:
-            raise PtuneError(f"{path}: ptune header field {field!r} must be {what}; re-save or re-train the prompt")
-
-    task, backbone = header["task"], header["backbone"]
-    need(isinstance(header["method"], dict), "method", "an object of method options")
-    need(isinstance(task, dict), "task", "an object")
-    need(task.get("kind") in KINDS, "task.kind", " or ".join(map(repr, KINDS)))
-    labels = task.get("labels")
-    need(isinstance(labels, list) and (bool(labels) or not KINDS[task["kind"]].has_labels)  # spans, scores: none
-         and all(isinstance(x, str) for x in labels) and len(set(labels)) == len(labels),
-         "task.labels", "a list of distinct label strings")
-    need(isinstance(task.get("name"), str), "task.name", "a string")
-    need(task.get("metric") in KINDS[task["kind"]].metrics, "task.metric", " or ".join(map(repr, KINDS[task["kind"]].metrics)))
-    need(isinstance(task.get("pair", False), bool), "task.pair", "true or false")
-    need(isinstance(task.get("source", {}), dict), "task.source", "an object")
-    need(isinstance(backbone, dict) and isinstance(backbone.get("name"), str), "backbone", "an object with a name")
-    need(isinstance(header.get("metrics", {}), dict), "metrics", "an object")
 
 
 def tensors_digest(tensors: dict[str, torch.Tensor]) -> str:
