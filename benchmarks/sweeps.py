@@ -5,6 +5,7 @@ only, then the winner confirmed with 3 seeds on test at the full budget of the s
     python benchmarks/sweeps.py confirm conll2003_deep          # 3 seeds of the winner, through benchmarks/core.py
     python benchmarks/sweeps.py sweep smollm2_verbalizer_deep   # confirm: lm.py's rows at a larger budget + the winner
     python benchmarks/sweeps.py sweep capital_of_ptuning        # ptune probe-sweep; confirm: 3 seeds vs manual on test
+    python benchmarks/sweeps.py reseed capital_of_ptuning  # once: a study kept before study.db.gz, from trials.json
     python benchmarks/sweeps.py --report-only
 
 A study's working folder (study.db and every trial's run) is under .cache/sweeps/NAME; what is kept is copied
@@ -144,6 +145,49 @@ def restore(name: str) -> None:
         storage.parent.mkdir(parents=True, exist_ok=True)
         storage.write_bytes(gzip.decompress(kept.read_bytes()))
         print(f"{name}: continuing the study kept in {kept.relative_to(ROOT)}", file=sys.stderr)
+
+
+def reseed(name: str) -> int:
+    """Rebuild the Optuna storage of a study that predates study.db.gz from its kept trials.json: each finished
+    trial (complete or pruned) with its settings, dev score and best epoch, so that the study continues instead
+    of starting over; returns how many trials it holds. `ptune sweep` sets its record on the next run."""
+    import optuna
+
+    from ptune.cli.app import build_parser
+
+    gap, storage = GAPS[name], study_dir(name) / "study.db"
+    if storage.exists() or (KEPT / name / "study.db.gz").exists():
+        raise SystemExit(f"{name}: its storage exists; nothing to rebuild")
+    args = build_parser().parse_args([gap.get("command", "sweep"), *gap["sweep"], "--out", str(study_dir(name))])
+    if gap.get("command") == "probe-sweep":
+        from ptune.cli.probe_sweep import resolve
+
+        space = resolve(args)
+    else:
+        from ptune.cli.options import dataclass_from, read_config
+        from ptune.config import MethodConfig
+        from ptune.training.search_space import SETTINGS, resolve_space
+
+        method = dataclass_from(MethodConfig, args, read_config(None))
+        space = resolve_space(method.method, method.template, {s: getattr(args, f"{s}_space") for s in SETTINGS}, {})
+    probe = optuna.create_study().ask()  # each searched setting's distribution, as the sweep suggests it
+    for setting in space.values():
+        if not setting.fixed:
+            setting.suggest(probe)
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    study = optuna.create_study(storage=f"sqlite:///{storage.resolve()}", study_name=args.study_name,
+                                direction="maximize")
+    kept = json.loads((KEPT / name / "trials.json").read_text())
+    for row in kept:
+        if row["state"] not in ("complete", "pruned") or row["dev"] is None:
+            continue
+        state = optuna.trial.TrialState[row["state"].upper()]
+        study.add_trial(optuna.trial.create_trial(
+            state=state, value=row["dev"] if state.name == "COMPLETE" else None,
+            intermediate_values={} if state.name == "COMPLETE" else {row["best_epoch"] or 0: row["dev"]},
+            params={key: row[key] for key in probe.distributions}, distributions=probe.distributions,
+            user_attrs={"run": row["run"], "best_epoch": row["best_epoch"], "rebuilt_from": "trials.json"}))
+    return len(study.trials)
 
 
 def confirm(name: str, threads: int, seeds: tuple[int, ...] = CONFIRM_SEEDS) -> None:
@@ -303,7 +347,9 @@ def section() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", choices=("sweep", "confirm"))
+    parser.add_argument("stage", nargs="?", choices=("sweep", "confirm", "reseed"),
+                        help="reseed: rebuild a study's storage from its kept trials.json (studies kept before "
+                             "study.db.gz), then keep it")
     parser.add_argument("name", nargs="?", choices=sorted(GAPS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
     parser.add_argument("--trials", type=int, help="sweep: stop at this many finished trials (default: the gap's "
@@ -319,6 +365,9 @@ def main() -> None:
         parser.error("give a stage (sweep or confirm) and a gap: " + ", ".join(GAPS))
     if args.stage == "sweep":
         print(json.dumps(sweep(args.name, args.threads, args.trials), indent=2))
+    elif args.stage == "reseed":
+        print(f"{args.name}: {reseed(args.name)} trials rebuilt from trials.json", file=sys.stderr)
+        keep(args.name)
     else:
         confirm(args.name, args.threads, tuple(args.seeds))
 
