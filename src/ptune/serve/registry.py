@@ -72,7 +72,7 @@ class TaskRegistry:
                     self.entries.pop(name, None)
                     self.failed.pop(name, None)
                     self._drop(name)
-            keys: dict[str, str] = {}  # a read-ahead group -> its shape key
+            keys: dict[int, str] = {}  # a read-ahead group -> its shape key
             for name in sorted(files):
                 path, mtime = files[name]
                 if self._seen.get(name) == mtime:
@@ -93,12 +93,12 @@ class TaskRegistry:
                 if error:
                     log.warning("skipped %s: %s", path, error)
 
-    def _index(self, name: str, path: str, mtime: int, ahead: dict | None, keys: dict[str, str]) -> Entry:
+    def _index(self, name: str, path: str, mtime: int, ahead: dict | None, keys: dict[int, str]) -> Entry:
         """``name``'s Entry: from the read-ahead where it read the file as it is now, else from the file."""
         known = ahead["files"].get(name) if ahead else None
-        if known is None or known[:2] != (path, mtime):
+        if known is None or known[0] != mtime:
             return self.indexer.index_file(name, path)
-        _, _, mtime_ns, data, digest, group, error = known
+        _, mtime_ns, data, digest, group, error = known
         if error is not None:
             raise PtuneError(error)
         header = ahead["groups"][group]
