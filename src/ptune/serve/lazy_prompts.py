@@ -23,6 +23,7 @@ from ptune.config import MethodConfig
 from ptune.errors import PtuneError
 from ptune.model.backbones import Backbone
 from ptune.model.prompt_model import PromptModel
+from ptune.serve.read_ahead import shape_key
 from ptune.storage.headers import read_raw_header
 from ptune.storage.prompt_files import check_backbone, tensors_digest
 
@@ -106,13 +107,6 @@ class Indexer:
             shape = self.shapes[key] = Shape(key, header["method"], task["kind"], tuple(task["labels"]),
                                              bool(task.get("pair", False)), task["metric"])
         return Entry(name, os.fspath(path), mtime_ns, shape, data, digest)
-
-
-def shape_key(header: dict) -> str:
-    """What decides a served model's shape: files with equal keys share one ``Shape`` and prototype."""
-    task = header["task"]
-    return json.dumps([header["method"], task["kind"], task["labels"], task.get("pair", False), task["metric"]],
-                      sort_keys=True)
 
 
 def map_tensors(path: str, mtime_ns: int | None = None) -> dict[str, torch.Tensor]:

@@ -36,12 +36,18 @@ def listing(folder: str | os.PathLike) -> dict[str, tuple[str, int]]:
     return files
 
 
-def group_key(header: dict) -> str:
-    """Files whose headers agree on all a server checks against its backbone share a group: the method,
-    the task's kind, labels, pairing and metric, and the backbone's fingerprint."""
+def shape_key(header: dict) -> str:
+    """What decides a served model's shape (the method, the task's kind, labels, pairing and metric): files with
+    equal keys share one ``lazy_prompts.Shape`` and prototype model."""
     task = header["task"]
-    return json.dumps([header["method"], task["kind"], task["labels"], task.get("pair", False), task["metric"],
-                       header["backbone"]], sort_keys=True)
+    return json.dumps([header["method"], task["kind"], task["labels"], task.get("pair", False), task["metric"]],
+                      sort_keys=True)
+
+
+def group_key(header: dict) -> str:
+    """Files whose headers agree on all a server checks against its backbone share a group: their shape and
+    the backbone's fingerprint."""
+    return json.dumps([shape_key(header), header["backbone"]], sort_keys=True)
 
 
 def read_headers(files: dict[str, tuple[str, int]]) -> dict:

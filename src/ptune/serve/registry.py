@@ -29,8 +29,8 @@ from typing import Any
 from ptune.errors import PtuneError
 from ptune.model.backbones import Backbone
 from ptune.model.prompt_model import PromptModel
-from ptune.serve.lazy_prompts import Entry, Indexer, Loader, shape_key
-from ptune.serve.read_ahead import ReadAhead, listing
+from ptune.serve.lazy_prompts import Entry, Indexer, Loader
+from ptune.serve.read_ahead import ReadAhead, listing, shape_key
 
 log = logging.getLogger(__name__)
 MB = 1024 * 1024
