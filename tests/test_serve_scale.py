@@ -187,27 +187,25 @@ def test_damaged_tensors_fail_on_first_use_and_others_serve(scale_server):
     assert json.dumps(body)  # a JSON error, the server still up
 
 
-@pytest.mark.parametrize("inline_bytes", [0, 4 * 1024 * 1024])
-def test_where_a_cold_task_loads_and_what_a_slow_load_holds_up(minilm, tmp_path, monkeypatch, inline_bytes):
-    """A small file loads on the event loop (no thread hop); a file over INLINE_LOAD_BYTES loads in a loader
-    thread, and while its load is slow, requests for other tasks are answered: only its request waits."""
+def test_cold_tasks_load_in_loader_threads_and_a_slow_load_holds_up_only_its_request(minilm, tmp_path, monkeypatch):
+    """A cold task's request joins the batch being formed while a loader thread maps its file (the event loop
+    never loads); while one load is slow, requests for other tasks, cold or warm, are answered, and the slow
+    one is answered when its load ends."""
     import threading
     import time
 
     from fastapi.testclient import TestClient
 
-    from ptune.serve import app as server
     from ptune.serve.app import create_app
     from ptune.serve.lazy_prompts import Loader
 
-    for name, seed in (("warm", 1), ("slow", 2)):
+    for name, seed in (("warm", 1), ("slow", 2), ("cold", 3)):
         make_prompt(minilm, tmp_path, name, "deep", seed=seed)
-    monkeypatch.setattr(server, "INLINE_LOAD_BYTES", inline_bytes)
     gate, threads_used, original = threading.Event(), {}, Loader.load
 
     def load(self, entry):
         threads_used[entry.name] = threading.current_thread().name
-        if entry.name == "slow" and inline_bytes == 0:
+        if entry.name == "slow":
             assert gate.wait(60)
         return original(self, entry)
 
@@ -215,22 +213,24 @@ def test_where_a_cold_task_loads_and_what_a_slow_load_holds_up(minilm, tmp_path,
     body = {"task": "warm", "texts": TEXTS[:1]}
     with TestClient(create_app(tmp_path, minilm)) as client:
         assert client.post("/predict", json=body).status_code == 200
-        if inline_bytes:  # both files are small: loaded where the request is handled, the event loop's thread
-            assert client.post("/predict", json={"task": "slow", "texts": TEXTS[:1]}).status_code == 200
-            assert not any(name.startswith("ptune-load") for name in threads_used.values()), threads_used
-            return
         answers = []
         waiting = threading.Thread(target=lambda: answers.append(
-            client.post("/predict", json={"task": "slow", "texts": TEXTS[:1]})))
+            client.post("/predict", json={"items": [{"task": "slow", "text": TEXTS[0]}, {"task": "warm", "text": TEXTS[1]}]})))
         waiting.start()
         while "slow" not in threads_used:
             time.sleep(0.01)
         for _ in range(3):
             assert client.post("/predict", json=body).status_code == 200
+        cold = client.post("/predict", json={"task": "cold", "texts": TEXTS[:2]})
+        assert cold.status_code == 200 and len(cold.json()["predictions"]) == 2
         assert waiting.is_alive() and not answers  # still loading
         gate.set()
         waiting.join(60)
-        assert answers[0].status_code == 200
+        assert answers[0].status_code == 200 and len(answers[0].json()["predictions"]) == 2
+        alone = client.post("/predict", json={"task": "warm", "texts": TEXTS[1:2]}).json()["predictions"][0]
+        together = answers[0].json()["predictions"][1]  # the same answer in another batch (padding differs)
+        assert together["label"] == alone["label"]
+        assert together["probabilities"] == pytest.approx(alone["probabilities"], rel=1e-4, abs=1e-6)
         assert all(name.startswith("ptune-load") for name in threads_used.values()), threads_used
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,13 +27,6 @@ from ptune.serve.read_ahead import TASK_NAME, ReadAhead
 from ptune.serve.registry import TaskRegistry
 from ptune.serve.requests import ClientError, PredictRequest, example, items, json_error, parse, unknown
 
-# Cold tasks whose files hold at most this many bytes are loaded on the event loop itself (a memory map and a
-# checksum: ~0.3 ms for a 300 KB deep prompt, measured in process). Handed to a loader thread instead, such a
-# load waits for the GIL behind the forward pass and its request tends to miss the batch being formed
-# (benchmarks/serve.py, 1,000 tasks, 91% of mixed requests cold, one run each on a noisy 2-core machine:
-# mixed/single 0.76 through threads, 0.82 and 0.88 on the loop). Larger files load in a thread: only their
-# request waits.
-INLINE_LOAD_BYTES = 4 * 1024 * 1024
 MAX_NEIGHBOURS = 50  # the most nearest tokens GET /tasks/{task}/neighbours lists per prompt position
 
 
@@ -99,25 +92,21 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
         return json_error(error.status, error.message)
 
     async def served(names: list[str]) -> dict:
-        """The models of ``names``: 404 for an unknown task (after a rescan for files added since) or one
-        whose file turns out damaged on first use (listed as failed from then on)."""
-        loop = asyncio.get_running_loop()
+        """Each of ``names``' model, or the Future of its load where it is not resident (a loader thread maps
+        and checks it while the request waits in the batch being formed); 404 for an unknown task (after a
+        rescan for files added since)."""
         if any(name not in registry for name in names):
-            await loop.run_in_executor(None, registry.refresh)  # hot-added files
+            await asyncio.get_running_loop().run_in_executor(None, registry.refresh)  # hot-added files
         missing = sorted({name for name in names if name not in registry})
         if missing:
             raise unknown(registry, missing)
-        names = sorted(set(names))
-        models = {name: model for name in names if (model := registry.resident(name)) is not None}
-        cold = [name for name in names if name not in models]
+        return {name: registry.resident(name) or loaders.submit(_load, registry, name) for name in set(names)}
+
+    def kind_of(name: str, model):
         try:
-            if cold and sum(getattr(registry.entries.get(name), "data_bytes", 0) for name in cold) <= INLINE_LOAD_BYTES:
-                models |= _load(registry, cold)  # small: mapped and checked here, in well under a millisecond
-            elif cold:
-                models |= await loop.run_in_executor(loaders, _load, registry, cold)
-        except PtuneError as error:
-            raise ClientError(404, f"task cannot be served: {error}") from error
-        return models
+            return registry.kind(name) if isinstance(model, Future) else model.kind
+        except KeyError:  # removed by a rescan meanwhile
+            raise ClientError(404, f"task {name!r} was removed from the folder") from None
 
     @app.get("/health")
     async def health() -> dict:
@@ -136,7 +125,8 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
         request = parse(await raw.body())
         rows = items(request, max_texts=limits.max_texts, max_text_chars=limits.max_text_chars)
         models = await served([task for task, _ in rows])
-        batch = [(task, example(models[task], task, row, i), models[task]) for i, (task, row) in enumerate(rows)]
+        kinds = {task: kind_of(task, model) for task, model in models.items()}
+        batch = [(task, example(kinds[task], task, row, i), models[task]) for i, (task, row) in enumerate(rows)]
         try:
             return {"predictions": await batcher.submit(batch, request.top_k)}
         except PtuneError as error:
@@ -150,6 +140,11 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
         if not TASK_NAME.match(task):
             raise ClientError(404, f"unknown task {task[:64]!r}; GET /tasks lists the loaded ones")
         model = (await served([task]))[task]
+        if isinstance(model, Future):
+            try:
+                model = await asyncio.wrap_future(model)
+            except PtuneError as error:
+                raise ClientError(404, f"task cannot be served: {error}") from error
         key = (task, registry.entries[task].mtime_ns if task in registry else None, k)
         if key not in neighbours_seen:
             loop = asyncio.get_running_loop()
@@ -165,16 +160,12 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
     return app
 
 
-def _load(registry: TaskRegistry, names: list[str]) -> dict:
-    """The models of ``names``, loading the cold ones (on the event loop when small, else in a loader thread,
-    where only the request that needs them waits)."""
-    out = {}
-    for name in names:
-        try:
-            out[name] = registry.model(name)
-        except KeyError:  # removed by a rescan meanwhile
-            raise PtuneError(f"task {name!r} was removed from the folder") from None
-    return out
+def _load(registry: TaskRegistry, name: str):
+    """Task ``name``'s model, loaded now (in a loader thread) if it is not resident."""
+    try:
+        return registry.model(name)
+    except KeyError:  # removed by a rescan meanwhile
+        raise PtuneError(f"task {name!r} was removed from the folder") from None
 
 
 def prompt_neighbours(model, k: int) -> dict:

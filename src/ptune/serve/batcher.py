@@ -5,12 +5,18 @@ Tasks whose kind can share a batch (``TaskKind.mixable``) go through one ``Promp
 whatever their tasks; the others (QA: an example is several strided windows) through the ordinary
 scored prediction of their own task, on the same worker. Answers keep each request's order.
 
-Tried and not kept: a window that slides (closing half a window after the last arrival, at most four
-windows). At 10,000 tasks with a full resident set (8 clients; 3 rounds per server, servers A B A B),
-cold loads on the event loop split mixed-task passes to 4.5 requests against 7.8 for single-task
-traffic; sliding filled them (7.9) but mixed req/s stayed where it was (median 54.5 against 53.7)
-while single-task req/s fell (59.8 against 64.3). Counting requests still being admitted instead
-left the passes at 4.7-5.1: a handler that loads on the loop never yields before it submits.
+An item's model may still be loading (a ``concurrent.futures.Future`` from the server's loader threads):
+the request joins the batch being formed at once and its load runs meanwhile. When the window closes, the
+collector gives unfinished loads one more window; a request whose load is still running then rejoins the
+queue when it ends (only it waits), and one whose load failed is answered 404.
+
+Measured before this (10,000 tasks, 8 clients, 2 cores): cold loads run on the event loop (~1 ms each:
+a checksum and a memory map) held back the handlers behind them, so mixed-task passes held 4.8-5.5
+requests against 7.5-7.9 for single-task traffic. Tried and not kept: a window that slides (closing
+half a window after the last arrival, at most four windows): it filled the passes (7.9) but mixed
+req/s stayed where it was (median 54.5 against 53.7) while single-task req/s fell (59.8 against 64.3);
+and loading in a thread before joining the queue: the load waits for the GIL behind the forward pass
+and its request misses the batch being formed.
 """
 
 from __future__ import annotations
@@ -18,20 +24,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from ptune.errors import PtuneError
 from ptune.infer.bank import PromptBank
 from ptune.infer.predict import predict
+from ptune.serve.requests import ClientError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class _Pending:
-    items: list[tuple[str, Any, Any]]  # (task, example, its model)
+    items: list[tuple[str, Any, Any]]  # (task, example, its model or the Future of its load)
     top_k: int | None
     future: asyncio.Future
     arrived: float = field(default_factory=time.perf_counter)
@@ -50,7 +57,8 @@ class Batcher:
         self.mixed_batches = 0  # passes that held more than one task
 
     async def submit(self, items: list[tuple[str, Any, Any]], top_k: int | None = None) -> list[dict]:
-        """The JSON record of each (task, example, model) item, as ``ptune predict`` prints it."""
+        """The JSON record of each (task, example, model) item, as ``ptune predict`` prints it; a model may be
+        the Future of its load (a PtuneError it raises answers the request 404)."""
         future = asyncio.get_running_loop().create_future()
         await self.queue.put(_Pending(items, top_k, future))
         return await future
@@ -71,12 +79,41 @@ class Batcher:
                     break
                 group.append(pending)
                 size += len(pending.items)
+            group = await self._loaded(group)
+            if not group:
+                continue
             self.requests += len(group)
             try:
                 await self._answer(loop, group)
             except PtuneError:  # one request's input failed the pass: answer each alone, so only it fails
                 for pending in group:
                     await self._answer(loop, [pending])
+
+    async def _loaded(self, group: list[_Pending]) -> list[_Pending]:
+        """The requests of ``group`` whose models have all loaded, each load's Future replaced by its model:
+        loads still running get one more window, then their requests rejoin the queue when they end; a
+        request whose load failed is answered 404."""
+        running = {id(f): f for pending in group for *_, f in pending.items if isinstance(f, Future) and not f.done()}
+        if running:
+            await asyncio.wait([asyncio.wrap_future(f) for f in running.values()], timeout=self.limits.window_ms / 1000)
+        ready = []
+        for pending in group:
+            loads = [f for *_, f in pending.items if isinstance(f, Future)]
+            if any(not f.done() for f in loads):
+                asyncio.ensure_future(self._rejoin(pending, loads))
+            elif failed := next((f.exception() for f in loads if f.exception() is not None), None):
+                if not pending.future.done():
+                    pending.future.set_exception(failed if isinstance(failed, ClientError) else
+                                                 ClientError(404, f"task cannot be served: {failed}"))
+            else:
+                pending.items = [(task, example, m.result() if isinstance(m, Future) else m)
+                                 for task, example, m in pending.items]
+                ready.append(pending)
+        return ready
+
+    async def _rejoin(self, pending: _Pending, loads: list[Future]) -> None:
+        await asyncio.wait([asyncio.wrap_future(f) for f in loads])
+        await self.queue.put(pending)
 
     async def _answer(self, loop: asyncio.AbstractEventLoop, group: list[_Pending]) -> None:
         """Run ``group`` as one pass and settle its futures; a PtuneError of a group of several is raised

@@ -114,7 +114,7 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
             task = serve.get_multiplexed_model_id()
             try:
                 model = await self.served(task)
-                batch = [(task, example(model, task, row, i), model) for i, row in rows]
+                batch = [(task, example(model.kind, task, row, i), model) for i, row in rows]
                 try:
                     records = await self.batcher.submit(batch, top_k)
                 except PtuneError as error:

@@ -130,6 +130,10 @@ class TaskRegistry:
         """Every servable task by name; looking one up loads it (blocking) if it is not resident."""
         return _Models(self)
 
+    def kind(self, name: str):
+        """Task ``name``'s ``TaskKind``, from its header alone (its file is not read); KeyError: not served."""
+        return self.loader.prototype(self.entries[name].shape)[0].kind
+
     # -- the resident set -----------------------------------------------------------------------
     def model(self, name: str) -> PromptModel:
         """Task ``name``'s model, loaded now if it is not resident. KeyError: not a servable task;

@@ -107,16 +107,16 @@ def _item(i: int, item: dict[str, Any]) -> tuple[str, dict]:
     return item["task"], {name: item[name] for name in fields}
 
 
-def example(model, task: str, row: dict, index: int):
-    """Item ``index``'s example for ``model``'s kind; 422 naming the task when the row does not fit it
-    (a text for a QA task, a predicate for a kind without words, a predicate past the last word)."""
-    if "predicate" in row and not model.kind.word_level:
+def example(kind, task: str, row: dict, index: int):
+    """Item ``index``'s example for a task of ``kind`` (a ``TaskKind``); 422 naming the task when the row does
+    not fit it (a text for a QA task, a predicate for a kind without words, a predicate past the last word)."""
+    if "predicate" in row and not kind.word_level:
         raise ClientError(422, f"items[{index}]: a predicate marks a word of a tagging task; task {task!r} is "
-                               f"{model.kind.name}")
+                               f"{kind.name}")
     try:
-        return model.kind.example(row)
+        return kind.example(row)
     except ValueError as error:
-        raise ClientError(422, f"items[{index}] for task {task!r} ({model.kind.name}): {error}") from None
+        raise ClientError(422, f"items[{index}] for task {task!r} ({kind.name}): {error}") from None
 
 
 def unknown(registry, missing: list[str]) -> ClientError:
