@@ -78,6 +78,34 @@ def subset(folder: Path, names: list[str], count: int) -> Path:
     return out
 
 
+def warm(folder: Path) -> None:
+    """Read every file of ``folder`` once, so that each count's server starts with its files in the page cache
+    (as on a server whose prompt folder fits in memory) rather than with whatever earlier counts left there."""
+    for path in folder.iterdir():
+        with open(path, "rb") as handle:
+            while handle.read(1 << 20):
+                pass
+
+
+def cached_fraction(folder: Path) -> float | None:
+    """The share of ``folder``'s bytes in the page cache (util-linux ``fincore``; None where it is missing):
+    a mixed round whose files were evicted reads them from disk, which the ratio then includes."""
+    import shutil
+
+    if shutil.which("fincore") is None:
+        return None
+    paths = sorted(map(str, folder.iterdir()))
+    cached = total = 0
+    for start in range(0, len(paths), 1000):
+        out = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "--output", "RES,SIZE",
+                              *paths[start : start + 1000]], capture_output=True, text=True, check=True).stdout
+        for line in out.split("\n"):
+            if line.strip():
+                res, size = map(int, line.split())
+                cached, total = cached + min(res, size), total + size  # RES counts whole pages
+    return round(cached / max(1, total), 3)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -186,6 +214,7 @@ def measure(port: int, names: list[str], texts: list[str], args) -> dict:
 
 
 def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float, args) -> dict:
+    warm(folder)
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "ptune.cli", "serve", str(folder), "--port", str(port),
                                 "--backbone", "minilm", "--max-resident-mb", str(budget)],
@@ -194,15 +223,17 @@ def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float,
         startup = wait_ready(port, process)
         health = get(port, "/health")
         fill(port, names, texts, capacity=int(budget / args.file_mb))
+        cached = cached_fraction(folder)
         numbers = measure(port, names, texts, args)
         rss = rss_of(process.pid)
+        cached = {"page_cache": [cached, cached_fraction(folder)]}
         health = get(port, "/health") | {"index_s": health["index_s"], "read_ahead_s": health.get("read_ahead_s")}
     finally:
         process.terminate()
         process.wait(timeout=60)
     return {"backend": "uvicorn", "tasks": len(names), "clients": args.clients, "budget_mb": budget,
             "startup_s": round(startup, 2), "index_s": health["index_s"], "read_ahead_s": health["read_ahead_s"],
-            **rss, **numbers,
+            **rss, **numbers, **cached,
             "resident": health["resident"], "loads": health["loads"], "evictions": health["evictions"]}
 
 
@@ -295,6 +326,11 @@ def rss(record: dict) -> str:
     return f"{record['rss_mb']:g} ({record['rss_anon_mb']:g} + {record['rss_file_mb']:g})"
 
 
+def cache(record: dict) -> str:
+    found = record.get("page_cache")
+    return "-" if not found or found[0] is None else f"{found[0]:.2f} → {found[1]:.2f}"
+
+
 def render(records: list[dict]) -> str:
     """The RESULTS.md section, from the records alone (``--render`` redraws it from serve.json)."""
     meta = records[0]
@@ -307,7 +343,8 @@ def render(records: list[dict]) -> str:
         f"| {r['backend']}{' x' + str(r['replicas']) if r.get('replicas') else ''} | {r['tasks']:,} | {r['budget_mb']:g} | "
         f"{r['startup_s']} | {headers(r)} | {rss(r)} | {r['single_rps']} | "
         f"{r['mixed_rps']} | **{r['mixed_over_single']}** ({r['ratio_range'][0]}-{r['ratio_range'][1]}) | "
-        f"{r['mixed_batch_fraction']} | {r.get('mixed_cold_fraction', '-')} | {r['loads']} / {r['evictions']} | {r['errors']} |"
+        f"{r['mixed_batch_fraction']} | {r.get('mixed_cold_fraction', '-')} | {cache(r)} | {r['loads']} / {r['evictions']} | "
+        f"{r['errors']} |"
         for r in records)
     uvicorn = {r["tasks"]: r for r in records if r["backend"] == "uvicorn"}
     verdicts = []
@@ -332,11 +369,13 @@ every request to one task, "mixed" to a task drawn uniformly at random (cold loa
 the median of the rounds' ratios (range in brackets). Startup is process start to the first `/health` answer
 (backbone load included); RSS is the server's after the last mixed round (Ray: the sum of the replicas').
 {filled}
+"page cache" is the share of the count's prompt files in the page cache before and after the rounds (each
+count's files are read once before its server starts); where it falls, cold loads read from disk.
 "mixed batches" is the share of forward passes that held more than one task; "cold" the share of mixed requests
 whose task had to be loaded first (each round draws new tasks).
 
-| backend | tasks | budget MiB | startup s | headers s | RSS MiB | single req/s | mixed req/s | mixed / single | mixed batches | cold | loads / evictions | errors |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
+| backend | tasks | budget MiB | startup s | headers s | RSS MiB | single req/s | mixed req/s | mixed / single | mixed batches | cold | page cache | loads / evictions | errors |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |
 {rows}
 
 {chr(10).join(verdicts)}
