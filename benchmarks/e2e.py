@@ -20,7 +20,8 @@ Stages (each run is one record keyed by stage, task, method, side, lr, seed and 
 JSON as soon as it finishes; a rerun skips the records it finds, so the protocol builds up over runs):
   checks     PEFT prefix tuning on Bert*For{Sequence,Token}Classification (the exception, with versions),
              and ptune's benchmark loop against train() on the same data and seed.
-  sweep      seed 0 at each learning rate of LRS, dev scored once at the end; the best is chosen on dev.
+  sweep      seed 0 at each learning rate of LRS, dev scored once at the end; the best is chosen on dev. A
+             grid whose best sits at its edge gets the next rate of LADDER beyond it, once, on every side.
   seeds      seeds 0, 1, 2 at each side's chosen rate, sides alternated (A B C A B C), dev every
              1/EVALS of the run, wall-clock without evaluation; test scored once at the end.
   factorial  FACTORIAL's task and method on ptune and peft_loop: bucketing on/off x backbone dropout
@@ -86,6 +87,9 @@ LRS = {
     ("peft", "prompt"): (1e-3, 1e-2, 3e-2), ("peft", "ptuning"): (1e-3, 3e-3, 1e-2),
     ("peft", "deep"): (3e-3, 1e-2, 3e-2),
 }
+# The ladder the grids are cut from (~3x a step): a grid whose best dev score sits at its edge gets one more rate,
+# the next step beyond that edge, once, on every side alike (a best at the edge may lie past it).
+LADDER = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
 # The subset every run trains on, sized so that the whole protocol fits about 2-3 CPU-hours (docstring).
 BUDGET = {"train_limit": 2000, "dev_limit": 500, "test_limit": 1000, "epochs": 3}
 SEEDS = (0, 1, 2)
@@ -133,8 +137,35 @@ def run(spec: dict, budget: dict, evals: int) -> dict:
 
 
 def best_lr(data: dict, task: str, method: str, side: str) -> float | None:
-    swept = [r for r in data["runs"] if r["stage"] == "sweep" and (r["task"], r["method"], r["side"]) == (task, method, side)]
-    return max(swept, key=lambda r: (r["dev"], -r["lr"]))["lr"] if swept else None
+    runs = swept(data, task, method, side)
+    return max(runs, key=lambda r: (r["dev"], -r["lr"]))["lr"] if runs else None
+
+
+def swept(data: dict, task: str, method: str, side: str) -> list[dict]:
+    return [r for r in data["runs"] if r["stage"] == "sweep" and (r["task"], r["method"], r["side"]) == (task, method, side)]
+
+
+def edge_lr(data: dict, task: str, method: str, side: str) -> float | None:
+    """The rate one step past the edge of a finished grid whose best dev score sits at that edge (LADDER),
+    unless it has run already; None while the grid is unfinished or its best is inside it."""
+    grid = LRS["ptune" if side == "ptune" else "peft", method]
+    runs = swept(data, task, method, side)
+    if not set(grid) <= {r["lr"] for r in runs}:
+        return None
+    best = best_lr(data, task, method, side)
+    step = {grid[-1]: 1, grid[0]: -1}.get(best)
+    if step is None or not 0 <= LADDER.index(best) + step < len(LADDER):
+        return None
+    beyond = LADDER[LADDER.index(best) + step]
+    return None if any(r["lr"] == beyond for r in runs) else beyond
+
+
+def settled_lr(data: dict, task: str, method: str, side: str) -> float | None:
+    """The chosen rate once the side's sweep is over (grid done, no edge step left), else None."""
+    grid = LRS["ptune" if side == "ptune" else "peft", method]
+    if not set(grid) <= {r["lr"] for r in swept(data, task, method, side)} or edge_lr(data, task, method, side):
+        return None
+    return best_lr(data, task, method, side)
 
 
 def specs(stage: str, data: dict, args) -> list[dict]:
@@ -151,14 +182,19 @@ def specs(stage: str, data: dict, args) -> list[dict]:
                         bucketing, dropout = pipeline[side]
                         out.append({**base, "task": task, "method": method, "side": side, "lr": lrs[i], "seed": 0,
                                     "bucketing": bucketing, "dropout": dropout})
+                for side in args.sides:
+                    if (beyond := edge_lr(data, task, method, side)) is not None:
+                        bucketing, dropout = pipeline[side]
+                        out.append({**base, "task": task, "method": method, "side": side, "lr": beyond, "seed": 0,
+                                    "bucketing": bucketing, "dropout": dropout})
     elif stage == "seeds":
         for task in args.tasks:
             for method in args.methods:
                 for seed in args.seeds:
                     for side in args.sides:
-                        lr = best_lr(data, task, method, side)
+                        lr = settled_lr(data, task, method, side)
                         if lr is None:
-                            print(f"seeds: {task}/{method}/{side} has no sweep yet: skipped", flush=True)
+                            print(f"seeds: {task}/{method}/{side}: its sweep is not over: skipped", flush=True)
                             continue
                         bucketing, dropout = pipeline[side]
                         out.append({**base, "task": task, "method": method, "side": side, "lr": lr, "seed": seed,
@@ -168,7 +204,10 @@ def specs(stage: str, data: dict, args) -> list[dict]:
         for seed in args.seeds:
             for variant, (bucketing, dropout) in CELLS.items():
                 for side in ("ptune", "peft_loop"):
-                    lr = best_lr(data, task, method, side) or LRS["ptune" if side == "ptune" else "peft", method][1]
+                    lr = settled_lr(data, task, method, side)
+                    if lr is None:
+                        print(f"factorial: {task}/{method}/{side}: its sweep is not over: skipped", flush=True)
+                        continue
                     out.append({**base, "variant": variant, "task": task, "method": method, "side": side, "lr": lr,
                                 "seed": seed, "bucketing": bucketing, "dropout": dropout})
     return out
@@ -355,9 +394,12 @@ def render(data: dict) -> str:
                   "dev scored every few steps; against `train()` on the same 64 examples and seed the largest "
                   "difference of the final trainable tensors is "
                   + ", ".join(f"{m} {d:.1e}" for m, d in c["result"].items()) + "."]
-    swept = [r for r in runs if r["stage"] == "sweep"]
+    sweep_runs = [r for r in runs if r["stage"] == "sweep"]
     planned = {"sweep": sum(len(LRS[("ptune" if side == "ptune" else "peft", method)])
-                            for _ in TASKS for method in METHODS for side in SIDES),
+                            + (edge_lr(data, task, method, side) is not None)
+                            + sum(r["lr"] not in LRS[("ptune" if side == "ptune" else "peft", method)]
+                                  for r in swept(data, task, method, side))
+                            for task in TASKS for method in METHODS for side in SIDES),
                "seeds": len(TASKS) * len(METHODS) * len(SIDES) * len(SEEDS),
                "factorial": len(CELLS) * 2 * len(SEEDS)}
     done = {stage: sum(r["stage"] == stage for r in runs) for stage in planned}
@@ -365,16 +407,18 @@ def render(data: dict) -> str:
         lines += ["", "**Incomplete:** " + ", ".join(f"{stage} {done[stage]} of {count} runs"
                                                      for stage, count in planned.items())
                   + ". The script resumes from the records here; figures below cover what has run."]
-    if swept:
+    if sweep_runs:
         lines += ["", "### Learning-rate sweep (seed 0, dev at the end of training; **bold**: chosen)", "",
                   "| task | method | side | dev at each learning rate |", "| --- | --- | --- | --- |"]
         groups: dict[tuple, list[dict]] = {}
-        for r in swept:
+        for r in sweep_runs:
             groups.setdefault((r["task"], r["method"], r["side"]), []).append(r)
         for (task, method, side), rs in groups.items():
             best = best_lr(data, task, method, side)
             cells = [(f"**{r['lr']:g}: {pct(r['dev'])}**" if r["lr"] == best else f"{r['lr']:g}: {pct(r['dev'])}")
                      for r in sorted(rs, key=lambda r: r["lr"])]
+            if (beyond := edge_lr(data, task, method, side)) is not None:
+                cells.append(f"{beyond:g}: owed (the best is at the grid's edge)")
             lines.append(f"| {task} | {method} | {side} | {' · '.join(cells)} |")
     if data["summary"]:
         lines += ["", "### Three seeds at the chosen rate, and time to target", "",
@@ -552,15 +596,14 @@ def main() -> None:
                 data["profile"] = {**profile_steps(*args.factorial, budget), **provenance(command)}
                 store(args.results, data)
             continue
-        for spec in specs(stage, data, args):
-            if key(spec) in done:
-                continue
-            record = {**run(spec, budget, args.evals if stage == "seeds" else 1), **provenance(command)}
-            data["runs"].append(record)
-            done.add(key(record))
-            store(args.results, data)
-            print(json.dumps({k: record[k] for k in ("stage", "task", "method", "side", "lr", "seed", "variant", "dev",
-                                                     "train_s", "setup_s", "cpu_s", "steps", "test")}), flush=True)
+        while todo := [spec for spec in specs(stage, data, args) if key(spec) not in done]:  # a finished grid can
+            for spec in todo:                                                              # add its edge step
+                record = {**run(spec, budget, args.evals if stage == "seeds" else 1), **provenance(command)}
+                data["runs"].append(record)
+                done.add(key(record))
+                store(args.results, data)
+                print(json.dumps({k: record[k] for k in ("stage", "task", "method", "side", "lr", "seed", "variant",
+                                                         "dev", "train_s", "setup_s", "cpu_s", "steps", "test")}), flush=True)
     store(args.results, data)
     publish(data, args.results)
 

@@ -60,13 +60,24 @@ def test_a_side_that_never_reaches_the_target_has_no_median():
 
 def test_seeds_stage_takes_each_sides_best_sweep_rate_and_alternates_sides():
     sweep = [run("ptune", 0, dev, [], stage="sweep", lr=lr) for lr, dev in ((0.01, 0.7), (0.03, 0.8), (0.1, 0.6))]
-    sweep += [run("peft_loop", 0, dev, [], stage="sweep", lr=lr) for lr, dev in ((0.003, 0.75), (0.01, 0.7), (0.03, 0.5))]
+    sweep += [run("peft_loop", 0, dev, [], stage="sweep", lr=lr) for lr, dev in ((0.003, 0.7), (0.01, 0.75), (0.03, 0.5))]
     args = Namespace(tasks=["rotten_tomatoes"], methods=["deep"], sides=["ptune", "peft_loop"], seeds=[0, 1, 2])
     planned = e2e.specs("seeds", {"runs": sweep}, args)
     assert [(s["side"], s["seed"], s["lr"]) for s in planned] == [
-        ("ptune", 0, 0.03), ("peft_loop", 0, 0.003), ("ptune", 1, 0.03), ("peft_loop", 1, 0.003),
-        ("ptune", 2, 0.03), ("peft_loop", 2, 0.003)]
+        ("ptune", 0, 0.03), ("peft_loop", 0, 0.01), ("ptune", 1, 0.03), ("peft_loop", 1, 0.01),
+        ("ptune", 2, 0.03), ("peft_loop", 2, 0.01)]
     assert len({e2e.key(s) for s in planned}) == len(planned)  # every run its own record
+
+
+@pytest.mark.parametrize("beyond_dev, chosen", [(0.7, 0.1), (0.9, 0.3)])
+def test_a_best_at_the_edge_of_its_grid_gets_one_step_beyond_before_seeds_run(beyond_dev, chosen):
+    args = Namespace(tasks=["rotten_tomatoes"], methods=["deep"], sides=["ptune"], seeds=[0])
+    data = {"runs": [run("ptune", 0, dev, [], stage="sweep", lr=lr) for lr, dev in ((0.01, 0.6), (0.03, 0.7), (0.1, 0.8))]}
+    assert [s["lr"] for s in e2e.specs("sweep", data, args)] == [0.01, 0.03, 0.1, 0.3]  # 0.1 is the grid's top
+    assert e2e.specs("seeds", data, args) == []  # not chosen while the step beyond is owed
+    data["runs"].append(run("ptune", 0, beyond_dev, [], stage="sweep", lr=0.3))
+    assert e2e.edge_lr(data, "rotten_tomatoes", "deep", "ptune") is None  # once: 1.0 is not tried after 0.3
+    assert [s["lr"] for s in e2e.specs("seeds", data, args)] == [chosen]
 
 
 def test_sweep_covers_three_rates_per_side_within_each_documented_range():
