@@ -56,6 +56,7 @@ class Batcher:
         self.batches = 0  # passes run
         self.requests = 0  # requests answered through them
         self.mixed_batches = 0  # passes that held more than one task
+        self._rejoining: set[asyncio.Task] = set()  # requests waiting for their loads (held: the loop keeps weak refs)
 
     async def submit(self, items: list[tuple[str, Any, Any]], top_k: int | None = None) -> list[dict]:
         """The JSON record of each (task, example, model) item, as ``ptune predict`` prints it; a model may be
@@ -110,7 +111,9 @@ class Batcher:
         for pending in group:
             loads = [f for *_, f in pending.items if isinstance(f, Future)]
             if any(not f.done() for f in loads):
-                asyncio.ensure_future(self._rejoin(pending, loads))
+                waiter = asyncio.ensure_future(self._rejoin(pending, loads))
+                self._rejoining.add(waiter)
+                waiter.add_done_callback(self._rejoining.discard)
             elif failed := next((f.exception() for f in loads if f.exception() is not None), None):
                 if not pending.future.done():
                     pending.future.set_exception(failed if isinstance(failed, ClientError) else
