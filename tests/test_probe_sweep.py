@@ -80,6 +80,7 @@ def test_another_space_in_the_same_folder_is_refused(facts, tied_llama_dir, tmp_
      "nothing to search"),
     (["--manual", "[P] The capital of {subject} is"], "wordings have no [P] tokens"),
     (["--facts"], "--facts"),
+    (["--manual", "The capital of [X] is [Y] .", "--enqueue", '{"encoder": "gru"}'], "not one of its choices"),
 ])
 def test_bad_options_are_refused_in_one_line(facts, tmp_path, capsys, extra, fragment):
     argv = ["-q", "probe-sweep", "--facts", str(facts), "--backbone", str(tmp_path / "never-loaded"),

@@ -73,6 +73,18 @@ def test_sweep_continues_after_a_kill_and_its_best_config_trains(data, tiny_bert
     assert json.loads((tmp_path / "best" / "results.json").read_text())["method"] == "deep"
 
 
+def test_an_enqueued_configuration_runs_first_and_once(data, tiny_bert_dir, tmp_path, capsys):
+    out = tmp_path / "sweep"
+    known = ["--enqueue", '{"lr": 0.05, "length": 4, "layers": "top:1"}']
+    assert main(sweep(data, tiny_bert_dir, out, 1) + known) == 0
+    assert "1 trial(s) queued" in capsys.readouterr().err
+    (first,) = trials(out)
+    assert first.params == {"lr": 0.05, "length": 4, "layers": "top:1"} and first.state.name == "COMPLETE"
+    assert main(sweep(data, tiny_bert_dir, out, 2) + known) == 0  # the same command continues: not queued again
+    assert "queued" not in capsys.readouterr().err
+    assert len(trials(out)) == 2 and trials(out)[1].params["lr"] != 0.05
+
+
 def test_a_poor_first_epoch_is_pruned(tmp_path):
     """Optuna's median pruner, fed through the on_epoch callback by stub per-epoch dev scores."""
     study = open_study(f"sqlite:///{tmp_path / 'prune.db'}", "prune", startup_trials=2,
@@ -123,6 +135,9 @@ def test_on_epoch_sees_each_epoch_and_can_stop_training(data, tiny_bert_dir):
     ("--trials", "0", "--trials"),
     ("--timeout", "-5", "--timeout"),
     ("--storage", "study.db", "not a database URL"),
+    ("--enqueue", "lr=0.1", "not a JSON object"),
+    ("--enqueue", '{"speed": 1}', "not searched here"),
+    ("--enqueue", '{"lr": 5}', "outside its range"),
 ])
 def test_bad_search_space_is_refused_in_one_line(tmp_path, capsys, option, value, fragment):
     assert main(["sweep", "--task", "rotten_tomatoes", "--out", str(tmp_path / "s"), option, value]) == 2

@@ -91,8 +91,8 @@ def resolve(args: argparse.Namespace) -> dict[str, Setting]:
 
 def run(args: argparse.Namespace) -> int:
     from ptune.analysis.probing.facts_command import plan_facts
-    from ptune.training.sweep import (best_trial, fail_orphans, finished_count, hide_password, open_study,
-                                      optuna_module, show, trial_rows, write_report)
+    from ptune.training.sweep import (best_trial, enqueue, fail_orphans, finished_count, hide_password,
+                                      open_study, optuna_module, show, to_enqueue, trial_rows, write_report)
 
     if not args.facts:
         raise PtuneError("ptune probe-sweep searches probes of your facts: give --facts FILE (LAMA / T-REx JSONL or "
@@ -104,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
                          "choices (--prompts 1,3)")
     plan_facts(_probe_args(args, {name: s.choices[0] if s.choices else s.low for name, s in space.items()},
                            Path(".")))  # files, templates and options checked before the model loads
+    queue = to_enqueue(space, args.enqueue)  # refused before anything is written
     out_dir = Path(args.out or f"runs/probe-sweep-{Path(args.facts[0]).stem}")
     if out_dir.exists() and not out_dir.is_dir():
         raise PtuneError(f"--out {out_dir}: is a file, not a folder; choose a folder for the sweep")
@@ -114,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
                        record={"space": {name: s.text for name, s in space.items()}, "options": options})
     for number in fail_orphans(study):
         err().log(f"trial {number}: killed mid-way by an earlier run; marked failed (not counted)", markup=False)
+    if queued := enqueue(study, queue):
+        err().log(f"{queued} trial(s) queued ahead of the sampler's (--enqueue)", markup=False)
     backbone = _backbone(args)
 
     def report() -> None:

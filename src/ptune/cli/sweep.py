@@ -65,13 +65,16 @@ def add_search_options(parser: argparse.ArgumentParser, *, study_name: str) -> N
                         help="Optuna storage: a database URL several machines can share, e.g. "
                              "postgresql://user@host/db (default: sqlite:///OUT/study.db)")
     search.add_argument("--study-name", default=study_name, help="the study's name in the storage")
+    search.add_argument("--enqueue", action="append", metavar="JSON",
+                        help="""a trial to run before the sampler's, as a JSON object of searched settings, e.g. '{"lr": 0.01}' """
+                             "(repeatable; settings left out are sampled; one run or queued already is skipped)")
     search.add_argument("--startup-trials", type=NON_NEGATIVE, default=5,
                         help="trials sampled at random (and never pruned) before TPE sampling (and median pruning)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ptune.training.sweep import (best_trial, fail_orphans, finished_count, hide_password, open_study,
-                                      optuna_module, show, trial_rows, write_report)
+    from ptune.training.sweep import (best_trial, enqueue, fail_orphans, finished_count, hide_password,
+                                      open_study, optuna_module, show, to_enqueue, trial_rows, write_report)
 
     optuna = optuna_module()
     config_file = read_config(args.config)
@@ -85,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     if all(setting.fixed for setting in space.values()):
         raise PtuneError(f"nothing to search: every setting of --method {method.method} is fixed; give a range "
                          "(--lr 1e-3:1e-1:log) or several choices (--length 4,8)")
+    queue = to_enqueue(space, args.enqueue)  # refused before anything is written
     out_dir = Path(args.out or config_file.get("out") or f"runs/sweep-{_data_name(args, config_file)}-{method.method}")
     if out_dir.exists() and not out_dir.is_dir():
         raise PtuneError(f"--out {out_dir}: is a file, not a folder; choose a folder for the sweep")
@@ -96,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
                                "options": {k: v for k, v in options.items() if k not in PATH_KEYS}})
     for number in fail_orphans(study):
         err().log(f"trial {number}: killed mid-way by an earlier run; marked failed (not counted)", markup=False)
+    if queued := enqueue(study, queue):
+        err().log(f"{queued} trial(s) queued ahead of the sampler's (--enqueue)", markup=False)
 
     def objective(trial) -> float:
         return _trial(trial, args, space, out_dir, optuna)

@@ -60,6 +60,44 @@ def open_study(storage_url: str, name: str, *, startup_trials: int, record: dict
     return study
 
 
+def to_enqueue(space: dict[str, Setting], given: list[str] | None) -> list[dict]:
+    """The ``--enqueue`` JSON objects, checked against the searched settings: each a trial to run ahead of the
+    sampler's (a configuration known to be good: the defaults, a paper's); settings it leaves out are sampled."""
+    searched = {name: setting for name, setting in space.items() if not setting.fixed}
+    out = []
+    for text in given or ():
+        try:
+            values, problem = json.loads(text), ""
+        except ValueError as error:
+            values, problem = None, f" ({error})"
+        if not isinstance(values, dict):
+            raise PtuneError(f"--enqueue {text!r}: not a JSON object of settings{problem}; "
+                             """e.g. --enqueue '{"lr": 0.01, "length": 16}'""")
+        for name, value in values.items():
+            setting = searched.get(name)
+            if setting is None:
+                raise PtuneError(f"--enqueue: {name!r} is not searched here; searched: {', '.join(searched) or 'nothing'}")
+            if setting.choices and value not in setting.choices:
+                raise PtuneError(f"--enqueue {name}={value!r}: not one of its choices {list(setting.choices)}")
+            if not setting.choices and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                        or not setting.low <= value <= setting.high
+                                        or (setting.whole and value != int(value))):
+                raise PtuneError(f"--enqueue {name}={value!r}: outside its range {setting.text}")
+        out.append(values)
+    return out
+
+
+def enqueue(study, trials: list[dict]) -> int:
+    """Queue ``to_enqueue``'s trials; one already queued or run with the same settings is not queued again.
+    Returns how many were queued."""
+    queued = 0
+    for values in trials:
+        before = len(study.get_trials(deepcopy=False))
+        study.enqueue_trial(values, skip_if_exists=True)
+        queued += len(study.get_trials(deepcopy=False)) > before
+    return queued
+
+
 def fail_orphans(study) -> list[int]:
     """Mark failed the running trials of this machine whose process is gone (killed mid-way); those of other
     machines are failed by Optuna once their heartbeat is older than GRACE_S. Returns their numbers."""
