@@ -10,9 +10,11 @@ the request joins the batch being formed at once and its load runs meanwhile. Wh
 collector keeps gathering arrivals while unfinished loads end, for at most one more window; a request whose
 load is still running then rejoins the queue when it ends (only it waits), one whose load failed is answered 404.
 
-Measured before this (10,000 tasks, 8 clients, 2 cores): cold loads run on the event loop (~1 ms each:
-a checksum and a memory map) held back the handlers behind them, so mixed-task passes held 4.8-5.5
-requests against 7.5-7.9 for single-task traffic. Tried and not kept: a window that slides (closing
+Measured (10,000 tasks, 8 clients, 2 cores, short A/B runs against loading small files on the event
+loop, where each ~1 ms load held back the handlers behind it): mixed-task passes hold about one request
+more (5.3 against 4.3-4.6), but mixed/single moved within noise (0.787 against 0.798 with a third of the
+files in the page cache; 0.906 against 0.905 with all of them): what decides it is whether loads read
+from disk. Tried and not kept: a window that slides (closing
 half a window after the last arrival, at most four windows): it filled the passes (7.9) but mixed
 req/s stayed where it was (median 54.5 against 53.7) while single-task req/s fell (59.8 against 64.3);
 and loading in a thread before joining the queue: the load waits for the GIL behind the forward pass
