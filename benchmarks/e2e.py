@@ -141,6 +141,11 @@ def best_lr(data: dict, task: str, method: str, side: str) -> float | None:
     return max(runs, key=lambda r: (r["dev"], -r["lr"]))["lr"] if runs else None
 
 
+def grid(side: str, method: str) -> tuple[float, ...]:
+    """The learning rates a side's sweep of ``method`` starts from (LRS)."""
+    return LRS["ptune" if side == "ptune" else "peft", method]
+
+
 def swept(data: dict, task: str, method: str, side: str) -> list[dict]:
     return [r for r in data["runs"] if r["stage"] == "sweep" and (r["task"], r["method"], r["side"]) == (task, method, side)]
 
@@ -148,12 +153,12 @@ def swept(data: dict, task: str, method: str, side: str) -> list[dict]:
 def edge_lr(data: dict, task: str, method: str, side: str) -> float | None:
     """The rate one step past the edge of a finished grid whose best dev score sits at that edge (LADDER),
     unless it has run already; None while the grid is unfinished or its best is inside it."""
-    grid = LRS["ptune" if side == "ptune" else "peft", method]
+    rates = grid(side, method)
     runs = swept(data, task, method, side)
-    if not set(grid) <= {r["lr"] for r in runs}:
+    if not set(rates) <= {r["lr"] for r in runs}:
         return None
     best = best_lr(data, task, method, side)
-    step = {grid[-1]: 1, grid[0]: -1}.get(best)
+    step = {rates[-1]: 1, rates[0]: -1}.get(best)
     if step is None or not 0 <= LADDER.index(best) + step < len(LADDER):
         return None
     beyond = LADDER[LADDER.index(best) + step]
@@ -162,8 +167,7 @@ def edge_lr(data: dict, task: str, method: str, side: str) -> float | None:
 
 def settled_lr(data: dict, task: str, method: str, side: str) -> float | None:
     """The chosen rate once the side's sweep is over (grid done, no edge step left), else None."""
-    grid = LRS["ptune" if side == "ptune" else "peft", method]
-    if not set(grid) <= {r["lr"] for r in swept(data, task, method, side)} or edge_lr(data, task, method, side):
+    if not set(grid(side, method)) <= {r["lr"] for r in swept(data, task, method, side)} or edge_lr(data, task, method, side):
         return None
     return best_lr(data, task, method, side)
 
@@ -178,7 +182,7 @@ def specs(stage: str, data: dict, args) -> list[dict]:
             for method in args.methods:
                 for i in range(3):
                     for side in args.sides:
-                        lrs = LRS["ptune" if side == "ptune" else "peft", method]
+                        lrs = grid(side, method)
                         bucketing, dropout = pipeline[side]
                         out.append({**base, "task": task, "method": method, "side": side, "lr": lrs[i], "seed": 0,
                                     "bucketing": bucketing, "dropout": dropout})
@@ -270,7 +274,7 @@ def profile_steps(task_name: str, method: str, budget: dict) -> dict:
     tables = {}
     for side in ("ptune", "peft_loop"):
         spec = {"stage": "profile", "task": task_name, "method": method, "side": side, "seed": 0, "variant": "default",
-                "lr": LRS["ptune" if side == "ptune" else "peft", method][1], "bucketing": True, "dropout": False}
+                "lr": grid(side, method)[1], "bucketing": True, "dropout": False}
         tables[side] = (run_ptune if side == "ptune" else run_peft)(spec, budget, 1, profile=PROFILE_STEPS)["table"]
     return {"task": task_name, "method": method, "steps": PROFILE_STEPS, "tables": tables}
 
@@ -395,9 +399,9 @@ def render(data: dict) -> str:
                   "difference of the final trainable tensors is "
                   + ", ".join(f"{m} {d:.1e}" for m, d in c["result"].items()) + "."]
     sweep_runs = [r for r in runs if r["stage"] == "sweep"]
-    planned = {"sweep": sum(len(LRS[("ptune" if side == "ptune" else "peft", method)])
+    planned = {"sweep": sum(len(grid(side, method))
                             + (edge_lr(data, task, method, side) is not None)
-                            + sum(r["lr"] not in LRS[("ptune" if side == "ptune" else "peft", method)]
+                            + sum(r["lr"] not in grid(side, method)
                                   for r in swept(data, task, method, side))
                             for task in TASKS for method in METHODS for side in SIDES),
                "seeds": len(TASKS) * len(METHODS) * len(SIDES) * len(SEEDS),
