@@ -20,8 +20,10 @@ the PromptModel, whose backbone is shared and not its submodule.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import weakref
 from typing import Callable, Sequence
 
 import torch
@@ -29,6 +31,8 @@ from torch import nn
 
 from ptune.storage.prompt_files import tensors_digest
 from ptune.errors import PtuneError
+
+log = logging.getLogger(__name__)
 
 
 class Processes:
@@ -43,6 +47,7 @@ class Processes:
         self.accelerator = None
         self.sharded: list[nn.Module] = []  # the backbone layers shard_backbone sharded
         self.zero3 = None  # the DeepSpeed engine partitioning them, with --shard-with zero3
+        self._wrapper: weakref.ref | None = None  # the DDP wrapper wrap() made, to see it gone before the group
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 or log_with:
             from accelerate import Accelerator
             from accelerate.utils import DistributedType
@@ -75,7 +80,11 @@ class Processes:
 
     def wrap(self, model: nn.Module) -> nn.Module:
         """What the training step calls: DDP around ``model`` when there are several processes."""
-        return self.accelerator.prepare_model(model) if self.distributed else model
+        if not self.distributed:
+            return model
+        wrapper = self.accelerator.prepare_model(model)
+        self._wrapper = weakref.ref(wrapper)
+        return wrapper
 
     def shard_backbone(self, backbone, engine: str = "fsdp") -> dict[str, int]:
         """Shard ``backbone``'s layers across the processes with ``engine``: "fsdp" (FSDP2, one unit per layer)
@@ -175,6 +184,14 @@ class Processes:
                 layer.unshard()
         if self.distributed and torch.distributed.is_initialized():
             self.accelerator.wait_for_everyone()
+        # The DDP wrapper goes first (the caller has dropped its own reference), while the group lives: its
+        # reducer, freed after the group, would drop the group's last reference, and gloo's destructor, joining
+        # its worker threads with the GIL held, can deadlock against a worker that waits for the GIL.
+        self.accelerator.free_memory()
+        gc.collect()
+        if self._wrapper is not None and self._wrapper() is not None:
+            log.warning("the DDP wrapper outlives training (its caller still holds it); its process group's "
+                        "teardown may hang")
         self.accelerator.end_training()  # finishes the trackers, destroys the process group
         if self.distributed and torch.distributed.is_initialized():  # end_training keeps a forked launch's group
             torch.distributed.destroy_process_group()

@@ -205,6 +205,7 @@ def train(model: PromptModel, task: Task, config: TrainConfig | None = None, *,
         log.warning(warning)
     model.eval()
     digests = processes.prompt_digests(model.trainable_state())
+    del runner  # the DDP wrapper's last reference goes before its process group (Processes.close)
     processes.close()
     prompt_path = None
     if writes:
