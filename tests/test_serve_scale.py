@@ -132,6 +132,29 @@ def test_lazily_loaded_answers_equal_eager_ones(scale_server, minilm):
     assert status == 200 and body["predictions"][0]["tags"] == reference[0]
 
 
+def test_tasks_loaded_from_files_of_one_shape_are_tokenized_in_one_call(scale_server, minilm, monkeypatch):
+    """Copies of one prototype share its encoder, so a mixed pass encodes their examples together; a task of
+    another shape ("soft": another method, so another encoder) gets its own call, and every feature is the one
+    its own task gives alone."""
+    from ptune.batch.encoding import Encoder
+    from ptune.infer.bank import PromptBank
+
+    _, folder = scale_server
+    registry = TaskRegistry(folder, minilm)
+    models = {name: registry.model(name) for name in ("d0", "d1", "d2", "soft")}
+    assert models["d0"].encoder is models["d1"].encoder and models["soft"].encoder is not models["d0"].encoder
+    bank = PromptBank(models)
+    items = [(name, TextExample(text)) for name in ("d0", "soft", "d1", "d2") for text in TEXTS[:2]]
+    calls = []
+    encode = Encoder.encode
+    monkeypatch.setattr(Encoder, "encode", lambda self, examples: calls.append(len(examples)) or encode(self, examples))
+    encoded = bank.encode(items)
+    assert sorted(calls) == [2, 6]
+    monkeypatch.setattr(Encoder, "encode", encode)
+    for (name, example), (task, feature) in zip(items, encoded):
+        assert bank.names[task] == name and feature == models[name].encode([example])[0]
+
+
 def test_eviction_keeps_the_resident_set_within_the_budget(scale_server, minilm):
     port, folder = scale_server
     before = health(port)

@@ -41,17 +41,21 @@ class PromptBank(nn.Module):
         self.names = list(models)
 
     def encode(self, items: Sequence[tuple[str, object]]) -> list[tuple[int, Feature]]:
-        """(task name, example) pairs -> (task index, feature), each encoded by its task's template."""
-        out: list[tuple[int, Feature] | None] = [None] * len(items)
-        by_task: dict[str, list[int]] = {}
+        """(task name, example) pairs -> (task index, feature), each encoded by its task's template: one call
+        for all the examples of tasks that encode alike (``TaskKind.encoding_key``), such as many tasks
+        loaded from prompt files of one shape."""
+        index = {name: i for i, name in enumerate(self.names)}
+        alike: dict[tuple[int, int], list[int]] = {}
         for i, (name, _) in enumerate(items):
-            if name not in self.models:
+            if name not in index:
                 raise PtuneError(f"unknown task {name!r}; loaded: {', '.join(self.names)}")
-            by_task.setdefault(name, []).append(i)
-        for name, rows in by_task.items():
-            features = self.models[name].encode([items[i][1] for i in rows])
+            model = self.models[name]
+            alike.setdefault((id(model.kind), id(model.kind.encoding_key(model))), []).append(i)
+        out: list[tuple[int, Feature] | None] = [None] * len(items)
+        for rows in alike.values():
+            features = self.models[items[rows[0]][0]].encode([items[i][1] for i in rows])
             for i, feature in zip(rows, features):
-                out[i] = (self.names.index(name), feature)
+                out[i] = (index[items[i][0]], feature)
         return out  # type: ignore[return-value]
 
     def collate(self, encoded: Sequence[tuple[int, Feature]]) -> dict[str, torch.Tensor]:

@@ -50,6 +50,12 @@ class TaskKind:
         """Examples -> features (token ids with the template and prompt positions laid out)."""
         return model.encoder.encode(examples)
 
+    def encoding_key(self, model) -> object:
+        """What ``encode`` reads of ``model``: models with the same key encode any example alike, so a mixed-task
+        batch tokenizes their examples in one call (the served copies of one prompt-file shape share their
+        encoder). A kind whose ``encode`` reads more of the model returns the model."""
+        return model.encoder
+
     def collate(self, model, features: Sequence) -> dict[str, torch.Tensor]:
         """Pad features into a batch of [B, T] tensors (see ``batch.encoding.collate``)."""
         return collate(features, pad_id=model.encoder.pad_id, left_pad=model.encoder.decoder)
