@@ -6,7 +6,7 @@ Trains one deep prompt on rotten_tomatoes (20 steps: serving cost does not depen
 and for each task count starts the real server process (budget --budget-mb, default 10% of the
 10,000 files' tensors), then runs rounds of single-task traffic (every request the same task) and
 random mixed-task traffic (each request a task drawn uniformly, so most are cold at 10,000 tasks),
-interleaved in the same process: the ratio is the median of the rounds' ratios. Before the rounds, the
+interleaved in the same process, in alternating order: the ratio is the median of the rounds' ratios. Before the rounds, the
 resident set is filled (every task once, up to twice as many as the budget holds), so that RSS, the
 server's after the last mixed round, is that of a full resident set whatever the machine's speed. Each
 count's files are read once before its server starts, and the share of them in the page cache is recorded
@@ -14,7 +14,7 @@ before and after the rounds: where the system evicts them, cold loads read from 
 10,000 tasks with a third of the files cached: mixed/single about 0.79, against 0.88-0.94 with them cached). Writes
 benchmarks/results/serve.json and the "serve" section of docs/RESULTS.md.
 
-    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 5] [--tasks 1 4 100 1000 10000] [--no-ray]
+    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 6] [--tasks 1 4 100 1000 10000] [--no-ray]
 """
 
 from __future__ import annotations
@@ -193,14 +193,19 @@ def load(port: int, pick, texts: list[str], clients: int, seconds: float, seed: 
 
 
 def measure(port: int, names: list[str], texts: list[str], args) -> dict:
-    """Interleaved rounds of single-task and mixed-task load; the mixed rounds' share of mixed batches."""
+    """Interleaved rounds of single-task and mixed-task load, in alternating order (single first in odd rounds,
+    mixed first in even ones: what drifts over a run, such as the page cache, weighs on both alike); the mixed
+    phases' share of mixed batches."""
     single_rps, mixed_rps, ratios, errors, passes, mixed_passes, cold, answered = [], [], [], 0, 0, 0, 0, 0
     load(port, lambda rng: names[0], texts, args.clients, 2)  # warm-up
     for round_ in range(1, args.rounds + 1):
-        single = load(port, lambda rng: names[0], texts, args.clients, args.seconds, seed=round_)
+        if round_ % 2:
+            single = load(port, lambda rng: names[0], texts, args.clients, args.seconds, seed=round_)
         before = get(port, "/health")
         mixed = load(port, lambda rng: rng.choice(names), texts, args.clients, args.seconds, seed=round_)
         after = get(port, "/health")
+        if not round_ % 2:
+            single = load(port, lambda rng: names[0], texts, args.clients, args.seconds, seed=round_)
         passes += after["batches"] - before["batches"]
         mixed_passes += after["mixed_batches"] - before["mixed_batches"]
         cold += after["loads"] - before["loads"]
@@ -271,7 +276,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 4, 100, 1000, 10000])
     parser.add_argument("--ray-tasks", type=int, default=1000)
     parser.add_argument("--budget-mb", type=float, help="resident budget (default: 10%% of the largest count's files)")
