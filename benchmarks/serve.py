@@ -14,7 +14,7 @@ before and after the rounds: where the system evicts them, cold loads read from 
 10,000 tasks with a third of the files cached: mixed/single about 0.79, against 0.88-0.94 with them cached). Writes
 benchmarks/results/serve.json and the "serve" section of docs/RESULTS.md.
 
-    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 6] [--tasks 1 4 100 1000 10000] [--no-ray]
+    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 6] [--tasks 1 4 100 1000 10000] [--no-ray] [--out FILE]
 """
 
 from __future__ import annotations
@@ -282,6 +282,8 @@ def main() -> None:
     parser.add_argument("--budget-mb", type=float, help="resident budget (default: 10%% of the largest count's files)")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--render", action="store_true", help="only redraw docs/RESULTS.md from serve.json")
+    parser.add_argument("--out", type=Path, help="a rerun's records: write them to this file, leaving serve.json and "
+                                                 "docs/RESULTS.md as they are")
     args = parser.parse_args()
     if args.render:
         records = json.loads(RESULTS.read_text())
@@ -313,9 +315,12 @@ def main() -> None:
             print(json.dumps(records[-1]), flush=True)
     command = " ".join(["python benchmarks/serve.py", *map(shlex.quote, sys.argv[1:])])
     meta = {"command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
-            "file_mb": round(file_mb, 4), "seconds_per_phase": args.seconds, "rounds": args.rounds, "filled": True, "alternating": True,
-            "versions": versions("torch", "transformers", "fastapi", "uvicorn", "ray")}
+            "file_mb": round(file_mb, 4), "seconds_per_phase": args.seconds, "rounds": args.rounds, "filled": True,
+            "alternating": True, "versions": versions("torch", "transformers", "fastapi", "uvicorn", "ray")}
     records = [record | meta for record in records]
+    if args.out:
+        args.out.write_text(json.dumps(records, indent=2) + "\n")
+        return
     save(RESULTS, records, SECTION, render(records))
 
 
