@@ -200,7 +200,7 @@ def test_concurrent_first_requests_load_a_task_once(scale_server, minilm):
 def test_damaged_tensors_fail_on_first_use_and_others_serve(scale_server):
     port, _ = scale_server
     status, body = request(port, "/predict", {"task": "bad_data", "texts": TEXTS[:1]})
-    assert status == 404 and "checksum" in body["error"], body
+    assert status == 404 and "checksum" in body["error"] and "task 'bad_data'" in body["error"], body
     for path in ("/tasks", "/health"):
         assert "bad_data" in request(port, path)[1]["failed"]
     status, body = request(port, "/predict", {"items": [{"task": "d3", "text": TEXTS[0]}, {"task": "soft", "text": TEXTS[1]}]})

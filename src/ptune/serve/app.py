@@ -25,7 +25,7 @@ from ptune.serve.generation import add_generation_routes
 from ptune.serve.pages import add_pages, offline_app
 from ptune.serve.read_ahead import TASK_NAME, ReadAhead
 from ptune.serve.registry import TaskRegistry
-from ptune.serve.requests import ClientError, PredictRequest, example, items, json_error, parse, unknown
+from ptune.serve.requests import ClientError, PredictRequest, example, items, json_error, parse, unknown, unservable
 
 MAX_NEIGHBOURS = 50  # the most nearest tokens GET /tasks/{task}/neighbours lists per prompt position
 
@@ -144,7 +144,7 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
             try:
                 model = await asyncio.wrap_future(model)
             except PtuneError as error:
-                raise ClientError(404, f"task cannot be served: {error}") from error
+                raise unservable(task, error) from error
         key = (task, registry.entries[task].mtime_ns if task in registry else None, k)
         if key not in neighbours_seen:
             loop = asyncio.get_running_loop()

@@ -34,7 +34,7 @@ from typing import Any
 from ptune.errors import PtuneError
 from ptune.infer.bank import PromptBank
 from ptune.infer.predict import predict
-from ptune.serve.requests import ClientError
+from ptune.serve.requests import unservable
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,10 @@ class Batcher:
                 waiter = asyncio.ensure_future(self._rejoin(pending, loads))
                 self._rejoining.add(waiter)
                 waiter.add_done_callback(self._rejoining.discard)
-            elif failed := next((f.exception() for f in loads if f.exception() is not None), None):
+            elif failed := next(((task, f.exception()) for task, _, f in pending.items
+                                 if isinstance(f, Future) and f.exception() is not None), None):
                 if not pending.future.done():
-                    pending.future.set_exception(failed if isinstance(failed, ClientError) else
-                                                 ClientError(404, f"task cannot be served: {failed}"))
+                    pending.future.set_exception(unservable(*failed))
             else:
                 pending.items = [(task, example, m.result() if isinstance(m, Future) else m)
                                  for task, example, m in pending.items]

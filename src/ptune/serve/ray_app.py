@@ -31,7 +31,7 @@ from ptune.serve.batcher import Batcher
 from ptune.serve.malloc import limit_malloc
 from ptune.serve.read_ahead import TASK_NAME
 from ptune.serve.registry import MB, TaskRegistry
-from ptune.serve.requests import ClientError, example, items, json_error, parse, unknown
+from ptune.serve.requests import ClientError, example, items, json_error, parse, unknown, unservable
 
 
 def rss_mb() -> float | None:
@@ -105,7 +105,7 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
             try:
                 return await self.task_model(task)
             except PtuneError as error:
-                raise ClientError(404, f"task cannot be served: {error}") from None
+                raise unservable(task, error) from None
 
         async def predict(self, rows: list[tuple[int, dict]], top_k: int | None) -> dict[str, Any]:
             """Records for the (item index, row) pairs of the task named by the call's multiplexed model id."""

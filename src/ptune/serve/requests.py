@@ -125,3 +125,9 @@ def unknown(registry, missing: list[str]) -> ClientError:
     if failed:
         return ClientError(404, f"task {failed[0]!r} cannot be served: {registry.failed[failed[0]]}")
     return ClientError(404, f"unknown task(s) {', '.join(map(repr, missing))}; GET /tasks lists the loaded ones")
+
+
+def unservable(task: str, error: BaseException) -> ClientError:
+    """The 404 for ``task``, whose file failed to load on first use (damaged, changed or removed since it was
+    indexed); a ClientError already said is kept."""
+    return error if isinstance(error, ClientError) else ClientError(404, f"task {task!r} cannot be served: {error}")
