@@ -9,17 +9,20 @@ random mixed-task traffic (each request a task drawn uniformly, so most are cold
 interleaved in the same process, in alternating order: the ratio is the median of the rounds' ratios. Before the rounds, the
 resident set is filled (every task once, up to twice as many as the budget holds), so that RSS, the
 server's after the last mixed round, is that of a full resident set whatever the machine's speed. Each
-count's files are read once before its server starts, and the share of them in the page cache is recorded
-before and after the rounds: where the system evicts them, cold loads read from disk (measured here at
-10,000 tasks with a third of the files cached: mixed/single about 0.79, against 0.88-0.94 with them cached). Writes
+count's files are pinned in the page cache while its server runs (``held``; ``--page-cache warm``: read once
+before it starts), and the share of them in the page cache is recorded before and after the rounds: where the
+system evicts them, cold loads read from disk (measured here at 10,000 tasks with a third of the files cached:
+mixed/single about 0.79, against 0.88-0.94 with them cached; this machine's DAMON pageout reclaims page cache
+idle for a minute, so files read once are gone within the rounds). Writes
 benchmarks/results/serve.json and the "serve" section of docs/RESULTS.md.
 
-    python benchmarks/serve.py [--clients 8] [--seconds 8] [--rounds 6] [--tasks 1 4 100 1000 10000] [--no-ray] [--out FILE]
+    python benchmarks/serve.py [--clients 8] [--seconds 10] [--rounds 8] [--tasks 1 4 100 1000 10000] [--no-ray] [--page-cache held|warm] [--out FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -81,6 +84,19 @@ def subset(folder: Path, names: list[str], count: int) -> Path:
     return out
 
 
+HOLD = """
+import ctypes, mmap, os, sys
+maps = []
+for entry in os.scandir(sys.argv[1]):
+    with open(entry.path, "rb") as handle:
+        maps.append(mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ))
+if ctypes.CDLL(None, use_errno=True).mlockall(1) != 0:  # MCL_CURRENT: every mapping read in and pinned
+    sys.exit(f"mlockall: {os.strerror(ctypes.get_errno())}")
+print("held", flush=True)
+sys.stdin.read()
+"""
+
+
 def warm(folder: Path) -> None:
     """Read every file of ``folder`` once, so that each count's server starts with its files in the page cache
     (as on a server whose prompt folder fits in memory) rather than with whatever earlier counts left there."""
@@ -88,6 +104,24 @@ def warm(folder: Path) -> None:
         with open(path, "rb") as handle:
             while handle.read(1 << 20):
                 pass
+
+
+@contextlib.contextmanager
+def held(folder: Path):
+    """``folder``'s files pinned in the page cache while the block runs, by a child process that maps them and
+    locks its mappings (``mlockall``; root or CAP_IPC_LOCK). A machine that reclaims idle page cache on its own
+    (here: DAMON ``pageout`` of pages idle for a minute) would otherwise evict files between a task's uses,
+    which a server whose prompt folder fits in its memory keeps; the server's own RSS is unchanged."""
+    child = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        if child.stdout.readline().strip() != "held":
+            raise SystemExit(f"could not pin the prompt files in memory ({child.stderr.read().strip()}); run as root "
+                             "or pass --page-cache warm")
+        yield
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
 
 
 def cached_fraction(folder: Path) -> float | None:
@@ -222,7 +256,14 @@ def measure(port: int, names: list[str], texts: list[str], args) -> dict:
 
 
 def run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float, args) -> dict:
+    if args.page_cache == "held":
+        with held(folder):
+            return _run_uvicorn(folder, names, texts, budget, args)
     warm(folder)
+    return _run_uvicorn(folder, names, texts, budget, args)
+
+
+def _run_uvicorn(folder: Path, names: list[str], texts: list[str], budget: float, args) -> dict:
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "ptune.cli", "serve", str(folder), "--port", str(port),
                                 "--backbone", "minilm", "--max-resident-mb", str(budget)],
@@ -275,13 +316,16 @@ def run_ray(folder: Path, names: list[str], texts: list[str], budget: float, arg
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=float, default=8)
-    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--tasks", type=int, nargs="+", default=[1, 4, 100, 1000, 10000])
     parser.add_argument("--ray-tasks", type=int, default=1000)
     parser.add_argument("--budget-mb", type=float, help="resident budget (default: 10%% of the largest count's files)")
     parser.add_argument("--no-ray", action="store_true")
     parser.add_argument("--render", action="store_true", help="only redraw docs/RESULTS.md from serve.json")
+    parser.add_argument("--page-cache", choices=("held", "warm"), default="held",
+                        help="held (default): each count's files pinned in the page cache while its server runs; "
+                             "warm: read once before it starts, then left to the system's reclaim")
     parser.add_argument("--out", type=Path, help="a rerun's records: write them to this file, leaving serve.json and "
                                                  "docs/RESULTS.md as they are")
     args = parser.parse_args()
@@ -316,7 +360,7 @@ def main() -> None:
     command = " ".join(["python benchmarks/serve.py", *map(shlex.quote, sys.argv[1:])])
     meta = {"command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "file_mb": round(file_mb, 4), "seconds_per_phase": args.seconds, "rounds": args.rounds, "filled": True,
-            "alternating": True, "versions": versions("torch", "transformers", "fastapi", "uvicorn", "ray")}
+            "alternating": True, "page_cache_held": args.page_cache == "held", "versions": versions("torch", "transformers", "fastapi", "uvicorn", "ray")}
     records = [record | meta for record in records]
     if args.out:
         args.out.write_text(json.dumps(records, indent=2) + "\n")
@@ -374,6 +418,14 @@ def render(records: list[dict]) -> str:
                         f"both phases send the same traffic, and its rounds' ratios span {one['ratio_range'][0]}-"
                         f"{one['ratio_range'][1]} (median {one['mixed_over_single']}).")
     order = " (alternating which phase goes first)" if meta.get("alternating") else ""
+    held_text = ('"page cache" is the share of the count\'s prompt files in the page cache before and after the rounds. '
+                 "Each count's files were pinned there while its server ran, by a helper process that maps and locks "
+                 "them (as on a server whose prompt folder fits in its memory): this machine reclaims page cache idle "
+                 "for a minute on its own (DAMON pageout), and with a third of the files left cached mixed/single fell "
+                 "to about 0.79, cold loads then reading from disk." if meta.get("page_cache_held") else
+                 '"page cache" is the share of the count\'s prompt files in the page cache before and after the rounds '
+                 "(each count's files are read once before its server starts); where it falls, cold loads read from "
+                 "disk.")
     return f"""## Serving at scale (issue 13: thousands of tasks, a bounded resident set)
 
 Command: `{meta['command']}` · {meta['cpu']}, {meta['cores']} cores shared by the server and the clients (and
@@ -385,8 +437,7 @@ every request to one task, "mixed" to a task drawn uniformly at random (cold loa
 the median of the rounds' ratios (range in brackets). Startup is process start to the first `/health` answer
 (backbone load included); RSS is the server's after the last mixed round (Ray: the sum of the replicas').
 {filled}
-"page cache" is the share of the count's prompt files in the page cache before and after the rounds (each
-count's files are read once before its server starts); where it falls, cold loads read from disk.
+{held_text}
 "mixed batches" is the share of forward passes that held more than one task; "cold" the share of mixed requests
 whose task had to be loaded first (each round draws new tasks).
 
