@@ -19,13 +19,16 @@ from ptune.config import MethodConfig
 from ptune.data import TaggedExample, TextExample
 from ptune.infer.predict import predict
 from ptune.model.prompt_model import PromptModel
-from ptune.serve.lazy_prompts import OVERHEAD_BYTES
+from ptune.serve.lazy_prompts import INDEX_BYTES, OVERHEAD_BYTES
 from ptune.serve.read_ahead import MIN_FILES, ReadAhead
 from ptune.serve.registry import TaskRegistry
 from ptune.storage.prompt_files import load_prompt, save_prompt
 
 DEEP = [f"d{i}" for i in range(6)]
-BUDGET_MB = 0.25  # two of these deep prompts (about 93 KB charged each), not three
+MB = 1024 * 1024
+FILES = len(DEEP) + 6 + MIN_FILES  # what scale_server writes, failed files included: each is charged INDEX_BYTES
+BUDGET_MB = round(0.25 + FILES * INDEX_BYTES / MB, 3)  # the index, then two of these deep prompts (about 93 KB
+                                                       # charged each), not three
 
 
 def make_prompt(backbone, folder, name, method, *, tagging=False, seed=0, **options):
@@ -79,7 +82,7 @@ def test_startup_reads_headers_only_and_lists_bad_files(scale_server):
     body = health(port)
     assert body["read_ahead_s"] is not None  # the headers came from the read-ahead child
     assert body["loads"] == 0 and body["resident"] == 0  # nothing loaded before a request asks for it
-    assert body["max_resident_mb"] == BUDGET_MB
+    assert body["max_resident_mb"] == BUDGET_MB and body["index_mb"] == round(FILES * INDEX_BYTES / MB, 3)
     assert {"bad_header", "cut_short"} <= set(body["failed"]), body["failed"]
     assert "cut short" in body["failed"]["cut_short"]
     status, listed = request(port, "/tasks")
@@ -172,6 +175,24 @@ def test_eviction_keeps_the_resident_set_within_the_budget(scale_server, minilm)
     status, body = request(port, "/predict", {"task": "d0", "texts": TEXTS})
     assert status == 200 and health(port)["loads"] == loads + 1
     assert [p["label"] for p in body["predictions"]] == [r["label"] for r in eager_records(minilm, folder, "d0", TEXTS)]
+
+
+def test_the_index_is_charged_against_the_budget(scale_server, minilm, caplog):
+    _, folder = scale_server
+    cost = (folder / "d0.safetensors").stat().st_size + OVERHEAD_BYTES
+    index = FILES * INDEX_BYTES  # about 1.8 prompts' worth here
+    registry = TaskRegistry(folder, minilm, (index + 2.5 * cost) / MB)
+    assert registry.index_bytes == index
+    for name in DEEP[:4]:
+        registry.model(name)
+    assert registry.stats()["resident"] == 2  # with the index left out of the budget, 4 would fit
+    assert registry.index_bytes + registry.resident_bytes <= registry.budget
+    assert registry.resident("d3") is not None and registry.resident("d1") is None
+    assert "raise --max-resident-mb" not in caplog.text
+    crowded = TaskRegistry(folder, minilm, index * 1.5 / MB)  # the index takes most of it: said at startup
+    assert "raise --max-resident-mb" in caplog.text and f"index of {FILES} prompt files" in caplog.text
+    crowded.model("d0"), crowded.model("d1")
+    assert crowded.stats()["resident"] == 1  # the latest stays, over the budget, rather than none
 
 
 def test_cold_task_loads_on_first_use(scale_server):
@@ -317,3 +338,33 @@ def test_the_server_process_maps_blocks_of_a_mib_or_more_unless_the_user_chose()
     assert python(MAPPED, "limit") == ["True", "True"]
     assert python(MAPPED, "default") == ["None", "False"]  # glibc's own: the freed block raised the threshold
     assert python(MAPPED, "limit", MALLOC_MMAP_THRESHOLD_=str(64 * 1024 * 1024)) == ["False", "False"]
+
+
+TRIMMED = """
+import ctypes
+from ptune.serve.malloc import Trim
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+def anon_mb():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("RssAnon")) / 1024
+start = anon_mb()
+blocks = [libc.malloc(2048) for _ in range(20001)]  # 40 MiB of small blocks, from the heap
+for block in blocks:
+    ctypes.memset(block, 1, 2048)
+for block in blocks[:-1]:  # the last stays: the heap's top cannot shrink past it, so free() keeps their pages
+    libc.free(ctypes.c_void_p(block))
+trim = Trim(every=3600)
+trim()  # not due yet: nothing happens
+held = anon_mb()
+print(trim.calls, round(held - start))
+trim.every = 0
+trim()
+print(trim.calls, round(held - anon_mb()))
+"""
+
+
+@GLIBC
+def test_the_server_hands_freed_heap_pages_back_when_a_trim_is_due():
+    calls, kept, calls_after, freed = map(int, python(TRIMMED))
+    assert calls == 0 and kept >= 35, kept  # free() alone kept the 40 MiB
+    assert calls_after == 1 and freed >= 30, freed

@@ -23,8 +23,9 @@ def add_parser(sub) -> None:
     serve.add_argument("--max-texts", type=COUNT, default=256, help="most texts in one request")
     serve.add_argument("--max-text-chars", type=COUNT, default=4000, help="longest text accepted")
     serve.add_argument("--max-resident-mb", type=Bound(0, above=True), default=1024.0,
-                       help="MiB of prompts kept loaded; the least recently used are evicted and reloaded on their "
-                            "next request (default 1024, about 3,400 deep prompts of 300 KB)")
+                       help="MiB for the prompts kept loaded and the index of every file (640 B each); the least "
+                            "recently used are evicted and reloaded on their next request (default 1024, about 3,400 "
+                            "deep prompts of 300 KB)")
     add_device_options(serve)
     serve.add_argument("--ray", action="store_true",
                        help="run on Ray Serve: replicas of the backbone, each request routed to a replica that holds "

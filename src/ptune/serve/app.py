@@ -112,7 +112,7 @@ def create_app(folder: str | Path, backbone: Backbone, limits: Limits | None = N
     async def health() -> dict:
         return {"status": "ok", "backbone": backbone.name, "tasks": len(registry), "failed": registry.failed,
                 "batches": batcher.batches, "mixed_batches": batcher.mixed_batches, "requests": batcher.requests,
-                **registry.stats()}
+                "trim_s": round(batcher.trim.seconds, 3), **registry.stats()}
 
     @app.get("/tasks")
     async def tasks() -> dict:

@@ -34,6 +34,7 @@ from typing import Any
 from ptune.errors import PtuneError
 from ptune.infer.bank import PromptBank
 from ptune.infer.predict import predict
+from ptune.serve.malloc import Trim
 from ptune.serve.requests import unservable
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Batcher:
         self.requests = 0  # requests answered through them
         self.mixed_batches = 0  # passes that held more than one task
         self._rejoining: set[asyncio.Task] = set()  # requests waiting for their loads (held: the loop keeps weak refs)
+        self.trim = Trim()  # the heap's free pages handed back every few seconds, on the worker between passes
 
     async def submit(self, items: list[tuple[str, Any, Any]], top_k: int | None = None) -> list[dict]:
         """The JSON record of each (task, example, model) item, as ``ptune predict`` prints it; a model may be
@@ -150,6 +152,8 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_result(records[cursor : cursor + len(pending.items)])
             cursor += len(pending.items)
+        if self.trim.due():  # after the answers, before the next pass (the one worker runs them in turn)
+            loop.run_in_executor(self.executor, self.trim)
 
     def records(self, rows: list[tuple[str, Any, Any, int | None]]) -> list[dict]:
         """One pass over (task, example, model, top_k) rows: the mixable ones through a bank of the models

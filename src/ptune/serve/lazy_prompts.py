@@ -34,6 +34,10 @@ DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF1
 # What a resident task costs beyond its tensors: the shallow module copies, their dicts and the mapping
 # (measured: about 12 KB per deep prompt on CPython 3.11; benchmarks/serve.py checks the total by RSS).
 OVERHEAD_BYTES = 16 * 1024
+# What indexing one file costs, resident or not: its Entry, name, path, checksum and lock, and its slots in the
+# registry's tables (measured with 10,000 files on CPython 3.11: 565 B of Python objects by tracemalloc, 620 B of
+# anonymous RSS). Charged against the same budget, so that the budget bounds all the memory the task count adds.
+INDEX_BYTES = 640
 # Kinds the server refuses, and why (QA, which cannot share a mixed batch either, is served per task).
 UNSERVED = {
     "multiple_choice": "an example is a text and its choices, one batch row each, and POST /predict items carry a "

@@ -142,7 +142,8 @@ def build_app(folder: str | Path, backbone: str, *, replicas: int = 2, limits: L
                     "dtype": str(parameter.dtype).removeprefix("torch."), "rss_mb": rss_mb(),
                     "tasks": len(self.registry), "failed": self.registry.failed,
                     "batches": self.batcher.batches, "mixed_batches": self.batcher.mixed_batches,
-                    "requests": self.batcher.requests, **self.registry.stats()}
+                    "requests": self.batcher.requests, "trim_s": round(self.batcher.trim.seconds, 3),
+                    **self.registry.stats()}
 
         def tasks(self) -> dict[str, Any]:
             self.registry.refresh()

@@ -5,7 +5,9 @@ Startup reads headers only; a file that cannot be served (corrupt, another backb
 server cannot serve) is listed in ``failed`` and never stops the others. ``model(name)`` returns a
 resident task at once; a cold one is loaded under that task's own lock, so concurrent first requests
 load it once and requests for other tasks never wait for it. Loading past the budget evicts the
-least recently used tasks (a request already holding one keeps it until it is answered).
+least recently used tasks (a request already holding one keeps it until it is answered). The budget
+covers the index as well (``INDEX_BYTES`` a file, resident or not), so that it bounds all the memory the
+number of tasks adds to the server.
 
 ``ptune serve`` hands it a ``ReadAhead``: the headers read by a child process forked before torch loads.
 Measured with 10,000 deep prompt files on 2 cores, startup to the first answer (the parent's own
@@ -29,7 +31,7 @@ from typing import Any
 from ptune.errors import PtuneError
 from ptune.model.backbones import Backbone
 from ptune.model.prompt_model import PromptModel
-from ptune.serve.lazy_prompts import Entry, Indexer, Loader
+from ptune.serve.lazy_prompts import INDEX_BYTES, Entry, Indexer, Loader
 from ptune.serve.read_ahead import ReadAhead, listing, shape_key
 
 log = logging.getLogger(__name__)
@@ -37,8 +39,8 @@ MB = 1024 * 1024
 
 
 class TaskRegistry:
-    """Prompt files in ``folder`` served on ``backbone``; at most ``max_resident_mb`` MiB of them resident
-    (None: no bound). ``refresh`` rescans the folder: new files are indexed, changed ones re-read.
+    """Prompt files in ``folder`` served on ``backbone``; at most ``max_resident_mb`` MiB for the index of every
+    file and the resident prompts together (None: no bound). ``refresh`` rescans the folder: new files are indexed, changed ones re-read.
     ``read_ahead``: the headers a child process has been reading since before the backbone loaded."""
 
     def __init__(self, folder: Path, backbone: Backbone, max_resident_mb: float | None = None,
@@ -92,6 +94,13 @@ class TaskRegistry:
                         self.failed[name] = error
                 if error:
                     log.warning("skipped %s: %s", path, error)
+            if self.budget is not None and self.index_bytes > self.budget / 2:
+                log.warning("the index of %d prompt files takes %.1f of the %.1f MiB budget (%d B a file), leaving "
+                            "%.1f MiB for resident prompts; raise --max-resident-mb", len(self._seen),
+                            self.index_bytes / MB, self.budget / MB, INDEX_BYTES,
+                            max(0, self.budget - self.index_bytes) / MB)
+            with self._lock:
+                self._shrink()
 
     def _index(self, name: str, path: str, mtime: int, ahead: dict | None, keys: dict[int, str]) -> Entry:
         """``name``'s Entry: from the read-ahead where it read the file as it is now, else from the file."""
@@ -105,6 +114,11 @@ class TaskRegistry:
         if group not in keys:
             keys[group] = shape_key(header)
         return self.indexer.index_header(name, path, header, mtime_ns, data, digest, key=keys[group])
+
+    @property
+    def index_bytes(self) -> int:
+        """What the index holds, charged against the budget: every file seen, servable or failed."""
+        return len(self._seen) * INDEX_BYTES
 
     def __contains__(self, name: object) -> bool:
         return name in self.entries
@@ -121,7 +135,9 @@ class TaskRegistry:
     def stats(self) -> dict[str, Any]:
         """The resident set's numbers, for GET /health."""
         return {"index_s": round(self.index_s, 3),
-                "read_ahead_s": None if self.read_ahead_s is None else round(self.read_ahead_s, 3), "resident": len(self._resident), "resident_mb": round(self.resident_bytes / MB, 3),
+                "read_ahead_s": None if self.read_ahead_s is None else round(self.read_ahead_s, 3),
+                "resident": len(self._resident), "resident_mb": round(self.resident_bytes / MB, 3),
+                "index_mb": round(self.index_bytes / MB, 3),
                 "max_resident_mb": None if self.budget is None else round(self.budget / MB, 3),
                 "loads": self.loads, "evictions": self.evictions}
 
@@ -178,9 +194,14 @@ class TaskRegistry:
         self._drop(name)
         self._resident[name] = (entry, model)
         self.resident_bytes += entry.cost
-        while self.budget is not None and self.resident_bytes > self.budget and len(self._resident) > 1:
-            oldest = next(iter(self._resident))
-            self._drop(oldest)
+        self._shrink()
+
+    def _shrink(self) -> None:
+        """Evict the least recently used tasks until the index and the resident set fit the budget (the most
+        recent one always stays)."""
+        while (self.budget is not None and self.index_bytes + self.resident_bytes > self.budget
+               and len(self._resident) > 1):
+            self._drop(next(iter(self._resident)))
             self.evictions += 1
 
     def _drop(self, name: str) -> None:
