@@ -353,8 +353,10 @@ for block in blocks:
     ctypes.memset(block, 1, 2048)
 for block in blocks[:-1]:  # the last stays: the heap's top cannot shrink past it, so free() keeps their pages
     libc.free(ctypes.c_void_p(block))
-trim = Trim(every=3600)
-trim()  # not due yet: nothing happens
+trim = Trim(every=0)
+trim()  # no pass has run since it was made: nothing to do
+trim.pending, trim.every = True, 3600
+trim()  # not due yet
 held = anon_mb()
 print(trim.calls, round(held - start))
 trim.every = 0
@@ -368,3 +370,26 @@ def test_the_server_hands_freed_heap_pages_back_when_a_trim_is_due():
     calls, kept, calls_after, freed = map(int, python(TRIMMED))
     assert calls == 0 and kept >= 35, kept  # free() alone kept the 40 MiB
     assert calls_after == 1 and freed >= 30, freed
+
+
+@GLIBC
+def test_an_idle_server_trims_its_heap_once_after_its_last_pass():
+    import asyncio
+
+    from ptune.serve.app import Limits
+    from ptune.serve.batcher import Batcher
+
+    async def scenario():
+        batcher = Batcher(None, Limits())
+        batcher.trim.every = 0.05
+        batcher.queue.put_nowait("first")
+        first = await batcher._next(asyncio.get_running_loop())  # nothing has run: no trim
+        batcher.trim.pending = True  # as after a pass
+        asyncio.get_running_loop().call_later(0.3, batcher.queue.put_nowait, "later")
+        later = await batcher._next(asyncio.get_running_loop())  # idle 0.3 s: trimmed once while waiting
+        calls = batcher.trim.calls
+        batcher.queue.put_nowait("soon")
+        soon = await batcher._next(asyncio.get_running_loop())  # no pass since: no trim
+        return first, later, soon, calls, batcher.trim.calls
+
+    assert asyncio.run(scenario()) == ("first", "later", "soon", 1, 1)

@@ -60,7 +60,7 @@ class Batcher:
         self.requests = 0  # requests answered through them
         self.mixed_batches = 0  # passes that held more than one task
         self._rejoining: set[asyncio.Task] = set()  # requests waiting for their loads (held: the loop keeps weak refs)
-        self.trim = Trim()  # the heap's free pages handed back every few seconds, on the worker between passes
+        self.trim = Trim()  # the heap's free pages handed back on the worker: every few seconds, and when idle
 
     async def submit(self, items: list[tuple[str, Any, Any]], top_k: int | None = None) -> list[dict]:
         """The JSON record of each (task, example, model) item, as ``ptune predict`` prints it; a model may be
@@ -86,7 +86,7 @@ class Batcher:
         """The next batch: the first request waiting and whatever arrives within the window (up to
         ``max_batch`` items). Where its requests' loads are still running when the window ends, arrivals
         keep joining until they end, for at most one more window."""
-        group = [await self.queue.get()]
+        group = [await self._next(loop)]
         size, window = len(group[0].items), self.limits.window_ms / 1000
         deadline, extended = loop.time() + window, False
         while size < self.limits.max_batch:
@@ -106,6 +106,22 @@ class Batcher:
                 group.append(getter.result())
                 size += len(group[-1].items)
         return group
+
+    async def _next(self, loop: asyncio.AbstractEventLoop) -> _Pending:
+        """The next request to arrive. Where passes have run since the last trim and none arrives within a trim's
+        interval, the heap is trimmed meanwhile (on the worker), so that an idle server holds its live memory."""
+        if self.trim.available and self.trim.pending:
+            getter = asyncio.ensure_future(self.queue.get())
+            await asyncio.wait({getter}, timeout=self.trim.every)
+            if getter.done():
+                return getter.result()
+            getter.cancel()  # the queue keeps what it holds: a cancelled get takes nothing
+            with contextlib.suppress(asyncio.CancelledError):
+                await getter
+            if getter.done() and not getter.cancelled():
+                return getter.result()
+            await loop.run_in_executor(self.executor, self.trim, True)
+        return await self.queue.get()
 
     def _loaded(self, group: list[_Pending]) -> list[_Pending]:
         """The requests of ``group`` whose models have all loaded, each load's Future replaced by its model;
@@ -152,6 +168,7 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_result(records[cursor : cursor + len(pending.items)])
             cursor += len(pending.items)
+        self.trim.pending = True
         if self.trim.due():  # after the answers, before the next pass (the one worker runs them in turn)
             loop.run_in_executor(self.executor, self.trim)
 

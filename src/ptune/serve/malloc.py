@@ -68,21 +68,29 @@ def _malloc_trim():
 
 
 class Trim:
-    """glibc's ``malloc_trim(0)`` (free pages anywhere in the heap returned to the system), at most once every
-    ``every`` seconds: called after a server's passes, so that its RSS is its live memory rather than whatever
-    the last passes' temporaries left. Does nothing elsewhere than glibc. ``seconds``: the time it has taken."""
+    """glibc's ``malloc_trim(0)``: free pages anywhere in the heap returned to the system. The server calls it
+    between passes at most once every ``every`` seconds, and once when it falls idle after a pass, so that its RSS
+    is its live memory rather than whatever its last passes' temporaries left. Does nothing elsewhere than glibc.
+    ``pending``: a pass has run since the last trim; ``seconds``: the time trimming has taken."""
 
     def __init__(self, every: float = TRIM_EVERY_S):
         self._trim = _malloc_trim()
         self.every, self.last = every, time.monotonic()
         self.calls, self.seconds = 0, 0.0
+        self.pending = False
+
+    @property
+    def available(self) -> bool:
+        return self._trim is not None
 
     def due(self) -> bool:
-        return self._trim is not None and time.monotonic() - self.last >= self.every
+        return self.available and self.pending and time.monotonic() - self.last >= self.every
 
-    def __call__(self) -> None:
-        if not self.due():
+    def __call__(self, idle: bool = False) -> None:
+        """Trim if due (``idle``: if a pass has run since the last trim, however recently)."""
+        if not (self.due() or (idle and self.available and self.pending)):
             return
+        self.pending = False
         started = time.perf_counter()
         self._trim(0)
         self.last = time.monotonic()
