@@ -95,33 +95,30 @@ class Batcher:
                 deadline, extended = deadline + window, True
             if loop.time() >= deadline or (extended and not running):
                 break
-            getter = asyncio.ensure_future(self.queue.get())
-            waits = {getter, *(asyncio.wrap_future(f) for f in running)} if extended else {getter}
-            await asyncio.wait(waits, timeout=max(0.0, deadline - loop.time()), return_when=asyncio.FIRST_COMPLETED)
-            if not getter.done():
-                getter.cancel()  # the queue keeps what it holds: a cancelled get takes nothing
-                with contextlib.suppress(asyncio.CancelledError):
-                    await getter
-            if getter.done() and not getter.cancelled():
-                group.append(getter.result())
-                size += len(group[-1].items)
+            loads = [asyncio.wrap_future(f) for f in running] if extended else []
+            if (arrived := await self._get(max(0.0, deadline - loop.time()), loads)) is not None:
+                group.append(arrived)
+                size += len(arrived.items)
         return group
 
     async def _next(self, loop: asyncio.AbstractEventLoop) -> _Pending:
         """The next request to arrive. Where passes have run since the last trim and none arrives within a trim's
         interval, the heap is trimmed meanwhile (on the worker), so that an idle server holds its live memory."""
         if self.trim.available and self.trim.pending:
-            getter = asyncio.ensure_future(self.queue.get())
-            await asyncio.wait({getter}, timeout=self.trim.every)
-            if getter.done():
-                return getter.result()
+            if (arrived := await self._get(self.trim.every)) is not None:
+                return arrived
+            await loop.run_in_executor(self.executor, self.trim, True)
+        return await self.queue.get()
+
+    async def _get(self, timeout: float, loads: list = ()) -> _Pending | None:
+        """The next request if one arrives within ``timeout`` seconds (and before any of ``loads`` ends), else None."""
+        getter = asyncio.ensure_future(self.queue.get())
+        await asyncio.wait({getter, *loads}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        if not getter.done():
             getter.cancel()  # the queue keeps what it holds: a cancelled get takes nothing
             with contextlib.suppress(asyncio.CancelledError):
                 await getter
-            if getter.done() and not getter.cancelled():
-                return getter.result()
-            await loop.run_in_executor(self.executor, self.trim, True)
-        return await self.queue.get()
+        return getter.result() if getter.done() and not getter.cancelled() else None
 
     def _loaded(self, group: list[_Pending]) -> list[_Pending]:
         """The requests of ``group`` whose models have all loaded, each load's Future replaced by its model;
