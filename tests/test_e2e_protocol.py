@@ -80,6 +80,17 @@ def test_a_best_at_the_edge_of_its_grid_gets_one_step_beyond_before_seeds_run(be
     assert [s["lr"] for s in e2e.specs("seeds", data, args)] == [chosen]
 
 
+def test_redo_owes_a_named_seeds_triple_again_once():
+    redo = [["rotten_tomatoes", "prompt", "0"]]
+    named = [run(side, 0, 0.7, [], method="prompt") for side in e2e.SIDES]
+    assert all(e2e.owed_again(r, redo) for r in named)  # every side of the triple
+    assert not e2e.owed_again(run("ptune", 1, 0.7, [], method="prompt"), redo)  # another seed
+    assert not e2e.owed_again(run("ptune", 0, 0.7, [], method="ptuning"), redo)  # another method
+    assert not e2e.owed_again(run("ptune", 0, 0.7, [], method="prompt", stage="sweep"), redo)  # the sweep's own
+    assert not e2e.owed_again({**named[0], "redone": True}, redo)  # remade already: a resumed --redo keeps it
+    assert not e2e.owed_again(named[0], [])
+
+
 def test_sweep_covers_three_rates_per_side_within_each_documented_range():
     args = Namespace(tasks=["conll2003"], methods=list(e2e.METHODS), sides=list(e2e.SIDES), seeds=[0])
     planned = e2e.specs("sweep", {"runs": []}, args)
