@@ -60,13 +60,12 @@ import math
 import os
 import statistics
 import sys
-import tempfile
 import warnings
 from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, versions, write_section
+from report import ROOT, machine, versions, write_atomic, write_section
 from e2e_sides import (BATCH, HEAD_DROPOUT, LENGTH, THREADS, _TASKS, backbone, ptune_model, run_peft,  # noqa: E402
                        run_ptune, task_of)
 
@@ -114,14 +113,8 @@ def load(path: Path) -> dict:
 
 
 def store(path: Path, data: dict) -> None:
-    """Write atomically: a run killed mid-write leaves the previous file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     data["summary"], data["ratios"] = summarise(data)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(data, indent=1) + "\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(data, indent=1) + "\n")
 
 
 def provenance(command: str) -> dict:

@@ -11,6 +11,8 @@ first EVAL_LIMIT examples of the fixed split, one run per seed (mean and std ove
     python benchmarks/lm.py --train-limit 2000 --eval-limit 500 --epochs 3 --seeds 0 1 2 --threads 1 \
         --methods prompt ptuning deep deep-linear --sweep benchmarks/results/sweeps/smollm2_verbalizer_deep/best.json
 
+Runs go seed by seed (every row of seed 0, then seed 1, ...), each recorded as it ends; ``--resume`` skips
+the runs the record already holds at this budget, so a long confirmation builds up over several sessions.
 ``--sweep FILE`` adds the row ``deep-sweep``: a `ptune sweep` winner's searched settings (its best.json) at
 this budget. A budget other than the recorded one starts lm.json's verbalizer record afresh.
 """
@@ -28,7 +30,7 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, machine, versions, write_section  # noqa: E402
+from report import ROOT, machine, versions, write_atomic, write_section  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "lm.json"
 VERBALIZER = "negative=bad,terrible;positive=good,great"
@@ -173,6 +175,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="one run per seed (default: 0)")
     parser.add_argument("--sweep", type=Path, metavar="BEST_JSON", help="add the row deep-sweep: this sweep winner")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 where another job shares 2 cores)")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip the (method, seed) runs this budget's record already holds (a stopped run goes on)")
     parser.add_argument("--report-only", action="store_true", help="rewrite docs/RESULTS.md from lm.json")
     args = parser.parse_args()
     if args.report_only:
@@ -203,8 +207,12 @@ def main() -> None:
         kept = next((v for v in earlier if same_budget(v, budget)), {})  # this budget's own runs, resumed
     command = " ".join(["python benchmarks/lm.py", *map(shlex.quote, sys.argv[1:])])
     order = [*SETTINGS, "deep-sweep"]
-    for name, setting in settings.items():
-        for seed in args.seeds:
+    held = {(r["name"], r["seed"]) for r in kept.get("runs", [])} if args.resume else set()
+    for seed in args.seeds:  # every row of a seed before the next seed: a stopped run leaves whole comparisons
+        for name, setting in settings.items():
+            if (name, seed) in held:
+                print(f"{name} seed {seed}: held at this budget: skipped (--resume)", flush=True)
+                continue
             record = {**run(name, setting, backbone, task, budget, seed), "command": command,
                       "date": date.today().isoformat()}
             print(json.dumps(record), flush=True)
@@ -214,8 +222,7 @@ def main() -> None:
                 **budget, "date": date.today().isoformat(), "backbone": "smollm2", "task": "rotten_tomatoes",
                 "verbalizer": VERBALIZER, "runs": runs, "command": command, "machine": machine(args.threads),
                 "versions": versions("torch", "transformers")}
-            RESULTS.parent.mkdir(parents=True, exist_ok=True)
-            RESULTS.write_text(json.dumps(data, indent=2) + "\n")  # after every run: a stopped benchmark keeps them
+            write_atomic(RESULTS, json.dumps(data, indent=2) + "\n")  # after every run: a stopped benchmark keeps them
             write_section(SECTION, render(data))
 
 

@@ -5,12 +5,25 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import os
 import platform
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "RESULTS.md"
 HEADER = "# Results\n\nEvery figure here comes from a script in benchmarks/; each section names its command, machine and date.\n\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it: a benchmark killed mid-write leaves the
+    previous file whole."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
 
 
 def write_section(key: str, markdown: str) -> None:
@@ -22,8 +35,7 @@ def write_section(key: str, markdown: str) -> None:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) + 1 :]
     else:
         text = text.rstrip() + "\n\n" + block
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    REPORT.write_text(text)
+    write_atomic(REPORT, text)
 
 
 def drop_section(key: str) -> None:
@@ -32,7 +44,7 @@ def drop_section(key: str) -> None:
     start, end = f"<!-- {key}:start -->", f"<!-- {key}:end -->\n"
     if start in text:
         before = text[: text.index(start)].rstrip("\n")
-        REPORT.write_text(before + "\n\n" + text[text.index(end) + len(end):].lstrip("\n"))
+        write_atomic(REPORT, before + "\n\n" + text[text.index(end) + len(end):].lstrip("\n"))
 
 
 def versions(*packages: str) -> dict:
@@ -73,6 +85,5 @@ def provenance(r: dict) -> str:
 
 def save(path: Path, record: dict, key: str, markdown: str) -> None:
     """Write ``record`` as JSON to ``path`` and ``markdown`` as section ``key`` of docs/RESULTS.md."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2) + "\n")
+    write_atomic(path, json.dumps(record, indent=2) + "\n")
     write_section(key, markdown)

@@ -68,7 +68,7 @@ GAPS = {
                   "--layers", "all", "--lr", "1e-3:1e-1:log", "--length", "4,8,16,32", "--reparam", "off,on"],
         "trials": 24,
         "confirm": {"script": "lm.py", "argv": ["--train-limit", "2000", "--eval-limit", "500", "--epochs", "3",
-                                                "--methods", "prompt", "ptuning", "deep", "deep-linear"]},
+                                                "--methods", "zero-shot", "prompt", "ptuning", "deep", "deep-linear"]},
     },
     "capital_of_ptuning": {
         "target": "capital-of (LAMA P36) P-tuning P@1 at least 10 points above the best manual wording (smollm2)",
@@ -207,7 +207,8 @@ def confirm(name: str, threads: int, seeds: tuple[int, ...] = CONFIRM_SEEDS) -> 
     where, run_seeds = gap["confirm"], ["--seeds", *map(str, seeds), "--threads", str(threads)]
     if where["script"] == "lm.py":  # its own rows at a larger budget, and the winner as deep-sweep
         best = KEPT / name / "best.json"
-        argv, shown = [*where["argv"], *run_seeds, "--sweep", str(best)], f"row deep-sweep ({best.relative_to(ROOT)})"
+        argv = [*where["argv"], *run_seeds, "--sweep", str(best.relative_to(ROOT)), "--resume"]
+        shown = f"row deep-sweep ({best.relative_to(ROOT)})"
     else:
         flags = shlex.join(winner_flags(record["best"]["settings"]))
         argv = ["--tasks", where["task"], "--methods", where["method"], *run_seeds, "--variant", "sweep",
