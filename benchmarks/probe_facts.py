@@ -82,8 +82,8 @@ def markdown(record: dict) -> str:
         f"{', '.join(f'{p} = {n}' for n, (p, _, _) in BUILTIN.items())}) with LAMA's templates "
         f"(`relations.jsonl`; the text after `[Y]` is dropped, the causal LM predicts the object last), run as "
         f"`ptune probe --facts FILE --relations relations.jsonl --multi-token --method manual ptuning "
-        f"--epochs {s['epochs']} --lr {s['lr']} --batch-size {s['batch_size']} --split-seed {s['split_seed']} "
-        f"--seed SEED`: the settings of \"Knowledge probing: manual prompts vs P-tuning vs prompt tuning\" (frozen LM, LSTM encoder, 3 [P] per side, best epoch by dev "
+        f"--epochs {s['epochs']} --lr {s['lr']} --batch-size {s['batch_size']} --encoder {s['encoder']} "
+        f"--prompts {s['prompts_per_side']} --split-seed {s['split_seed']} --seed SEED`: the settings of \"Knowledge probing: manual prompts vs P-tuning vs prompt tuning\" (frozen LM, LSTM encoder, 3 [P] per side, best epoch by dev "
         f"NLL). Test split of a seed-{s['split_seed']} split by subject; every object of the file is a candidate, "
         f"ranked by full log-likelihood; a subject with several true objects (borders) counts its best-ranked one. "
         f"P-tuning: mean ± sample std over the training seeds on that one split; manual prompts are deterministic.",
@@ -179,6 +179,7 @@ def main() -> None:
                 argv = ["-q", "probe", "--facts", str(FIXTURES / f"{predicate}.jsonl"), "--relations",
                         str(FIXTURES / "relations.jsonl"), "--multi-token", "--method", *methods,
                         "--epochs", str(args.epochs), "--lr", str(args.lr), "--batch-size", str(args.batch_size),
+                        "--encoder", "lstm", "--prompts", "3",  # this record's settings (the CLI's differ since)
                         "--split-seed", str(args.split_seed), "--seed", str(seed), "--out", out]
                 start = time.perf_counter()
                 if ptune(argv) != 0:

@@ -94,3 +94,23 @@ def test_bad_options_are_refused_in_one_line(facts, tmp_path, capsys, extra, fra
 def test_without_facts_it_says_what_to_give(tmp_path, capsys):
     assert main(["-q", "probe-sweep", "--out", str(tmp_path / "out")]) == 2
     assert "--facts FILE" in capsys.readouterr().err
+
+
+def test_learned_probe_defaults_are_the_capital_of_studys_winner():
+    """What the kept capital-of study chose is what `ptune probe` trains with when no flag is given: its lr (to
+    2 figures), epochs, encoder, [P] per side and wording."""
+    import argparse
+
+    from ptune.analysis.probing.command import DEFAULT_MANUAL, DEFAULT_PROMPTS, add_probe_options
+    from ptune.analysis.probing.lama import convert_template
+
+    kept = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "sweeps" / "capital_of_ptuning"
+    best = json.loads((kept / "best.json").read_text())
+    winner, command = best["settings"], shlex.split(best["command"])
+    parser = argparse.ArgumentParser()
+    add_probe_options(parser)
+    defaults = parser.parse_args([])
+    assert defaults.lr == pytest.approx(winner["lr"], rel=0.01) and defaults.encoder == winner["encoder"]
+    assert defaults.epochs == int(command[command.index("--epochs") + 1])
+    assert DEFAULT_PROMPTS["ptuning"] == winner["prompts"] and winner["init"] == "words"  # words: ptuning's default
+    assert convert_template(winner["wording"]) == DEFAULT_MANUAL

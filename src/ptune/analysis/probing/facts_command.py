@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ptune.analysis.probing.command import DEFAULT_PROMPTS
 from ptune.analysis.probing.lama import FactsRelation, convert_template, read_facts, read_templates, read_vocabulary
 from ptune.analysis.probing.learned import parse_probe_template, ptuning_template, soft_prompt_template
 from ptune.errors import PtuneError
@@ -63,9 +64,9 @@ def _runs(methods: list[str], wordings: list[str], source: str, prompts: int | N
             elif "[P]" in wording:
                 template = wording
             elif method == "ptuning":
-                template = ptuning_template(wording, prompts or 3)
+                template = ptuning_template(wording, prompts or DEFAULT_PROMPTS["ptuning"])
             else:
-                template = soft_prompt_template(wording, prompts or 8)
+                template = soft_prompt_template(wording, prompts or DEFAULT_PROMPTS["prompt"])
             parse_probe_template(template)
             runs.append(Run(method, wording, template))
     return tuple(runs)
