@@ -5,6 +5,7 @@ only, then the winner confirmed with 3 seeds on test at the full budget of the s
     python benchmarks/sweeps.py confirm conll2003_deep          # 3 seeds of the winner, through benchmarks/core.py
     python benchmarks/sweeps.py sweep smollm2_verbalizer_deep   # confirm: lm.py's rows at a larger budget + the winner
     python benchmarks/sweeps.py sweep capital_of_ptuning        # ptune probe-sweep; confirm: 3 seeds vs manual on test
+    python benchmarks/sweeps.py transfer capital_of_ptuning     # its settings on continent-of and borders, 3 seeds
     python benchmarks/sweeps.py reseed capital_of_ptuning  # once: a study kept before study.db.gz, from trials.json
     python benchmarks/sweeps.py --report-only
 
@@ -32,17 +33,14 @@ from datetime import date
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import ROOT, cpu_name, versions, write_section  # noqa: E402
+from report import ROOT, cpu_name, versions, write_atomic, write_section  # noqa: E402
+from sweeps_probe import CONFIRM_SEEDS, MANUAL_CAPITAL, child_env, confirm_probe, transfer_probe  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "sweeps.json"
 KEPT = ROOT / "benchmarks" / "results" / "sweeps"
 WORK = ROOT / ".cache" / "sweeps"
 SECTION = "sweeps"
 COPIED = ("best.json", "trials.md", "trials.json", "effects.png")
-CONFIRM_SEEDS = (0, 1, 2)
-
-# The manual wordings of benchmarks/probe.py's capital-of table, in LAMA's syntax.
-MANUAL_CAPITAL = ("The capital of [X] is [Y] .", "[X]'s capital city is [Y] .", "The capital city of [X] is [Y] .")
 
 # Each gap: what it must reach, the study (a subset of the full budget, at most 30 trials), and the settings
 # the winner carries into the confirmation (the searched ones; the subset's limits and epochs stay behind).
@@ -103,7 +101,7 @@ def sweep(name: str, threads: int, trials: int | None = None) -> dict:
     def command(count: int) -> list[str]:
         return [gap.get("command", "sweep"), *gap["sweep"], "--trials", str(count), "--out", str(study_dir(name))]
 
-    env = {**_env(), "OMP_NUM_THREADS": str(threads)}
+    env = {**child_env(), "OMP_NUM_THREADS": str(threads)}
     restore(name)
     finished, stalled = 0, 0
     while True:  # one trial per call, its report and study kept as soon as it ends
@@ -217,7 +215,7 @@ def confirm(name: str, threads: int, seeds: tuple[int, ...] = CONFIRM_SEEDS) -> 
         argv = ["--tasks", where["task"], "--methods", where["method"], *run_seeds, "--variant", "sweep",
                 "--extra", flags]
         shown = f"variant `sweep` (`{flags}`)"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / where["script"]), *argv], env=_env(), cwd=ROOT, check=True)
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / where["script"]), *argv], env=child_env(), cwd=ROOT, check=True)
     held = _core_seeds(where["task"], where["method"]) if where["script"] == "core.py" else list(seeds)
     _save(name, {**record, "confirmed": {"script": where["script"], "row": shown, "seeds": held,
                                          "command": shlex.join(["python", f"benchmarks/{where['script']}", *argv])}})
@@ -241,42 +239,6 @@ def _core_seeds(task: str, method: str) -> list[int]:
                  if (row["task"], row["method"], row.get("variant")) == (task, method, "sweep")), [])
 
 
-def confirm_probe(command: str, threads: int) -> dict:
-    """The winning probe command on test with each seed (one subject split), and every manual wording on test: the
-    best manual wording is chosen on test, which can only favour the manual side."""
-    import statistics
-    import tempfile
-
-    def probe(words: list[str]) -> dict:
-        out = tempfile.mkdtemp(prefix="sweep-probe-")
-        env = {**_env(), "OMP_NUM_THREADS": str(threads)}
-        subprocess.run([sys.executable, "-m", "ptune.cli", "-q", *words, "--split", "test", "--out", out],
-                       env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        return json.loads((Path(out) / "results.json").read_text())["relations"][0]
-
-    words = shlex.split(command)[1:]  # without "ptune"
-    learned = {seed: probe(_with(words, "--seed", str(seed)) + ["--split-seed", "0"]) for seed in CONFIRM_SEEDS}
-    p1 = [relation["runs"][0]["p_at_1"] for relation in learned.values()]
-    facts, backbone = words[words.index("--facts") + 1], words[words.index("--backbone") + 1]
-    manual = probe(["probe", "--facts", facts, "--backbone", backbone, "--manual", *MANUAL_CAPITAL, "--method", "manual", "--multi-token",
-                    "--split-seed", "0"])
-    by_wording = {run["wording"]: run["p_at_1"] for run in manual["runs"]}
-    best_manual = max(by_wording.values())
-    return {"command": command, "seeds": list(CONFIRM_SEEDS), "split_seed": 0, "test_facts": manual["split_sizes"]["test"],
-            "ptuning_p1": p1, "ptuning_p1_mean": statistics.mean(p1), "ptuning_p1_std": statistics.stdev(p1),
-            "manual_p1": by_wording, "manual_best_p1": best_manual,
-            "gap_points": (gap := round(100 * (statistics.mean(p1) - best_manual), 2)),
-            "target_met": gap >= 10}  # rounded: 0.74 - 0.64 is 0.0999... in floating point
-
-
-def _with(words: list[str], flag: str, value: str) -> list[str]:
-    """``words`` with ``flag``'s value replaced (or the flag added)."""
-    if flag in words:
-        at = words.index(flag)
-        return [*words[:at + 1], value, *words[at + 2:]]
-    return [*words, flag, value]
-
-
 def winner_flags(settings: dict) -> list[str]:
     """`ptune train` flags for a trial's searched settings (``reparam`` is a switch)."""
     flags = []
@@ -288,19 +250,13 @@ def winner_flags(settings: dict) -> list[str]:
     return flags
 
 
-def _env() -> dict:
-    import os
-
-    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
 def _load() -> dict:
     return json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
 
 
 def _save(name: str, record: dict) -> None:
     records = {**_load(), name: record}
-    RESULTS.write_text(json.dumps(records, indent=2) + "\n")
+    write_atomic(RESULTS, json.dumps(records, indent=2) + "\n")
     write_section(SECTION, section())
 
 
@@ -347,16 +303,39 @@ def section() -> str:
                 lines.append(_share_of_finetune(GAPS[name]["confirm"]))
         else:
             lines.append("- Not yet confirmed on test.")
+        if "transfer" in r:
+            lines += _transfer(r["transfer"])
         if GAPS.get(name, {}).get("written_back"):
             lines.append(f"- Written back into the code: {GAPS[name]['written_back']}.")
         lines.append("")
     return "\n".join(lines)
 
 
+def _transfer(t: dict) -> list[str]:
+    """Lines for a probing winner's settings carried to the other built-in relations."""
+    before = t["settings_before"]
+    lines = [f"- The winner's settings on the other built-in relations (`python benchmarks/sweeps.py transfer`; each "
+             f"relation's LAMA template, seeds {', '.join(map(str, t['seeds']))}, split seed {t['split_seed']}, test), "
+             f"against the P-tuning rows of \"Probing your facts files\" on the same split and template, made with lr "
+             f"{before['lr']}, {before['epochs']} epochs, {before['encoder']} encoder, {before['prompts_per_side']} [P] "
+             f"per side:", "",
+             "  | relation | facts | P@1, winner's settings | P@1, before | best manual | change |",
+             "  | --- | --- | --- | --- | --- | --- |"]
+    for relation, row in t["relations"].items():
+        change = 100 * (row["ptuning_p1_mean"] - row["before_p1_mean"])
+        spread = max(100 * row["ptuning_p1_std"], 100 * row["before_p1_std"])
+        verdict = "tie (within a std)" if abs(change) <= spread else "better" if change > 0 else "worse"
+        lines.append(f"  | {relation} ({row['builtin']}) | {row['test_facts']} | {100 * row['ptuning_p1_mean']:.1f} ± "
+                     f"{100 * row['ptuning_p1_std']:.1f} | {100 * row['before_p1_mean']:.1f} ± "
+                     f"{100 * row['before_p1_std']:.1f} | {100 * row['manual_best_p1']:.1f} | {change:+.1f}: {verdict} |")
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("stage", nargs="?", choices=("sweep", "confirm", "reseed"),
-                        help="reseed: rebuild a study's storage from its kept trials.json (studies kept before "
+    parser.add_argument("stage", nargs="?", choices=("sweep", "confirm", "transfer", "reseed"),
+                        help="transfer: a probing winner's settings on the other built-in relations, 3 seeds on test; "
+                             "reseed: rebuild a study's storage from its kept trials.json (studies kept before "
                              "study.db.gz), then keep it")
     parser.add_argument("name", nargs="?", choices=sorted(GAPS))
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default: 2)")
@@ -376,6 +355,11 @@ def main() -> None:
     elif args.stage == "reseed":
         print(f"{args.name}: {reseed(args.name)} trials rebuilt from trials.json", file=sys.stderr)
         keep(args.name)
+    elif args.stage == "transfer":
+        record = _load().get(args.name)
+        if GAPS[args.name].get("command") != "probe-sweep" or not record or not record["best"]:
+            parser.error(f"transfer: {args.name} is not a finished probing study")
+        _save(args.name, {**record, "transfer": transfer_probe(record["best"]["command"], args.threads)})
     else:
         confirm(args.name, args.threads, tuple(args.seeds))
 

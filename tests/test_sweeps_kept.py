@@ -67,3 +67,22 @@ def test_a_study_is_rebuilt_from_its_trials_and_ptune_sweep_continues_it(places)
     summary = json.loads(done.stdout)
     assert summary["trials"]["complete"] == 1 and summary["trials"]["pruned"] == 1
     assert summary["best"]["settings"] == {"lr": 0.005, "length": 8, "reparam": True}
+
+
+def test_a_probing_winner_is_carried_to_the_other_relations_with_their_own_templates(tied_llama_dir):
+    """`sweeps.py transfer`: the winner's command on continent-of and borders, each with its LAMA template in place
+    of the capital wording, 3 real seeds on the test split of split seed 0, set against probe_facts.json's rows."""
+    sweeps_probe = importlib.import_module("sweeps_probe")
+    command = (f"ptune probe --facts tests/fixtures/facts/P36.jsonl --manual 'The capital of [X] is [Y] .' --method "
+               f"ptuning --backbone {tied_llama_dir} --candidates objects --multi-token --epochs 1 --limit 3 "
+               f"--prompts 1 --encoder none --batch-size 16 --seed 0")
+    out = sweeps_probe.transfer_probe(command, threads=1)
+    assert list(out["relations"]) == ["P30", "P47"] and out["seeds"] == [0, 1, 2] and out["split_seed"] == 0
+    earlier = json.loads((Path(sweeps.ROOT) / "benchmarks" / "results" / "probe_facts.json").read_text())
+    assert out["settings_before"]["encoder"] == earlier["settings"]["encoder"]
+    for relation, row in out["relations"].items():
+        assert f"--facts tests/fixtures/facts/{relation}.jsonl" in row["command"]
+        assert "--manual" not in row["command"] and "--relations tests/fixtures/facts/relations.jsonl" in row["command"]
+        assert len(row["ptuning_p1"]) == 3 and all(0 <= p <= 1 for p in row["ptuning_p1"])
+        before = next(r for r in earlier["relations"] if r["relation"] == relation)
+        assert row["before_p1_mean"] == before["ptuning_p1_mean"] and row["builtin"] == before["builtin"]
