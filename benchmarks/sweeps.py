@@ -316,7 +316,7 @@ def _transfer(t: dict) -> list[str]:
     before = t["settings_before"]
     lines = [f"- The winner's settings on the other built-in relations (`python benchmarks/sweeps.py transfer`; each "
              f"relation's LAMA template, seeds {', '.join(map(str, t['seeds']))}, split seed {t['split_seed']}, test), "
-             f"against the P-tuning rows of \"Probing your facts files\" on the same split and template, made with lr "
+             f"against the P-tuning rows of \"Knowledge probing from LAMA files\" on the same split and template, made with lr "
              f"{before['lr']}, {before['epochs']} epochs, {before['encoder']} encoder, {before['prompts_per_side']} [P] "
              f"per side:", "",
              "  | relation | facts | P@1, winner's settings | P@1, before | best manual | change |",
