@@ -84,7 +84,7 @@ GAPS = {
         "confirm": {"probe": True},
         "written_back": "`ptune probe`'s learned probes default to lr 4.4e-3, 8 epochs, an MLP encoder and 2 [P] per "
                         "side for P-tuning (`LEARNED_DEFAULTS`, `DEFAULT_PROMPTS` in src/ptune/analysis/probing/"
-                        "command.py); `--lr`, `--epochs`, `--encoder`, `--prompts` override them",
+                        "defaults.py); `--lr`, `--epochs`, `--encoder`, `--prompts` override them",
     },
 }
 

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ptune.analysis.probing.command import DEFAULT_PROMPTS
+from ptune.analysis.probing.defaults import DEFAULT_PROMPTS
 from ptune.analysis.probing.lama import FactsRelation, convert_template, read_facts, read_templates, read_vocabulary
 from ptune.analysis.probing.learned import parse_probe_template, ptuning_template, soft_prompt_template
 from ptune.errors import PtuneError
